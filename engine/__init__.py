@@ -1,0 +1,39 @@
+"""Local, offline text classification and zero-shot classification on ONNX Runtime.
+
+Run time needs only onnxruntime, tokenizers and numpy; models are made by scripts/export_models.py.
+"""
+
+from .errors import (
+    EngineError,
+    InferenceError,
+    IntegrityError,
+    InvalidRequestError,
+    ModelLoadError,
+    TextTooLongError,
+)
+from .postprocess import Activation
+from .spec import (
+    ClassificationOutput,
+    CloudflareTextClassificationInput,
+    TextClassificationInput,
+    TextClassificationParameters,
+    TextPair,
+)
+from .text_classification import Prediction, TextClassifier
+
+__all__ = [
+    "Activation",
+    "ClassificationOutput",
+    "CloudflareTextClassificationInput",
+    "EngineError",
+    "InferenceError",
+    "IntegrityError",
+    "InvalidRequestError",
+    "ModelLoadError",
+    "Prediction",
+    "TextClassificationInput",
+    "TextClassificationParameters",
+    "TextClassifier",
+    "TextPair",
+    "TextTooLongError",
+]

@@ -1,0 +1,114 @@
+"""Logits -> scores -> ranked labels. Pure numpy: this module must never import onnxruntime.
+
+Semantics follow the transformers pipelines (see shared/spec-notes.md); the numerics are guarded so that
+no input of finite logits produces NaN or inf, and non-finite logits are refused instead of ranked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import Enum
+
+import numpy as np
+
+from .errors import InferenceError, InvalidRequestError
+
+
+class Activation(str, Enum):
+    """`function_to_apply` of the HF task spec."""
+
+    SIGMOID = "sigmoid"
+    SOFTMAX = "softmax"
+    NONE = "none"
+
+    @classmethod
+    def parse(cls, value: str | Activation | None) -> Activation | None:
+        """None stays None (use the model's default); strings are matched case-insensitively."""
+        if value is None or isinstance(value, Activation):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value.strip().lower())
+            except ValueError:
+                pass
+        allowed = ", ".join(repr(a.value) for a in cls)
+        raise InvalidRequestError(f"function_to_apply must be one of {allowed} (or absent), got {value!r}")
+
+
+def default_activation(problem_type: str | None, num_labels: int) -> Activation:
+    """The reference pipeline's rule when the caller gives no function_to_apply."""
+    if problem_type == "regression":
+        return Activation.NONE
+    if problem_type == "multi_label_classification" or num_labels == 1:
+        return Activation.SIGMOID
+    if problem_type == "single_label_classification" or num_labels > 1:
+        return Activation.SOFTMAX
+    return Activation.NONE
+
+
+def check_finite(logits: np.ndarray) -> np.ndarray:
+    """Refuse NaN/inf logits: ranking them would return silent garbage."""
+    logits = np.asarray(logits, dtype=np.float32)
+    if not np.isfinite(logits).all():
+        raise InferenceError(
+            "the model produced non-finite logits (NaN or inf); the model file is likely broken or "
+            "quantized for another CPU: re-export it, or try --precision fp32"
+        )
+    return logits
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row softmax in float32, shifted by the true row max so exp never overflows."""
+    x = np.asarray(x, dtype=np.float32)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function in float32 that never overflows: exp is only taken of -|x|."""
+    x = np.asarray(x, dtype=np.float32)
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+
+
+def activate(logits: np.ndarray, activation: Activation) -> np.ndarray:
+    logits = check_finite(logits)
+    if activation is Activation.SOFTMAX:
+        return softmax(logits)
+    if activation is Activation.SIGMOID:
+        return sigmoid(logits)
+    return logits
+
+
+def parse_top_k(top_k: object) -> int | None:
+    """`top_k`: a positive int, or None for every label. bool is refused even though it is an int."""
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)):
+        raise InvalidRequestError(f"top_k must be a positive integer or null (all labels), got {top_k!r}")
+    if top_k < 1:
+        raise InvalidRequestError(f"top_k must be >= 1 (or null for all labels), got {top_k}")
+    return int(top_k)
+
+
+def rank(scores: np.ndarray, top_k: int | None) -> np.ndarray:
+    """Indices of one row's scores, best first; ties keep label order (a stable sort, like the reference)."""
+    order = np.argsort(-scores, kind="stable")
+    return order if top_k is None else order[:top_k]
+
+
+def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[tuple[str, float]]:
+    return [(labels[i], float(scores[i])) for i in rank(scores, top_k)]
+
+
+def zero_shot_scores(logits: np.ndarray, entailment_id: int, contradiction_id: int, multi_label: bool) -> np.ndarray:
+    """Scores of one text's candidate labels from its (n_labels, n_nli_classes) logits.
+
+    multi_label (or a single label): each label on its own, softmax over [contradiction, entailment].
+    Otherwise: softmax of the entailment logits across the labels, so the scores sum to 1.
+    """
+    logits = check_finite(logits)
+    if multi_label or logits.shape[0] == 1:
+        pair = logits[:, [contradiction_id, entailment_id]]
+        return softmax(pair)[:, 1]
+    return softmax(logits[:, entailment_id])

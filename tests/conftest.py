@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny checkpoints built with transformers and exported by the project's own script, once per
+test session. HF_HUB_OFFLINE=1: nothing here may reach the Hugging Face Hub."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import checkpoints  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """checkpoint(name) -> a saved transformers checkpoint directory (built once per session)."""
+    made: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in made:
+            made[name] = checkpoints.build(name, tmp_path_factory.mktemp(f"ckpt-{name}"))
+        return made[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+    """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session)."""
+    import export_models
+
+    made: dict[tuple[str, str], Path] = {}
+
+    def get(name: str, precision: str = "fp32") -> Path:
+        key = (name, precision)
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
+            export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
+            made[key] = out
+        return made[key]
+
+    return get

@@ -1,0 +1,30 @@
+"""The run time stays torch-free and the postprocess core stays numpy-only."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
+
+
+def test_import_engine_pulls_no_heavy_framework() -> None:
+    code = (
+        "import sys, engine; "
+        "print(','.join(m for m in ('torch', 'transformers', 'optimum', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_postprocess_imports_only_numpy_and_engine_errors() -> None:
+    tree = ast.parse((ENGINE / "postprocess.py").read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add("." * node.level + (node.module or ""))
+    assert imported <= {"__future__", "enum", "typing", "numpy", ".errors"}, imported
