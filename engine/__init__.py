@@ -18,8 +18,12 @@ from .spec import (
     TextClassificationInput,
     TextClassificationParameters,
     TextPair,
+    ZeroShotClassificationInput,
+    ZeroShotClassificationParameters,
+    ZeroShotPipelineOutput,
 )
 from .text_classification import Prediction, TextClassifier
+from .zero_shot import ZeroShotClassifier, ZeroShotPrediction
 
 __all__ = [
     "Activation",
@@ -36,4 +40,9 @@ __all__ = [
     "TextClassifier",
     "TextPair",
     "TextTooLongError",
+    "ZeroShotClassificationInput",
+    "ZeroShotClassificationParameters",
+    "ZeroShotClassifier",
+    "ZeroShotPipelineOutput",
+    "ZeroShotPrediction",
 ]

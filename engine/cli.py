@@ -32,8 +32,8 @@ def classify(argv: Sequence[str]) -> int:
 
         clf = TextClassifier.load(args.model_dir)
         result = clf(args.texts, top_k=args.top_k, function_to_apply=args.function_to_apply)
-    for text, outputs in zip(args.texts, result):
-        print(json.dumps({"text": text, "result": outputs_to_json(outputs)}, ensure_ascii=False))
+    for text, outputs in zip(args.texts, result):  # one list of outputs per text
+        print(json.dumps({"text": text, "result": outputs_to_json(outputs)}, ensure_ascii=False))  # type: ignore[arg-type]
     return 0
 
 

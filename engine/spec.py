@@ -154,3 +154,151 @@ class CloudflareTextClassificationInput:
 def outputs_to_json(outputs: Sequence[ClassificationOutput] | Sequence[Sequence[ClassificationOutput]]) -> Any:
     """Nested lists of ClassificationOutput -> the same nesting of {"label", "score"} dicts."""
     return [o.to_dict() if isinstance(o, ClassificationOutput) else outputs_to_json(o) for o in outputs]
+
+
+# Zero-shot classification ---------------------------------------------------------------------------------------
+
+DEFAULT_HYPOTHESIS_TEMPLATE = "This example is {}."
+
+
+def parse_candidate_labels(value: object) -> tuple[str, ...]:
+    """A list of labels, or one comma-separated string (split, stripped, empties dropped, as the reference does).
+
+    Duplicates are refused: each label is one hypothesis, and a repeated one would be scored twice and, without
+    multi_label, would take a double share of the softmax.
+    """
+    if isinstance(value, str):
+        labels: list[object] = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, (list, tuple)):
+        labels = list(value)
+    else:
+        raise InvalidRequestError(
+            f"candidate_labels must be a list of strings or a comma-separated string, got {type(value).__name__}"
+        )
+    if not labels:
+        raise InvalidRequestError("candidate_labels is empty; give at least one label")
+    for label in labels:
+        if not isinstance(label, str) or not label.strip():
+            raise InvalidRequestError(f"every candidate label must be a non-empty string, got {label!r}")
+    if len(set(labels)) != len(labels):
+        dupes = sorted({str(x) for x in labels if labels.count(x) > 1})
+        raise InvalidRequestError(f"candidate_labels has duplicates {dupes}; give each label once")
+    return tuple(str(label) for label in labels)
+
+
+def check_template(template: object, label: str) -> str:
+    """The template must take the label through `{}`; anything else would score the same hypothesis for every label."""
+    if not isinstance(template, str):
+        raise InvalidRequestError(f"hypothesis_template must be a string, got {type(template).__name__}")
+    try:
+        formatted = template.format(label)
+    except (IndexError, KeyError, ValueError) as exc:
+        raise InvalidRequestError(
+            f"hypothesis_template {template!r} cannot be formatted ({exc!r}); use a plain {{}} where the label goes, "
+            'e.g. "This example is {}."'
+        ) from None
+    if formatted == template:
+        raise InvalidRequestError(
+            f'hypothesis_template {template!r} has no {{}} for the label; e.g. "This example is {{}}."'
+        )
+    return template
+
+
+@dataclass(frozen=True)
+class ZeroShotClassificationParameters:
+    candidate_labels: tuple[str, ...]
+    hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE
+    multi_label: bool = False
+
+    def __post_init__(self) -> None:
+        labels = parse_candidate_labels(self.candidate_labels)
+        object.__setattr__(self, "candidate_labels", labels)
+        check_template(self.hypothesis_template, labels[0])
+        if not isinstance(self.multi_label, bool):
+            raise InvalidRequestError(f"multi_label must be true or false, got {self.multi_label!r}")
+
+    @classmethod
+    def from_dict(cls, obj: object, candidate_labels: object = None) -> ZeroShotClassificationParameters:
+        """The spec's snake_case parameters, or the older camelCase ones (labels may come from `inputs`)."""
+        if obj is None:
+            obj = {}
+        if not isinstance(obj, Mapping):
+            raise InvalidRequestError(f"parameters must be an object, got {type(obj).__name__}")
+        names = {
+            "candidate_labels": "candidateLabels",
+            "hypothesis_template": "hypothesisTemplate",
+            "multi_label": "multiLabel",
+        }
+        _check_keys(obj, set(names) | set(names.values()), set(), "parameters")
+        values: dict[str, Any] = {}
+        for snake, camel in names.items():
+            if snake in obj and camel in obj:
+                raise InvalidRequestError(f"parameters has both {snake!r} and {camel!r}; give one")
+            if snake in obj or camel in obj:
+                values[snake] = obj.get(snake, obj.get(camel))
+        if candidate_labels is not None:
+            if "candidate_labels" in values:
+                raise InvalidRequestError("candidate labels are given twice (in inputs and in parameters)")
+            values["candidate_labels"] = candidate_labels
+        if "candidate_labels" not in values:
+            raise InvalidRequestError("zero-shot classification needs parameters.candidate_labels")
+        for key in ("hypothesis_template", "multi_label"):  # explicit null means the default
+            if key in values and values[key] is None:
+                del values[key]
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "candidate_labels": list(self.candidate_labels),
+            "hypothesis_template": self.hypothesis_template,
+            "multi_label": self.multi_label,
+        }
+
+
+@dataclass(frozen=True)
+class ZeroShotClassificationInput:
+    """`{"inputs": str, "parameters": {"candidate_labels": [...], ...}}`, or the older
+    `{"inputs": {"text": str, "candidateLabels": [...]}, "parameters": {"hypothesisTemplate", "multiLabel"}}`."""
+
+    inputs: str | list[str]
+    parameters: ZeroShotClassificationParameters
+
+    @classmethod
+    def from_dict(cls, obj: object) -> ZeroShotClassificationInput:
+        if not isinstance(obj, Mapping):
+            raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
+        _check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
+        inputs, labels = obj["inputs"], None
+        if isinstance(inputs, Mapping):  # the older spec shape
+            _check_keys(inputs, {"text", "candidateLabels", "candidate_labels"}, {"text"}, "inputs")
+            labels = inputs.get("candidateLabels", inputs.get("candidate_labels"))
+            if labels is None:
+                raise InvalidRequestError("inputs.candidateLabels is missing")
+            inputs = inputs["text"]
+        texts = parse_texts(inputs)
+        params = ZeroShotClassificationParameters.from_dict(obj.get("parameters"), labels)
+        return cls(texts if isinstance(inputs, (list, tuple)) else texts[0], params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": self.inputs, "parameters": self.parameters.to_dict()}
+
+
+def parse_texts(inputs: object) -> list[str]:
+    """One text or a list of texts (zero-shot takes no pairs)."""
+    if isinstance(inputs, (list, tuple)):
+        if not inputs:
+            raise InvalidRequestError("inputs is an empty list; give at least one text")
+        return [check_text(t, "input text") for t in inputs]
+    return [check_text(inputs, "input text")]
+
+
+@dataclass(frozen=True)
+class ZeroShotPipelineOutput:
+    """The transformers pipeline's shape: labels and scores sorted by score, descending."""
+
+    sequence: str
+    labels: list[str]
+    scores: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sequence": self.sequence, "labels": self.labels, "scores": self.scores}

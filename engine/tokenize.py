@@ -131,18 +131,39 @@ class TextTokenizer:
         try:
             encodings: list[Encoding] = tok.encode_batch([c for c, _ in capped], add_special_tokens=True)
         except Exception as exc:  # tokenizers raises bare Exception
-            if "too short" in str(exc):
-                raise TextTooLongError(
-                    "the second text of a pair (e.g. the zero-shot hypothesis) does not fit the model's "
-                    f"window of {self.max_length} tokens on its own; shorten it"
-                ) from exc
-            raise InvalidRequestError(f"the tokenizer rejected the input: {exc}") from exc
-        out = []
-        for i, (enc, (_, cut)) in enumerate(zip(encodings, capped)):
-            if not trunc.enabled and len(enc.ids) > self.max_length:
-                raise TextTooLongError(
-                    f"input {i} has {len(enc.ids)} tokens, more than the model's window of {self.max_length}; "
-                    "shorten it or turn truncation on"
-                )
-            out.append(Encoded(enc.ids, enc.type_ids, cut or bool(enc.overflowing)))
-        return out
+            raise self._error(exc) from exc
+        return [self._checked(i, enc, cut, trunc) for i, (enc, (_, cut)) in enumerate(zip(encodings, capped))]
+
+    def _error(self, exc: Exception) -> InvalidRequestError:
+        if "too short" in str(exc):
+            return TextTooLongError(
+                "the second text of a pair (e.g. the zero-shot hypothesis) does not fit the model's "
+                f"window of {self.max_length} tokens on its own; shorten it"
+            )
+        return InvalidRequestError(f"the tokenizer rejected the input: {exc}")
+
+    def _checked(self, i: int, enc: Encoding, cut: bool, trunc: Truncation) -> Encoded:
+        if not trunc.enabled and len(enc.ids) > self.max_length:
+            raise TextTooLongError(
+                f"input {i} has {len(enc.ids)} tokens, more than the model's window of {self.max_length}; "
+                "shorten it or turn truncation on"
+            )
+        return Encoded(enc.ids, enc.type_ids, cut or bool(enc.overflowing))
+
+    def encode_product(self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation) -> list[Encoded]:
+        """Every (premise, hypothesis) pair, premise-major: premises and hypotheses are each tokenized once and
+        joined by the tokenizer's own post-processor (special tokens, type ids, truncation), which is what
+        encoding the pair as one input does, without re-tokenizing a premise for every label."""
+        capped = [self._cap(p, trunc) for p in premises]
+        tok = self._tokenizer_for(trunc)
+        try:
+            firsts = tok.encode_batch([p for p, _ in capped], add_special_tokens=False)
+            seconds = tok.encode_batch(list(hypotheses), add_special_tokens=False)
+            pairs = [
+                (tok.post_process(f, s, add_special_tokens=True), cut)
+                for f, (_, cut) in zip(firsts, capped)
+                for s in seconds
+            ]
+        except Exception as exc:  # tokenizers raises bare Exception
+            raise self._error(exc) from exc
+        return [self._checked(i, enc, cut, trunc) for i, (enc, cut) in enumerate(pairs)]

@@ -68,7 +68,11 @@ def spread_head(model: Any, tokenizer: Any, target_std: float = 3.0) -> None:
             last.bias.mul_(scale).sub_(logits.mean(dim=0) * scale)
 
 
+WINDOW = 64  # every tiny checkpoint's window in tokens; its tokenizer says the same, as real checkpoints do
+
+
 def _save(model: Any, tokenizer: Any, out: Path) -> Path:
+    tokenizer.model_max_length = WINDOW
     spread_head(model.eval(), tokenizer)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
