@@ -140,7 +140,8 @@ def nli_ids(config: Any) -> tuple[int | None, int | None]:
 
 
 def verification_inputs(path: Path | None, pairs: bool, nli: bool) -> list[str | tuple[str, str]]:
-    """The texts every check runs on: singles, plus pairs for pair models (premise + hypothesis for NLI)."""
+    """The texts every check runs on: singles, plus pairs for pair models. NLI models get (premise, hypothesis)
+    pairs only, as zero-shot runs them (BART's head also needs the same number of </s> in every row of a batch)."""
     source = path or VERIFICATION_TEXTS
     try:
         texts = [t.strip() for t in source.read_text(encoding="utf-8").splitlines()]
@@ -149,11 +150,11 @@ def verification_inputs(path: Path | None, pairs: bool, nli: bool) -> list[str |
     texts = [t for t in texts if t and not t.startswith("#")]
     if len(texts) < 20:
         raise ExportError(f"{source} has {len(texts)} texts; the checks need at least 20 non-empty lines")
-    items: list[str | tuple[str, str]] = list(texts)
     if nli:
         topics = ["politics", "sports", "technology", "a complaint", "good news", "science"]
-        items += [(t, f"This example is {topics[i % len(topics)]}.") for i, t in enumerate(texts)]
-    elif pairs:
+        return [(t, f"This example is {topics[i % len(topics)]}.") for i, t in enumerate(texts)]
+    items: list[str | tuple[str, str]] = list(texts)
+    if pairs:
         items += [(texts[i], texts[(i + 1) % len(texts)]) for i in range(len(texts))]
     return items
 

@@ -138,6 +138,85 @@ def minilm_spread(out: Path, num_labels: int = 3) -> Path:
     return out
 
 
+def bart_tokenizer(workdir: Path) -> Any:
+    """BART's byte-level BPE (same specials as RoBERTa), trained on the sample texts."""
+    from transformers import BartTokenizerFast
+
+    roberta_tokenizer(workdir)  # writes vocab.json and merges.txt
+    return BartTokenizerFast(vocab_file=str(workdir / "vocab.json"), merges_file=str(workdir / "merges.txt"))
+
+
+def deberta_tokenizer(workdir: Path) -> Any:
+    """A sentencepiece-style Unigram model (as mDeBERTa's) trained on the sample texts, with DeBERTa's
+    [CLS] A [SEP] B [SEP] template."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import DebertaV2TokenizerFast
+
+    specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=800, special_tokens=specials, unk_token="[UNK]")
+    tok.train_from_iterator(sample_texts() * 2, trainer)
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    tok.save(str(workdir / "tokenizer.json"))
+    return DebertaV2TokenizerFast(tokenizer_file=str(workdir / "tokenizer.json"))
+
+
+NLI_LABELS = ["contradiction", "neutral", "entailment"]  # bart-large-mnli's order: entailment at index 2
+XNLI_LABELS = ["entailment", "neutral", "contradiction"]  # mDeBERTa-xnli's order: entailment at index 0
+
+
+def bart(out: Path, **cfg: Any) -> Path:
+    from transformers import BartConfig, BartForSequenceClassification
+
+    tok = bart_tokenizer(out / "bpe")
+    config = BartConfig(
+        vocab_size=len(tok),
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=37,
+        decoder_ffn_dim=37,
+        max_position_embeddings=WINDOW,
+        init_std=0.2,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **cfg,
+    )
+    model = BartForSequenceClassification(config)
+    model.num_labels = config.num_labels  # spread_head reads it; BART keeps it only in its config
+    return _save(model, tok, out)
+
+
+def deberta(out: Path, **cfg: Any) -> Path:
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    tok = deberta_tokenizer(out / "unigram")
+    config = DebertaV2Config(
+        vocab_size=len(tok),
+        max_position_embeddings=WINDOW,
+        relative_attention=True,
+        position_buckets=16,
+        pos_att_type=["p2c", "c2p"],
+        type_vocab_size=0,
+        pad_token_id=tok.pad_token_id,
+        **TINY,
+        **cfg,
+    )
+    return _save(DebertaV2ForSequenceClassification(config), tok, out)
+
+
 # name -> builder; each makes a checkpoint directory that transformers.pipeline and the export script can read.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "distilbert": lambda p: distilbert(p, **labels(["negative", "neutral", "positive"])),
@@ -148,6 +227,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
         p, problem_type="multi_label_classification", **labels(["toxic", "insult", "threat", "obscene"])
     ),
     "bert-regression": lambda p: bert(p, fixed_padding=False, num_labels=1, problem_type="regression"),
+    # NLI models for zero-shot ("bert" has no entailment label: zero-shot must refuse it)
+    "bart-nli": lambda p: bart(p, **labels(NLI_LABELS)),
+    "deberta-nli": lambda p: deberta(p, **labels(XNLI_LABELS)),
+    "bert-nli": lambda p: bert(p, **labels(NLI_LABELS)),
 }
 
 
