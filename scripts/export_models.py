@@ -33,13 +33,16 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import quantize  # noqa: E402  (sibling module of this script)
 
-from engine import model_files  # noqa: E402
+from engine import model_files, postprocess  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
 FP32_ATOL = 1e-4  # torch vs ONNX fp32: same math, so only float reordering may differ
 MIN_INT8_AGREEMENT = 0.99
+# hypotheses of the NLI checks ("This example is {topic}."): the pipeline's default template
+NLI_TOPICS = ["politics", "sports", "technology", "a complaint", "good news", "science"]
+ZERO_SHOT_TEXTS = 40  # premises of the int8 zero-shot check, each scored against every topic
 
 
 @dataclass(frozen=True)
@@ -151,8 +154,7 @@ def verification_inputs(path: Path | None, pairs: bool, nli: bool) -> list[str |
     if len(texts) < 20:
         raise ExportError(f"{source} has {len(texts)} texts; the checks need at least 20 non-empty lines")
     if nli:
-        topics = ["politics", "sports", "technology", "a complaint", "good news", "science"]
-        return [(t, f"This example is {topics[i % len(topics)]}.") for i, t in enumerate(texts)]
+        return [(t, f"This example is {NLI_TOPICS[i % len(NLI_TOPICS)]}.") for i, t in enumerate(texts)]
     items: list[str | tuple[str, str]] = list(texts)
     if pairs:
         items += [(texts[i], texts[(i + 1) % len(texts)]) for i in range(len(texts))]
@@ -173,6 +175,33 @@ def torch_logits(model: Any, tokenizer: Any, items: Sequence[str | tuple[str, st
             feed = {k: v for k, v in enc.items() if k in accepted}
             out.append(model(**feed).logits[0].float().numpy())
     return np.stack(out)
+
+
+def zero_shot_figures(
+    runtime: Any, fp32_path: Path, int8_path: Path, items: Sequence[str | tuple[str, str]], entail: int, log: Any
+) -> dict[str, Any]:
+    """int8 vs fp32 as zero-shot users see it: each premise ranked against every topic (softmax of the entailment
+    logits across labels), top-1 agreement and max score difference. Reported, not a gate."""
+    premises = [item[0] for item in items if isinstance(item, tuple)][:ZERO_SHOT_TEXTS]
+    grid = [(p, f"This example is {topic}.") for p in premises for topic in NLI_TOPICS]
+
+    def scores(path: Path) -> np.ndarray:
+        logits = runtime.logits(path.read_bytes(), grid)[:, entail].reshape(len(premises), len(NLI_TOPICS))
+        return postprocess.softmax(logits)
+
+    ref, got = scores(fp32_path), scores(int8_path)
+    agreement = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
+    diff = float(np.abs(ref - got).max())
+    log(
+        f"int8 vs fp32 zero-shot ({len(premises)} texts x {len(NLI_TOPICS)} labels): "
+        f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
+    )
+    return {
+        "int8_zero_shot_top1_agreement": agreement,
+        "int8_zero_shot_max_score_diff": diff,
+        "int8_zero_shot_texts": len(premises),
+        "int8_zero_shot_labels": len(NLI_TOPICS),
+    }
 
 
 def export_fp32(model: Any, workdir: Path) -> Path:
@@ -245,6 +274,8 @@ def export(
             result = quantize.search(fp32_path, fp32_logits, items, runtime, config, workdir, MIN_INT8_AGREEMENT, log)
             final_path, recipe = result.path, result.recipe
             verification.update(result.figures)
+            if entail is not None:
+                verification.update(zero_shot_figures(runtime, fp32_path, final_path, items, entail, log))
 
         manifest = write_directory(
             output,
@@ -330,6 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             f"int8 vs fp32: top-1 agreement {v['int8_top1_agreement']:.2%}, "
             f"max score diff {v['int8_max_score_diff']:.4f}"
+        )
+    if "int8_zero_shot_top1_agreement" in v:
+        print(
+            f"int8 vs fp32 zero-shot ranking: top-1 agreement {v['int8_zero_shot_top1_agreement']:.2%}, "
+            f"max score diff {v['int8_zero_shot_max_score_diff']:.4f}"
         )
     return 0
 
