@@ -47,6 +47,7 @@ class ServedModel:
             "precision": self.info.precision,
             "labels": list(self.info.labels),
             "state": self.worker.state.value,
+            "queued": self.worker.queued,
             "requests": stats.requests,
             "model_runs": stats.model_runs,
             "inputs": stats.inputs,

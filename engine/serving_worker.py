@@ -99,6 +99,10 @@ class ModelWorker:
     def state(self) -> State:
         return self._state
 
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
     def start(self) -> None:
         """Begin loading in the background (idempotent)."""
         with self._lock:
@@ -150,7 +154,8 @@ class ModelWorker:
             item = self._queue.get()
             if item is _STOP:
                 return
-            item.future.set_exception(exc)
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(exc)
 
     def _collect(self) -> list[Job] | None:
         """The first queued job plus whatever arrives within the wait bound, up to the input budget."""
