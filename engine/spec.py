@@ -7,6 +7,7 @@ so every entry point (Python call, batch file, HTTP) refuses the same inputs wit
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -180,6 +181,7 @@ def parse_candidate_labels(value: object) -> tuple[str, ...]:
     for label in labels:
         if not isinstance(label, str) or not label.strip():
             raise InvalidRequestError(f"every candidate label must be a non-empty string, got {label!r}")
+        check_text(label, "candidate label")
     if len(set(labels)) != len(labels):
         dupes = sorted({str(x) for x in labels if labels.count(x) > 1})
         raise InvalidRequestError(f"candidate_labels has duplicates {dupes}; give each label once")
@@ -191,16 +193,23 @@ def check_template(template: object, label: str) -> str:
     if not isinstance(template, str):
         raise InvalidRequestError(f"hypothesis_template must be a string, got {type(template).__name__}")
     try:
-        formatted = template.format(label)
+        # a request-supplied format string may only take the label itself: "{0.__class__}" or "{0[x]}" would reach
+        # into the label's attributes (and raise AttributeError or TypeError on bad names)
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+        bad = next((f"field {{{name}}} is not allowed" for name in names if name not in ("", "0")), None)
+        formatted = template.format(label) if bad is None else ""
     except (IndexError, KeyError, ValueError) as exc:
+        bad = repr(exc)
+    if bad is not None:
         raise InvalidRequestError(
-            f"hypothesis_template {template!r} cannot be formatted ({exc!r}); use a plain {{}} where the label goes, "
+            f"hypothesis_template {template!r} cannot be formatted ({bad}); use a plain {{}} where the label goes, "
             'e.g. "This example is {}."'
-        ) from None
-    if formatted == template:
+        )
+    if not names:  # "{{}}" formats to "{}" but takes no label: every hypothesis would be the same
         raise InvalidRequestError(
             f'hypothesis_template {template!r} has no {{}} for the label; e.g. "This example is {{}}."'
         )
+    check_text(formatted, "hypothesis_template")
     return template
 
 

@@ -155,6 +155,12 @@ class TextTokenizer:
         joined by the tokenizer's own post-processor (special tokens, type ids, truncation), which is what
         encoding the pair as one input does, without re-tokenizing a premise for every label."""
         capped = [self._cap(p, trunc) for p in premises]
+        for hypothesis in hypotheses:  # never cut, so a huge one is refused before it reaches the tokenizer
+            if len(hypothesis) > self.max_chars:
+                raise TextTooLongError(
+                    f"a hypothesis of {len(hypothesis)} characters cannot fit the model's window of "
+                    f"{self.max_length} tokens; shorten the candidate label or the hypothesis_template"
+                )
         tok = self._tokenizer_for(trunc)
         try:
             firsts = tok.encode_batch([p for p, _ in capped], add_special_tokens=False)
