@@ -20,13 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-
 from . import batching
 from .errors import EngineError, InvalidRequestError
+
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # engine.cli prints this instead of a traceback
+    raise EngineError(
+        "engine serve needs the server extra: pip install 'offline-textclf-engine[server]' (starlette, uvicorn)"
+    ) from exc
 from .serving_models import ResultCache, ServedModel, build_models
 from .serving_worker import BatchPolicy, Job, JobResult, Overloaded, State
 from .spec import (
@@ -339,6 +344,17 @@ def parse_alias(value: str) -> tuple[str, str]:
     return new, known
 
 
+def auth_notice(tokens: Sequence[str], token_file: str | None, host: str, port: int) -> str:
+    """Said at start-up: whether requests need a token."""
+    if tokens:
+        return f"engine serve: {len(tokens)} token(s) from {token_file}: requests need `Authorization: Bearer <token>`"
+    where = "on this machine" if host in ("127.0.0.1", "localhost", "::1") else "ON THE NETWORK"
+    return (
+        f"engine serve: no --token-file, so NO AUTHENTICATION: any client {where} that can reach {host}:{port} "
+        "may call the models (fine for local use; give --token-file otherwise)"
+    )
+
+
 def create_app(models: Sequence[ServedModel], config: ServerConfig | None = None) -> Starlette:
     return Server(models, config or ServerConfig()).app()
 
@@ -384,17 +400,6 @@ def cli(argv: Sequence[str]) -> int:
     config = ServerConfig(tokens, args.max_body_bytes, args.cache_size, args.preload)
     for m in models:
         print(f"engine serve: {m.info.task} {m.info.path} as {', '.join(m.ids)}", file=sys.stderr)
-    if tokens:
-        print(
-            f"engine serve: {len(tokens)} token(s) from {args.token_file}: requests need "
-            "`Authorization: Bearer <token>`",
-            file=sys.stderr,
-        )
-    else:
-        print(
-            "engine serve: no --token-file, so NO AUTHENTICATION: any client that can reach "
-            f"{args.host}:{args.port} may call the models (fine for local use)",
-            file=sys.stderr,
-        )
+    print(auth_notice(tokens, args.token_file, args.host, args.port), file=sys.stderr)
     uvicorn.run(create_app(models, config), host=args.host, port=args.port, access_log=args.access_log)
     return 0

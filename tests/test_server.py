@@ -427,3 +427,51 @@ def test_load_32_clients_batched(url: str, clf: TextClassifier) -> None:
     assert after["requests"] - before["requests"] == len(texts)
     assert after["model_runs"] - before["model_runs"] < len(texts)  # requests shared model runs
     assert max(size for *_, size in results) > 1
+
+
+# The command ----------------------------------------------------------------------------------------------------------
+
+
+def test_engine_serve_command(dirs: dict[str, Path], tmp_path: Path) -> None:
+    """`engine serve` in a subprocess: start-up notice, token file, lazy load with x-wait-for-model, Cloudflare id."""
+    import subprocess
+    import sys
+
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("# one per line\n\nserve-token\n", encoding="utf-8")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "engine.cli", "serve", str(dirs["tc"]), "--port", str(port), "--token-file",
+           str(tokens), "--alias", f"{CF_ID}=distilbert-sst-2", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        headers = {"Authorization": "Bearer serve-token", "x-wait-for-model": "true"}
+        r = httpx.post(f"{base}/client/v4/accounts/a/ai/run/{CF_ID}", json={"text": "hello"}, headers=headers)
+        assert r.status_code == 200 and r.json()["success"] is True
+        assert httpx.post(f"{base}/models/distilbert-sst-2", json={"inputs": "hi"}).status_code == 401
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert "1 token(s)" in err and "distilbert-sst-2" in err
+
+
+def test_command_line_errors(dirs: dict[str, Path], tmp_path: Path) -> None:
+    from engine.cli import main
+    from engine.server import auth_notice
+
+    with pytest.raises(SystemExit):
+        main(["serve", str(dirs["tc"]), "--alias", "no-equals-sign"])
+    assert main(["serve", str(dirs["tc"]), "--alias", "x=not-served"]) == 1
+    assert main(["serve", str(tmp_path / "missing")]) == 1
+    (tmp_path / "empty.txt").write_text("# nothing\n", encoding="utf-8")
+    assert main(["serve", str(dirs["tc"]), "--token-file", str(tmp_path / "empty.txt")]) == 1
+    assert "NO AUTHENTICATION" in auth_notice((), None, "127.0.0.1", 8080)
+    assert "ON THE NETWORK" in auth_notice((), None, "0.0.0.0", 8080)
