@@ -1,0 +1,280 @@
+"""Record files for batch scoring: JSON Lines, CSV and Parquet, read and written in chunks, chosen by extension.
+
+Readers stream: they yield one `Row` at a time and never hold the file. A row that cannot be decoded (invalid
+UTF-8, a JSON line that does not parse or is not an object) comes out as a Row with `problem` set instead of
+stopping the reader, so one bad line costs one row. Parquet goes through pyarrow, imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import EngineError
+
+# csv's default field limit (128 KiB) would turn one long text into a crash of the whole reader
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
+
+PARQUET_BATCH_ROWS = 1024
+
+
+class RecordFileError(EngineError):
+    """A record file cannot be read or written as a whole (unknown format, no such column, pyarrow missing)."""
+
+
+class Format(str, Enum):
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+    @classmethod
+    def of(cls, path: Path) -> Format:
+        suffix = path.suffix.lower()
+        by_suffix = {".jsonl": cls.JSONL, ".ndjson": cls.JSONL, ".csv": cls.CSV, ".parquet": cls.PARQUET}
+        if suffix not in by_suffix:
+            raise RecordFileError(
+                f"{path}: cannot tell the format from the extension {suffix!r}; use .jsonl (or .ndjson), .csv or "
+                ".parquet"
+            )
+        return by_suffix[suffix]
+
+
+def pyarrow_modules() -> tuple[Any, Any]:
+    """(pyarrow, pyarrow.parquet), or a clear error saying which extra to install."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise RecordFileError(
+            "Parquet files need pyarrow: pip install 'offline-textclf-engine[parquet]' (or use .jsonl or .csv)"
+        ) from None
+    return pyarrow, pyarrow.parquet
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input record, numbered from 0 in file order; `problem` says why it could not be decoded."""
+
+    index: int
+    record: Mapping[str, Any]
+    problem: str | None = None
+
+
+class Reader:
+    """Rows of one file, streamed. `position()` is how far into the file reading has got (for progress)."""
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.format = Format.of(path)
+        self.columns = list(columns)
+        self.size = path.stat().st_size
+        self.total_rows: int | None = None
+        self.id_arrow_type: Any = None
+        self._file: IO[bytes] | None = None
+        self._parquet: Any = None
+        if self.format is Format.PARQUET:
+            self._open_parquet()
+        elif self.format is Format.CSV:
+            self._check_csv_header()
+
+    def _open_parquet(self) -> None:
+        _, pq = pyarrow_modules()
+        try:
+            self._parquet = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises its own ArrowInvalid, OSError...
+            raise RecordFileError(f"{self.path} is not a readable Parquet file: {exc}") from exc
+        schema = self._parquet.schema_arrow
+        missing = [c for c in self.columns if c not in schema.names]
+        if missing:
+            raise RecordFileError(f"{self.path} has no column(s) {missing}; its columns are {schema.names}")
+        self.total_rows = self._parquet.metadata.num_rows
+        self._schema = schema
+
+    def arrow_type(self, column: str) -> Any:
+        """The input's Parquet type of a column, or None for text formats."""
+        return self._schema.field(column).type if self._parquet is not None else None
+
+    def _check_csv_header(self) -> None:
+        with self.path.open("rb") as f:
+            header = next(csv.reader(_text(f)), None)
+        if header is None:
+            raise RecordFileError(f"{self.path} is empty: a CSV input needs a header row naming its columns")
+        missing = [c for c in self.columns if c not in header]
+        if missing:
+            raise RecordFileError(f"{self.path} has no column(s) {missing}; its header is {header}")
+
+    def position(self) -> int:
+        try:
+            return self._file.tell() if self._file is not None and not self._file.closed else 0
+        except (OSError, ValueError):
+            return 0
+
+    def __iter__(self) -> Iterator[Row]:
+        if self.format is Format.PARQUET:
+            yield from self._parquet_rows()
+            return
+        with self.path.open("rb") as f:
+            self._file = f
+            yield from self._jsonl_rows(f) if self.format is Format.JSONL else self._csv_rows(f)
+
+    def _jsonl_rows(self, f: IO[bytes]) -> Iterator[Row]:
+        index = 0
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue  # blank lines are not rows
+            yield _jsonl_row(index, lineno, raw)
+            index += 1
+
+    def _csv_rows(self, f: IO[bytes]) -> Iterator[Row]:
+        reader = csv.reader(_text(f))
+        header = next(reader)
+        try:
+            for index, values in enumerate(reader):
+                record = dict(zip(header, values))
+                bad = [name for name, value in record.items() if _has_undecodable(value)]
+                if bad:
+                    yield Row(index, {}, f"invalid UTF-8 in column(s) {bad} (CSV line {reader.line_num})")
+                else:
+                    yield Row(index, record)
+        except csv.Error as exc:
+            raise RecordFileError(f"{self.path}: CSV line {reader.line_num} cannot be parsed ({exc})") from exc
+
+    def _parquet_rows(self) -> Iterator[Row]:
+        index = 0
+        for batch in self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.columns):
+            for record in batch.to_pylist():
+                yield Row(index, record)
+                index += 1
+
+
+def _text(f: IO[bytes]) -> io.TextIOWrapper:
+    """Bytes that are not UTF-8 become lone surrogates, caught per row instead of crashing the reader."""
+    return io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def _has_undecodable(value: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in value)
+
+
+def _jsonl_row(index: int, lineno: int, raw: bytes) -> Row:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Row(index, {}, f"invalid UTF-8 at byte {exc.start} of line {lineno}")
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Row(index, {}, f"line {lineno} is not valid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(record, dict):
+        return Row(index, {}, f"line {lineno} is a JSON {type(record).__name__}, not an object")
+    return Row(index, record)
+
+
+# Writing --------------------------------------------------------------------------------------------------------
+
+RESULT_COLUMNS = ("label", "score", "labels", "scores", "truncated")
+
+
+def to_json_id(value: Any) -> Any:
+    """Ids go through the state files as JSON: keep JSON values, spell anything else (dates, decimals) as text."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class Writer:
+    """Result rows {id_name, label, score, labels, scores, truncated} in one format, written to an open file.
+
+    JSON Lines and Parquet keep `labels`/`scores` as lists; CSV cells hold them as JSON arrays.
+    """
+
+    def __init__(
+        self, f: IO[bytes], fmt: Format, id_name: str, *, row_numbers: bool = False, id_arrow_type: Any = None
+    ) -> None:
+        self.f = f
+        self.format = fmt
+        self.id_name = id_name
+        self.columns = (id_name, *RESULT_COLUMNS)
+        self._parquet: Any = None
+        if fmt is Format.CSV:
+            self._text = io.TextIOWrapper(f, encoding="utf-8", newline="", write_through=True)
+            self._csv = csv.writer(self._text, lineterminator="\n")
+            self._csv.writerow(self.columns)
+        elif fmt is Format.PARQUET:
+            pa, pq = pyarrow_modules()
+            if row_numbers:
+                id_arrow_type = pa.int64()
+            elif id_arrow_type is None or not _plain_arrow_type(pa, id_arrow_type):
+                id_arrow_type = pa.string()  # ids from text formats, or of types JSON cannot carry
+            self._schema = pa.schema(
+                [
+                    (id_name, id_arrow_type),
+                    ("label", pa.string()),
+                    ("score", pa.float64()),
+                    ("labels", pa.list_(pa.string())),
+                    ("scores", pa.list_(pa.float64())),
+                    ("truncated", pa.bool_()),
+                ]
+            )
+            self._pa = pa
+            self._parquet = pq.ParquetWriter(f, self._schema)
+
+    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rows as {"id", "labels", "scores", "truncated"} (the state-file shape), in output order."""
+        if not rows:
+            return
+        if self.format is Format.JSONL:
+            lines = (json.dumps(self._record(r), ensure_ascii=False) + "\n" for r in rows)
+            self.f.write("".join(lines).encode("utf-8"))
+        elif self.format is Format.CSV:
+            for r in rows:
+                rec = self._record(r)
+                ident = rec[self.id_name]
+                self._csv.writerow(
+                    [
+                        "" if ident is None else ident if isinstance(ident, str) else json.dumps(ident),
+                        rec["label"],
+                        repr(rec["score"]),
+                        json.dumps(rec["labels"], ensure_ascii=False),
+                        json.dumps(rec["scores"]),
+                        "true" if rec["truncated"] else "false",
+                    ]
+                )
+        else:
+            records = [self._record(r) for r in rows]
+            if self._schema.field(0).type == self._pa.string():
+                for rec in records:
+                    ident = rec[self.id_name]
+                    rec[self.id_name] = ident if ident is None or isinstance(ident, str) else json.dumps(ident)
+            self._parquet.write_table(self._pa.Table.from_pylist(records, schema=self._schema))
+
+    def _record(self, r: Mapping[str, Any]) -> dict[str, Any]:
+        labels, scores = r["labels"], r["scores"]
+        return {
+            self.id_name: r["id"],
+            "label": labels[0],
+            "score": scores[0],
+            "labels": labels,
+            "scores": scores,
+            "truncated": r["truncated"],
+        }
+
+    def close(self) -> None:
+        """Finish the file (Parquet footer); the caller flushes, fsyncs and closes the underlying file."""
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self.format is Format.CSV:
+            self._text.flush()
+            self._text.detach()
+
+
+def _plain_arrow_type(pa: Any, t: Any) -> bool:
+    types = pa.types
+    return bool(types.is_integer(t) or types.is_floating(t) or types.is_string(t) or types.is_boolean(t))

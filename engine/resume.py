@@ -1,0 +1,178 @@
+"""On-disk state of a batch-scoring job, so that a job killed at any moment (SIGKILL included) resumes.
+
+    OUTPUT.partial/
+        manifest.json   what the job is: input fingerprint, model manifest sha256, every result-changing parameter
+        lock            held (flock) while a job runs, so two jobs never write the same state
+        000000.jsonl    one file per finished chunk, each committed by write-to-temp, fsync, rename
+        *.tmp           unfinished writes, discarded when the job starts again
+
+A chunk file exists complete or not at all, so on restart the finished chunks are exactly the files present.
+A job whose manifest differs from the stored one is refused: mixing two jobs' rows would be silent corruption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from .errors import EngineError
+
+STATE_FORMAT = "engine-score-state/1"
+MANIFEST = "manifest.json"
+EDGE_BYTES = 1 << 20
+
+
+class ResumeRefusedError(EngineError):
+    """The unfinished job found next to OUTPUT was made with another input, model or parameters."""
+
+
+class JobLockedError(EngineError):
+    """Another process is writing the same OUTPUT right now."""
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def sync_close(f: IO[bytes]) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """`path` holds either its old content or all of `data`, whenever the process dies."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def input_fingerprint(path: Path) -> dict[str, Any]:
+    """Size, mtime and the sha256 of the first and last MiB: cheap on any size, and catches edits and appends."""
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        digest.update(f.read(EDGE_BYTES))
+        if stat.st_size > EDGE_BYTES:
+            f.seek(max(EDGE_BYTES, stat.st_size - EDGE_BYTES))
+            digest.update(f.read(EDGE_BYTES))
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_edges": digest.hexdigest()}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    what = []
+    if old.get("input") != new["input"]:
+        what.append("the input file changed (size, modification time or content)")
+    if old.get("model") != new["model"]:
+        what.append("the model changed (its manifest.json differs)")
+    old_params, new_params = old.get("parameters", {}), new["parameters"]
+    for key in sorted(set(old_params) | set(new_params)):
+        if old_params.get(key) != new_params.get(key):
+            what.append(f"{key}: {old_params.get(key)!r} before, {new_params.get(key)!r} now")
+    return what or ["the state format changed"]
+
+
+class JobState:
+    """The state directory of one job, locked for as long as the object is open."""
+
+    def __init__(self, directory: Path, lock: IO[bytes]) -> None:
+        self.dir = directory
+        self._lock = lock
+
+    @classmethod
+    def open(cls, directory: Path, identity: dict[str, Any], *, restart: bool = False) -> JobState:
+        """Create the state, or reopen a matching one. restart=True throws away any earlier state first."""
+        identity = {"format": STATE_FORMAT, **identity}
+        if restart and directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = _lock(directory)
+        try:
+            manifest = directory / MANIFEST
+            if manifest.exists():
+                stored = json.loads(manifest.read_bytes())
+                if stored != identity:
+                    reasons = "; ".join(_differences(stored, identity))
+                    raise ResumeRefusedError(
+                        f"{directory} holds an unfinished job with other settings ({reasons}). Run again with the "
+                        f"same input, model and parameters to resume it, or pass --restart (or delete {directory}) "
+                        "to start over."
+                    )
+            else:
+                for stale in directory.iterdir():  # a job killed before its manifest existed left nothing of value
+                    if stale.name != "lock":
+                        stale.unlink()
+                write_atomic(manifest, json.dumps(identity, sort_keys=True, indent=1).encode("utf-8"))
+            for tmp in directory.glob("*.tmp"):
+                tmp.unlink()
+        except BaseException:
+            lock.close()
+            raise
+        return cls(directory, lock)
+
+    def chunk_path(self, k: int) -> Path:
+        return self.dir / f"{k:06d}.jsonl"
+
+    def committed(self) -> int:
+        """How many chunks are finished: they are always 0..n-1, as chunks are committed in order."""
+        n = 0
+        while self.chunk_path(n).exists():
+            n += 1
+        return n
+
+    def commit(self, k: int, records: list[dict[str, Any]]) -> None:
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        write_atomic(self.chunk_path(k), data.encode("utf-8"))
+
+    def read(self, k: int) -> Iterator[dict[str, Any]]:
+        with self.chunk_path(k).open("rb") as f:
+            for line in f:
+                yield json.loads(line)
+
+    def temp_file(self, name: str) -> IO[bytes]:
+        """A file in the state directory (same file system as OUTPUT, so it can be renamed onto it)."""
+        return (self.dir / f"{name}.tmp").open("wb")
+
+    def close(self) -> None:
+        self._lock.close()
+
+    def remove(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir)
+        fsync_dir(self.dir.parent)
+
+
+def _lock(directory: Path) -> IO[bytes]:
+    f = (directory / "lock").open("wb")
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; one job per OUTPUT is then the user's care
+        return f
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise JobLockedError(
+            f"another `engine score` is using {directory} right now (it is locked); wait for that job to finish or "
+            "stop it first"
+        ) from None
+    return f
