@@ -12,6 +12,7 @@ from .errors import (
     TextTooLongError,
 )
 from .postprocess import Activation
+from .scoring import ScoredRow, ScoreSummary, ScoringOptions, score_file, score_records
 from .spec import (
     ClassificationOutput,
     CloudflareTextClassificationInput,
@@ -35,6 +36,9 @@ __all__ = [
     "InvalidRequestError",
     "ModelLoadError",
     "Prediction",
+    "ScoreSummary",
+    "ScoredRow",
+    "ScoringOptions",
     "TextClassificationInput",
     "TextClassificationParameters",
     "TextClassifier",
@@ -45,4 +49,6 @@ __all__ = [
     "ZeroShotClassifier",
     "ZeroShotPipelineOutput",
     "ZeroShotPrediction",
+    "score_file",
+    "score_records",
 ]
