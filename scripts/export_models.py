@@ -90,6 +90,8 @@ def load_checkpoint(source: str) -> tuple[Any, Any, Any]:
     local = Path(source).is_dir()
     if not local and Path(source).exists():
         raise ExportError(f"{source} is a file; SOURCE must be a checkpoint directory, a hub id or an alias")
+    if local and not (Path(source) / "config.json").is_file():  # else transformers guesses a type from the name
+        raise ExportError(f"{source} is not a Hugging Face checkpoint directory: it has no config.json")
     try:
         config = AutoConfig.from_pretrained(source)
     except OSError as exc:
@@ -113,7 +115,10 @@ def load_checkpoint(source: str) -> tuple[Any, Any, Any]:
             f"{source} is a {archs[0]}, not a sequence classifier (…ForSequenceClassification); "
             "its classification head would be random. Export a fine-tuned classification checkpoint."
         )
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # transformers raises many kinds for missing or unconvertible tokenizer files
+        raise ExportError(f"{source}: cannot load its tokenizer ({type(exc).__name__}: {exc})") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{source}: no fast tokenizer (tokenizer.json) could be built; the run time needs one")
     model = AutoModelForSequenceClassification.from_pretrained(source).eval()

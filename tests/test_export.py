@@ -1,0 +1,257 @@
+"""The export script's command line: aliases, clear refusals with a non-zero exit, failed checks, atomic output,
+and the manifest of NLI models. Runs the script as a subprocess twice (it imports torch); in-process otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import export_models
+import pytest
+
+from engine import TextClassifier, ZeroShotClassifier
+
+SCRIPT = Path(export_models.__file__).resolve()
+CF_ID = "@cf/huggingface/distilbert-sst-2-int8"
+
+
+@pytest.fixture(scope="module")
+def few_texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 20-line calibration file: the CLI tests check behaviour, not figures, so a short check is enough."""
+    import checkpoints
+
+    path = tmp_path_factory.mktemp("calibration") / "texts.txt"
+    path.write_text("\n".join(checkpoints.sample_texts()[:20]) + "\n", encoding="utf-8")
+    return path
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_list_shows_every_alias_and_the_cloudflare_id() -> None:
+    done = run_script("--list")
+    assert done.returncode == 0, done.stderr
+    for name, alias in export_models.ALIASES.items():
+        line = next(line for line in done.stdout.splitlines() if line.startswith(name + " "))
+        assert alias.hub_id in line
+    assert "precision int8" in next(line for line in done.stdout.splitlines() if line.startswith(CF_ID))
+
+
+def test_unknown_hub_id_offline_is_a_clear_error(tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    done = run_script("no-such-org/no-such-model", "--output", str(out))
+    assert done.returncode != 0
+    assert "export failed" in done.stderr and "HF_HUB_OFFLINE=1" in done.stderr and "--list" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_cloudflare_id_resolves_to_distilbert_sst2_at_int8() -> None:
+    hub_id, alias = export_models.resolve(CF_ID)
+    assert hub_id == export_models.ALIASES["distilbert-sst-2"].hub_id
+    assert alias is not None and alias.precision == "int8"
+    assert export_models.resolve("bart-large-mnli")[0] == "facebook/bart-large-mnli"
+    assert export_models.resolve("some-org/some-model") == ("some-org/some-model", None)
+    with pytest.raises(export_models.ExportError, match="unknown Cloudflare model id"):
+        export_models.resolve("@cf/huggingface/no-such-model")
+
+
+def test_cloudflare_id_forces_int8(
+    checkpoint: Any, few_texts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The id names int8, so --precision fp32 is overridden; the weights come from the alias's hub id.
+    (The int8 recipe search itself is stubbed: it is tested with the quantization code.)"""
+    asked: list[str] = []
+    load = export_models.load_checkpoint
+
+    def offline(source: str) -> Any:
+        asked.append(source)
+        return load(str(checkpoint("distilbert")))  # stands in for the hub model: same architecture, tiny
+
+    def search(fp32_path: Path, *args: Any, **kwargs: Any) -> Any:
+        return export_models.quantize.SearchResult(fp32_path, {"name": "stub"}, {"int8_top1_agreement": 1.0})
+
+    monkeypatch.setattr(export_models, "load_checkpoint", offline)
+    monkeypatch.setattr(export_models.quantize, "search", search)
+    manifest = export_models.export(CF_ID, tmp_path / "m", "fp32", few_texts, log=lambda _m: None)
+    assert asked == [export_models.ALIASES["distilbert-sst-2"].hub_id]
+    assert manifest["precision"] == "int8" and manifest["source"] == asked[0]
+    assert manifest["quantization"] == {"name": "stub"}
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """Run main in-process, expect exit code 1, return stderr."""
+    assert export_models.main(argv) == 1
+    return capsys.readouterr().err
+
+
+def test_unknown_cloudflare_id_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = refused(["@cf/meta/no-such-model", "-o", str(tmp_path / "m")], capsys)
+    assert "unknown Cloudflare model id" in err and CF_ID in err
+
+
+def test_model_without_head_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import checkpoints
+    from transformers import BertConfig, BertModel
+
+    source = tmp_path / "bare"
+    tok = checkpoints.bert_tokenizer(fixed_padding=False)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, **checkpoints.TINY)).save_pretrained(source)
+    tok.save_pretrained(source)
+    assert json.loads((source / "config.json").read_text())["architectures"] == ["BertModel"]
+    err = refused([str(source), "-o", str(tmp_path / "m")], capsys)
+    assert "BertModel, not a sequence classifier" in err
+    assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"model_type": "vit", "architectures": ["ViTForImageClassification"]}, "has no sequence-classification head"),
+        ({"model_type": "no-such-architecture"}, "unsupported architecture"),
+    ],
+)
+def test_unsupported_architecture_is_refused(
+    config: dict[str, Any], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "ckpt"
+    source.mkdir()
+    (source / "config.json").write_text(json.dumps(config))
+    err = refused([str(source), "-o", str(tmp_path / "m")], capsys)
+    assert message in err
+
+
+def test_not_a_checkpoint_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()  # "empty" contains "mpt": transformers alone would guess an MPT config from it
+    assert "has no config.json" in refused([str(tmp_path / "empty"), "-o", "x"], capsys)
+    (tmp_path / "no-tokenizer").mkdir()
+    (tmp_path / "no-tokenizer" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert "cannot load its tokenizer" in refused([str(tmp_path / "no-tokenizer"), "-o", "x"], capsys)
+    (tmp_path / "file.bin").write_bytes(b"x")
+    assert "is a file" in refused([str(tmp_path / "file.bin"), "-o", "x"], capsys)
+
+
+def existing_model(parent: Path) -> tuple[Path, dict[str, bytes]]:
+    """An output directory from an earlier export, and its bytes, to check a failed export leaves it alone."""
+    out = parent / "model"
+    out.mkdir(parents=True)
+    files = {"model.onnx": b"earlier graph", "tokenizer.json": b"{}", "manifest.json": b'{"earlier": true}'}
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    return out, files
+
+
+def untouched(out: Path, files: dict[str, bytes]) -> bool:
+    """Same files with the same bytes, and no staging directory left next to it."""
+    same = {p.name: p.read_bytes() for p in out.iterdir()} == files
+    return same and [p.name for p in out.parent.iterdir()] == [out.name]
+
+
+def test_failing_fp32_parity_exits_nonzero_and_keeps_the_old_directory(
+    checkpoint: Any,
+    few_texts: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    real_export = export_models.export_fp32
+
+    def corrupted(model: Any, workdir: Path) -> Path:
+        path = real_export(model, workdir)
+        graph = onnx.load(str(path))
+        init = max(graph.graph.initializer, key=lambda t: int(np.prod(t.dims)))  # the largest weight
+        weight = numpy_helper.to_array(init).copy()
+        weight.reshape(-1)[::2] += 0.5  # not a uniform shift, which a LayerNorm would cancel
+        init.CopyFrom(numpy_helper.from_array(weight, init.name))
+        onnx.save(graph, str(path))
+        return path
+
+    monkeypatch.setattr(export_models, "export_fp32", corrupted)
+    out, files = existing_model(tmp_path / "out")
+    argv = [str(checkpoint("bert")), "-o", str(out), "--precision", "fp32", "--calibration-file", str(few_texts)]
+    err = refused(argv, capsys)
+    assert "fp32 ONNX does not match torch" in err
+    assert untouched(out, files)
+
+
+@pytest.mark.parametrize("exists", [False, True])
+def test_output_is_written_atomically(exists: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while the directory is being written (here: the disk refuses fsync, after every file was
+    written to the staging directory) leaves nothing half-written and the earlier export intact."""
+    parent = tmp_path / "out"
+    parent.mkdir()
+    out, files = existing_model(parent) if exists else (parent / "model", {})
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(export_models.os, "fsync", failing_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        export_models.write_directory(out, b"new graph", "{}", {"format": "engine-model/1"})
+    if exists:
+        assert untouched(out, files)
+    else:
+        assert list(parent.iterdir()) == []
+
+
+def test_successful_export_replaces_the_old_directory(
+    checkpoint: Any, few_texts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, _ = existing_model(tmp_path / "out")
+    argv = [str(checkpoint("bert")), "-o", str(out), "--precision", "fp32", "--calibration-file", str(few_texts)]
+    assert export_models.main(argv) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["verification"]["inputs"] == 20 and manifest["source"] == str(checkpoint("bert"))
+    assert TextClassifier.load(out)("I like you.")[0].label in ("NEGATIVE", "POSITIVE")
+
+
+# NLI checkpoints: task, entailment/contradiction ids, int8 figures ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, entailment, contradiction, model_type",
+    [("bart-nli", 2, 0, "bart"), ("deberta-nli", 0, 2, "deberta-v2"), ("bert-nli", 2, 0, "bert")],
+)
+def test_nli_manifest_records_task_and_ids(
+    exported: Any, name: str, entailment: int, contradiction: int, model_type: str
+) -> None:
+    manifest = json.loads((exported(name, "fp32") / "manifest.json").read_text())
+    assert manifest["task"] == "zero-shot-classification" and manifest["model_type"] == model_type
+    assert (manifest["entailment_id"], manifest["contradiction_id"]) == (entailment, contradiction)
+    assert manifest["id2label"][str(entailment)] == "entailment"
+    assert manifest["id2label"][str(contradiction)] == "contradiction"
+    assert manifest["verification"]["fp32_vs_torch_max_logit_diff"] <= 1e-4
+
+
+def test_plain_classifier_manifest_has_no_nli_ids(exported: Any) -> None:
+    manifest = json.loads((exported("bert", "fp32") / "manifest.json").read_text())
+    assert manifest["task"] == "text-classification"
+    assert manifest["entailment_id"] is None and manifest["contradiction_id"] is None
+
+
+def test_bart_nli_int8_export_reports_agreement_and_runs(exported: Any) -> None:
+    path = exported("bart-nli", "int8")
+    v = json.loads((path / "manifest.json").read_text())["verification"]
+    assert v["int8_top1_agreement"] >= export_models.MIN_INT8_AGREEMENT
+    assert 0.0 <= v["int8_zero_shot_top1_agreement"] <= 1.0 and 0.0 <= v["int8_zero_shot_max_score_diff"] <= 1.0
+    assert v["int8_zero_shot_texts"] == export_models.ZERO_SHOT_TEXTS
+    int8 = ZeroShotClassifier.load(path, threads=1).pipeline("I want my money back", ["refund", "legal", "faq"])
+    fp32 = ZeroShotClassifier.load(exported("bart-nli", "fp32"), threads=1).pipeline(
+        "I want my money back", ["refund", "legal", "faq"]
+    )
+    assert sorted(int8.labels) == sorted(fp32.labels) and sum(int8.scores) == pytest.approx(1.0, abs=1e-5)
+    got = dict(zip(int8.labels, int8.scores))
+    assert max(abs(got[label] - s) for label, s in zip(fp32.labels, fp32.scores)) <= 0.25
