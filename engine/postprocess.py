@@ -48,7 +48,8 @@ def default_activation(problem_type: str | None, num_labels: int) -> Activation:
 
 def check_finite(logits: np.ndarray) -> np.ndarray:
     """Refuse NaN/inf logits: ranking them would return silent garbage."""
-    logits = np.asarray(logits, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf here, and is refused below
+        logits = np.asarray(logits, dtype=np.float32)
     if not np.isfinite(logits).all():
         raise InferenceError(
             "the model produced non-finite logits (NaN or inf); the model file is likely broken or "
@@ -60,7 +61,8 @@ def check_finite(logits: np.ndarray) -> np.ndarray:
 def softmax(x: np.ndarray) -> np.ndarray:
     """Row softmax in float32, shifted by the true row max so exp never overflows."""
     x = np.asarray(x, dtype=np.float32)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    with np.errstate(over="ignore"):  # x - max can only overflow to -inf (logits ~ -3e38 vs 3e38): exp gives 0
+        e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
