@@ -60,6 +60,8 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _read(path: Path) -> bytes:
+    if path.exists() and not path.is_file():  # a FIFO or /dev/zero would block or never end
+        raise ModelLoadError(f"{path} is not a regular file; re-export the model")
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -344,3 +345,28 @@ def test_manifest_that_is_not_an_object(model_dir: Path, ort_calls: list[Any]) -
 def test_classifier_without_entailment_is_not_a_zero_shot_model(exported: Any) -> None:
     with pytest.raises(ModelLoadError, match="entailment"):
         ZeroShotClassifier.load(exported("bert", "fp32"))
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json", "manifest.json"])
+@pytest.mark.parametrize("kind", ["endless device", "fifo", "directory"])
+def test_special_file_is_refused_without_blocking(model_dir: Path, ort_calls: list[Any], name: str, kind: str) -> None:
+    """Reading /dev/zero never ends and opening a FIFO blocks: both must be refused, not read."""
+    target = model_dir / name
+    target.unlink()
+    if kind == "endless device":
+        target.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    refused(model_dir, "not a regular file", ort_calls)
+
+
+def test_symlinked_files_still_load(model_dir: Path, tmp_path: Path) -> None:
+    """Caches keep files as symlinks to blobs: a symlink to a regular file is fine (its sha256 is still checked)."""
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for name in ("model.onnx", "tokenizer.json"):
+        (model_dir / name).rename(blobs / name)
+        (model_dir / name).symlink_to(blobs / name)
+    assert TextClassifier.load(model_dir)("fine")[0].label in {"NEGATIVE", "POSITIVE"}
