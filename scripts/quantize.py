@@ -1,14 +1,34 @@
-"""Accuracy-aware int8 quantization for the export script.
+"""Accuracy-aware int8 quantization for the export script: per-token dynamic int8, row-independent by design.
 
-Recipe search: try recipes from cheapest (fastest at run time) to safest, measure each candidate through the
-engine's own run time (tokenizer, batching, session) against the fp32 graph on the verification inputs, and keep
-the first whose top-1 agreement with fp32 reaches the bound. The last resort keeps the most sensitive MatMuls in
-fp32, one at a time, until the bound holds, so the search always ends with a model that keeps the decisions.
+Scheme. Every MatMul with a constant weight (the encoder's linear layers) is rewritten into standard ONNX ops:
+the activation is quantized per token (one asymmetric uint8 scale and zero point per row of the last axis, from
+that token's own min and max), the weight is quantized offline per output channel to symmetric 7-bit integers
+(-63..63, int8 storage), MatMulInteger multiplies them exactly in int32, and the result is rescaled to float. The
+small head layers (Gemm: pooler, classifier) run once per row and stay fp32.
 
-Why these recipes: dynamic quantization (weights int8 offline, activations quantized per batch at run time)
-needs no calibration data and suits CPUs. Weights are signed int8 with 7-bit range (reduce_range): onnxruntime's
-u8s8 kernel on AVX2 CPUs without VNNI adds pairs of u8*s8 products in int16 and saturates with full 8-bit
-weights; 7-bit weights cannot overflow there, so the same file gives the same answers on AVX2, AVX-512 and VNNI.
+Why per token. onnxruntime's dynamic quantization (DynamicQuantizeLinear) takes one activation scale over the
+whole batch tensor, padding rows included, so a row's int8 scores changed with its neighbours. Here a token's
+integers depend only on that token, the int32 products are exact, and everything else is fp32 as before: a row's
+scores equal its scores alone up to float rounding. Static (calibrated) scales would also be row-independent but
+lose accuracy on inputs unlike the calibration texts; per-token scales adapt to every input and need no
+calibration data. Asymmetric per-token scales were measured better than symmetric ones (MiniLM: mean |logit
+change| 0.34 vs 0.48), because the inputs of the FFN output layer (after GELU) are far from symmetric.
+
+Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI (this build machine: AMD EPYC, avx2, no
+avx512/vnni), onnxruntime's u8s8 kernel uses vpmaddubsw, which adds pairs of u8*s8 products into a saturating
+int16. With weights in -63..63 the largest pair is 2 * 255 * 63 = 32130 < 32767: it cannot saturate, and VNNI and
+AVX-512 kernels accumulate in int32, so every x86 kernel returns the same exact integers and the same file gives
+the same answers everywhere, with no session option. Measured on this CPU (tests/test_quantize.py repeats it):
+full 8-bit s8 weights against uint8 activations give int32 errors of ~7e4 (saturation); 7-bit weights give 0.
+The session option session.x64quantprecision=1 (onnxruntime rewrites s8 weights to u8 and runs the slower exact
+U8U8 kernel) would also fix 8-bit weights, but only where the engine remembers to set it; 8-bit weights bought
+little here (mean |logit change| 0.31 vs 0.34 on MiniLM), the activations dominate the error.
+
+Search. Quantize every eligible MatMul and measure top-1 agreement with fp32 through the engine's own run time on
+the verification inputs. If it is below the bound, estimate each group's sensitivity (the MatMuls that share one
+input tensor: Q/K/V, attention output, FFN in, FFN out) by quantizing that group alone on a small subset of the
+inputs, order groups by logit error per weight element (the most damaging per unit of speed first), and bisect on
+how many of them to keep fp32: the fewest that reach the bound (agreement grows with the groups kept).
 """
 
 from __future__ import annotations
@@ -25,6 +45,8 @@ from engine.session import OnnxSession
 from engine.tokenize import Strategy, TextTokenizer, Truncation
 
 Item = str | tuple[str, str]
+WEIGHT_MAX = 63  # 7-bit symmetric weights: 2 * 255 * 63 < 2**15, so AVX2's int16 pair sums cannot saturate
+PROBE_ITEMS = 24  # inputs per sensitivity probe
 
 
 class Runtime:
@@ -61,20 +83,20 @@ def compare(reference: np.ndarray, candidate: np.ndarray, problem_type: str | No
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    per_channel: bool
-    reduce_range: bool = True
-    op_types: tuple[str, ...] = ("MatMul",)
-    exclude: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()  # MatMul nodes kept fp32
+    quantized: int = 0  # MatMul nodes made int8
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "method": "onnxruntime dynamic quantization",
-            "weight_type": "QInt8",
-            "per_channel": self.per_channel,
-            "reduce_range": self.reduce_range,
-            "op_types": list(self.op_types),
+            "method": "per-token dynamic int8 (graph rewrite: MatMulInteger with per-row activation scales)",
+            "activations": "uint8, asymmetric, one scale and zero point per token (row-independent)",
+            "weights": f"int8 storage, symmetric per output channel, 7-bit range (+-{WEIGHT_MAX})",
+            "integer_math": "exact int32 on every x86 kernel (no int16 saturation: 2*255*63 < 32767)",
+            "session_options": {},
+            "int8_matmuls": self.quantized,
             "kept_fp32": list(self.exclude),
+            "fp32_always": "Gemm head layers (pooler, classifier)",
         }
 
 
@@ -85,43 +107,121 @@ class SearchResult:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def quantize_with(recipe: Recipe, fp32_path: Path, out_path: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+@dataclass(frozen=True)
+class Target:
+    """A MatMul the rewrite may quantize: its node, activation input and constant weight initializer."""
 
-    quantize_dynamic(
-        fp32_path,
-        out_path,
-        op_types_to_quantize=list(recipe.op_types),
-        per_channel=recipe.per_channel,
-        reduce_range=recipe.reduce_range,
-        weight_type=QuantType.QInt8,
-        # the quantizer first rewrites a Gemm named X into a MatMul named X_MatMul: exclude both spellings
-        nodes_to_exclude=[n for name in recipe.exclude for n in (name, f"{name}_MatMul")],
-    )
-    return out_path
+    node: str
+    input: str
+    weight: str
+    size: int  # weight elements: the node's cost per token
 
 
-def matmul_weights(fp32_path: Path) -> list[str]:
-    """Names of the MatMul and Gemm nodes with a constant weight: the ones quantization touches (onnxruntime's
-    quantizer turns a Gemm with a constant weight into MatMulInteger too, whatever op_types says)."""
+def targets(model: Any) -> list[Target]:
+    """MatMuls whose second input is a constant 2-D weight (directly, or through an Identity as optimum writes
+    shared weights)."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    out = []
+    for n in graph.node:
+        if n.op_type != "MatMul":
+            continue
+        w = alias.get(n.input[1], n.input[1])
+        if w in inits and len(inits[w].dims) == 2:
+            out.append(Target(n.name, n.input[0], w, int(np.prod(inits[w].dims))))
+    return out
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weights in -63..63, float32 scale per output column)."""
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / WEIGHT_MAX
+    return np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale.astype(np.float32)
+
+
+def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
+    """A copy of `model` with every target MatMul not in `exclude` replaced by per-token int8 arithmetic."""
     import onnx
+    from onnx import TensorProto, helper, numpy_helper
 
-    graph = onnx.load(str(fp32_path)).graph
-    consts = {init.name for init in graph.initializer}
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and any(i in consts for i in n.input)]
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    todo = [t for t in targets(model) if t.node not in set(exclude)]
+    consts = {"q8/axes": np.array([-1], np.int64), "q8/zero": np.float32(0), "q8/eps": np.float32(1e-12)}
+    consts |= {"q8/255": np.float32(255), "q8/inv255": np.float32(1 / 255)}
+    new_inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+
+    def reduce(op: str, x: str, out: str) -> Any:
+        if opset >= 18:
+            return helper.make_node(op, [x, "q8/axes"], [out], keepdims=1)
+        return helper.make_node(op, [x], [out], axes=[-1], keepdims=1)
+
+    def quantize_input(x: str, p: str) -> list[Any]:
+        """uint8 q, zero point z (float) and scale s per token, so that x ~= (q - z) * s."""
+        return [
+            reduce("ReduceMax", x, p + "max"),
+            reduce("ReduceMin", x, p + "min"),
+            helper.make_node("Max", [p + "max", "q8/zero"], [p + "hi"]),
+            helper.make_node("Min", [p + "min", "q8/zero"], [p + "lo"]),
+            helper.make_node("Sub", [p + "hi", p + "lo"], [p + "range"]),
+            helper.make_node("Max", [p + "range", "q8/eps"], [p + "range1"]),
+            helper.make_node("Mul", [p + "range1", "q8/inv255"], [p + "s"]),
+            helper.make_node("Div", ["q8/255", p + "range1"], [p + "inv"]),
+            helper.make_node("Mul", [p + "lo", p + "inv"], [p + "lo_q"]),
+            helper.make_node("Round", [p + "lo_q"], [p + "lo_r"]),
+            helper.make_node("Neg", [p + "lo_r"], [p + "z"]),
+            helper.make_node("Mul", [x, p + "inv"], [p + "xs"]),
+            helper.make_node("Round", [p + "xs"], [p + "xr"]),
+            helper.make_node("Add", [p + "xr", p + "z"], [p + "xz"]),
+            helper.make_node("Clip", [p + "xz", "q8/zero", "q8/255"], [p + "xc"]),
+            helper.make_node("Cast", [p + "xc"], [p + "q"], to=TensorProto.UINT8),
+        ]
+
+    prefixes: dict[str, str] = {}  # input tensor -> prefix of its quantized form (Q, K and V share one)
+    replacement: dict[str, list[Any]] = {}
+    for t in todo:
+        node_nodes: list[Any] = []
+        if t.input not in prefixes:
+            prefixes[t.input] = f"q8/in{len(prefixes)}/"
+            node_nodes += quantize_input(t.input, prefixes[t.input])
+        a = prefixes[t.input]
+        p = f"q8/{t.node}/"
+        wq, ws = quantize_weight(numpy_helper.to_array(inits[t.weight]).astype(np.float32))
+        new_inits += [
+            numpy_helper.from_array(wq, p + "w"),
+            numpy_helper.from_array(ws, p + "ws"),
+            numpy_helper.from_array(wq.astype(np.float32).sum(axis=0), p + "colsum"),
+        ]
+        out = next(n.output[0] for n in graph.node if n.name == t.node)
+        node_nodes += [
+            helper.make_node("MatMulInteger", [a + "q", p + "w"], [p + "i32"]),
+            helper.make_node("Cast", [p + "i32"], [p + "f"], to=TensorProto.FLOAT),
+            helper.make_node("Mul", [a + "z", p + "colsum"], [p + "zc"]),  # sum((q - z) w) = sum(q w) - z sum(w)
+            helper.make_node("Sub", [p + "f", p + "zc"], [p + "acc"]),
+            helper.make_node("Mul", [p + "acc", a + "s"], [p + "as"]),
+            helper.make_node("Mul", [p + "as", p + "ws"], [out]),
+        ]
+        replacement[t.node] = node_nodes
+    nodes = [m for n in graph.node for m in replacement.get(n.name, [n])]
+    used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
+    nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used]  # weight aliases left unused
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used] + new_inits
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    return model
 
 
-def sensitivity(
-    fp32_path: Path, reference: np.ndarray, items: Sequence[Item], runtime: Runtime, workdir: Path
-) -> list[str]:
-    """MatMuls ordered by how much quantizing each one alone moves the logits, worst first."""
-    errors = []
-    names = matmul_weights(fp32_path)
-    for i, name in enumerate(names):
-        others = tuple(n for n in names if n != name)
-        path = quantize_with(Recipe("probe", True, exclude=others), fp32_path, workdir / f"probe{i}.onnx")
-        errors.append(float(np.abs(runtime.logits(path.read_bytes(), items) - reference).mean()))
-    return [names[i] for i in np.argsort(errors)[::-1]]
+def groups(model: Any) -> list[list[Target]]:
+    """Targets grouped by the tensor they read (Q/K/V, attention output, FFN in, FFN out), in graph order."""
+    by_input: dict[str, list[Target]] = {}
+    for t in targets(model):
+        by_input.setdefault(t.input, []).append(t)
+    return list(by_input.values())
 
 
 def search(
@@ -134,12 +234,17 @@ def search(
     min_agreement: float,
     log: Callable[[str], Any] = print,
 ) -> SearchResult:
-    """The cheapest recipe whose top-1 agreement with fp32 reaches `min_agreement`."""
+    """The int8 graph with the fewest fp32 MatMuls whose top-1 agreement with fp32 reaches `min_agreement`."""
+    import onnx
+
     problem_type = getattr(config, "problem_type", None)
-    tried = []
+    model = onnx.load(str(fp32_path))
+    all_targets = targets(model)
+    tried: list[dict[str, Any]] = []
 
     def attempt(recipe: Recipe, tag: str) -> tuple[Path, float, float]:
-        path = quantize_with(recipe, fp32_path, workdir / f"int8-{tag}.onnx")
+        path = workdir / f"int8-{tag}.onnx"
+        path.write_bytes(rewrite(model, recipe.exclude).SerializeToString())
         agreement, diff = compare(reference, runtime.logits(path.read_bytes(), items), problem_type)
         tried.append(
             {
@@ -150,34 +255,59 @@ def search(
             }
         )
         log(
-            f"int8 recipe {recipe.name!r} ({len(recipe.exclude)} MatMuls kept fp32): "
+            f"int8 recipe {recipe.name!r} ({len(recipe.exclude)} of {len(all_targets)} MatMuls kept fp32): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
         )
         return path, agreement, diff
 
     def done(path: Path, recipe: Recipe, agreement: float, diff: float) -> SearchResult:
-        return SearchResult(
-            path,
-            recipe.describe(),
-            {
-                "int8_top1_agreement": agreement,
-                "int8_max_score_diff": diff,
-                "int8_min_agreement": min_agreement,
-                "int8_recipes_tried": tried,
-            },
-        )
+        figures = {
+            "int8_top1_agreement": agreement,
+            "int8_max_score_diff": diff,
+            "int8_min_agreement": min_agreement,
+            "int8_recipes_tried": tried,
+        }
+        return SearchResult(path, recipe.describe(), figures)
 
-    for recipe in (Recipe("per-tensor", per_channel=False), Recipe("per-channel", per_channel=True)):
-        path, agreement, diff = attempt(recipe, recipe.name)
-        if agreement >= min_agreement:
-            return done(path, recipe, agreement, diff)
+    recipe = Recipe("per-token int8", quantized=len(all_targets))
+    path, agreement, diff = attempt(recipe, "all")
+    if agreement >= min_agreement:
+        return done(path, recipe, agreement, diff)
 
-    order = sensitivity(fp32_path, reference, items, runtime, workdir)
-    kept: list[str] = []
-    for name in order:
-        kept.append(name)
-        recipe = Recipe("per-channel, sensitive MatMuls in fp32", True, exclude=tuple(kept))
-        path, agreement, diff = attempt(recipe, f"keep{len(kept)}")
+    order = sensitivity_order(model, reference, items, runtime, log)
+    best: tuple[Path, Recipe, float, float] | None = None
+    lo, hi = 0, len(order)  # keeping lo groups fails; keeping hi groups (all) is fp32 and passes
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        kept = tuple(t.node for g in order[:mid] for t in g)
+        recipe = Recipe("per-token int8, sensitive MatMuls in fp32", kept, len(all_targets) - len(kept))
+        path, agreement, diff = attempt(recipe, f"keep{mid}")
         if agreement >= min_agreement:
-            return done(path, recipe, agreement, diff)
-    raise RuntimeError("no int8 recipe kept the decisions even with every MatMul in fp32: export with --precision fp32")
+            hi, best = mid, (path, recipe, agreement, diff)
+        else:
+            lo = mid
+    if best is None:
+        kept = tuple(t.node for t in all_targets)
+        recipe = Recipe("fp32 (no int8 recipe kept the decisions)", kept, 0)
+        path, agreement, diff = attempt(recipe, "none")
+        best = (path, recipe, agreement, diff)
+    return done(*best)
+
+
+def sensitivity_order(
+    model: Any, reference: np.ndarray, items: Sequence[Item], runtime: Runtime, log: Callable[[str], Any]
+) -> list[list[Target]]:
+    """Groups ordered by how much quantizing each one alone moves the logits per weight element, worst first,
+    measured on a spread subset of the inputs (cheap: a few short runs instead of one full run per MatMul)."""
+    pick = np.linspace(0, len(items) - 1, min(PROBE_ITEMS, len(items))).round().astype(int)
+    subset, ref = [items[i] for i in pick], reference[pick]
+    all_groups = groups(model)
+    names = {t.node for t in targets(model)}
+    scores = []
+    for g in all_groups:
+        mine = {t.node for t in g}
+        probe = rewrite(model, tuple(names - mine)).SerializeToString()
+        error = float(np.abs(runtime.logits(probe, subset) - ref).mean())
+        scores.append(error / sum(t.size for t in g))
+    log(f"int8 sensitivity: probed {len(all_groups)} MatMul groups on {len(subset)} inputs")
+    return [all_groups[i] for i in np.argsort(scores)[::-1]]
