@@ -154,8 +154,13 @@ class ZeroShotClassifier:
 def _params(
     inputs: object, candidate_labels: object, template: str, multi_label: bool
 ) -> ZeroShotClassificationParameters | None:
-    """Keyword parameters, unless the request object carries its own."""
+    """Keyword parameters, unless the request object carries its own (then giving both is ambiguous)."""
     if isinstance(inputs, ZeroShotClassificationInput):
+        if candidate_labels is not None or template != DEFAULT_HYPOTHESIS_TEMPLATE or multi_label:
+            raise InvalidRequestError(
+                "the request already carries its parameters; do not pass candidate_labels, hypothesis_template "
+                "or multi_label as well"
+            )
         return None
     if candidate_labels is None:
         raise InvalidRequestError("zero-shot classification needs candidate_labels")
