@@ -307,6 +307,8 @@ class Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self.bar.total = self.done  # the estimate was only an estimate
+            self.bar.refresh()
             self.bar.close()
         elif self.enabled:
             print(file=sys.stderr)

@@ -1,0 +1,108 @@
+"""The engine's run-time levers, one at a time, each in a fresh process: session options and token budget.
+
+    python -m benchmarks.levers [--model DIR] [--texts N]
+
+For each variant: load time, sentences/s over the corpus, single-request p50, peak RSS (VmHWM) after scoring.
+A variant rebuilds the engine's onnxruntime session with one option changed; everything else is the engine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import corpus, run
+from .worker import peak_rss_mb
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "engine defaults": {},
+    "spinning off": {"config": {"session.intra_op.allow_spinning": "0"}},
+    "memory arena off": {"arena": False},
+    "pre-packing off": {"config": {"session.disable_prepacking": "1"}},
+    "graph opt: extended": {"level": "ORT_ENABLE_EXTENDED"},
+    "graph opt: basic": {"level": "ORT_ENABLE_BASIC"},
+    "1 intra-op thread": {"threads": 1},
+    "batch_tokens 1024": {"batch_tokens": 1024},
+    "batch_tokens 2048": {"batch_tokens": 2048},
+    "batch_tokens 4096": {"batch_tokens": 4096},
+    "batch_tokens 16384": {"batch_tokens": 16384},
+}
+
+
+def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any]:
+    import onnxruntime as ort
+
+    import engine
+    from engine import batching
+
+    texts = corpus.sample(n)
+    start = time.perf_counter()
+    clf = engine.TextClassifier.load(model, batch_tokens=variant.get("batch_tokens", batching.DEFAULT_BATCH_TOKENS))
+    if any(k in variant for k in ("config", "arena", "level", "threads")):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = variant.get("threads", clf.model.session.threads)
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, variant.get("level", "ORT_ENABLE_ALL"))
+        opts.enable_cpu_mem_arena = variant.get("arena", True)
+        for key, value in variant.get("config", {}).items():
+            opts.add_session_config_entry(key, value)
+        onnx_bytes = (Path(model) / "model.onnx").read_bytes()
+        clf.model.session._session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        del onnx_bytes
+    clf(texts[:1])
+    load_s = time.perf_counter() - start
+    rates = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        clf(texts)
+        rates.append(n / (time.perf_counter() - t0))
+    rss = peak_rss_mb()
+    lat = []
+    for t in texts[:50]:
+        t0 = time.perf_counter()
+        clf([t])
+        lat.append((time.perf_counter() - t0) * 1000)
+    return {
+        "load_and_first_s": load_s,
+        "sentences_per_s": statistics.median(rates),
+        "latency_ms_p50": statistics.median(lat),
+        "peak_rss_mb": rss,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(run.DEFAULT_CACHE / "full" / "engine-int8"))
+    parser.add_argument("--texts", type=int, default=300)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(one(args.model, VARIANTS[args.child], args.texts, args.reps)))
+        return 0
+    print("| variant | load+first (s) | sentences/s | p50 (ms) | peak RSS (MB) |\n|---|---:|---:|---:|---:|")
+    for name in args.only or VARIANTS:
+        cmd = [sys.executable, "-m", "benchmarks.levers", "--model", args.model, "--texts", str(args.texts)]
+        proc = subprocess.run([*cmd, "--reps", str(args.reps), "--child", name], capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if not line:
+            print(f"| {name} | failed: {proc.stderr[-300:]} |")
+            continue
+        r = json.loads(line[-1][7:])
+        print(
+            f"| {name} | {r['load_and_first_s']:.2f} | {r['sentences_per_s']:.1f} | {r['latency_ms_p50']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} |",
+            flush=True,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
