@@ -52,6 +52,20 @@ def pad(encoded: Sequence[Encoded], index: np.ndarray, pad_id: int) -> Batch:
     return Batch(index, ids, mask, types)
 
 
-def batches(encoded: Sequence[Encoded], pad_id: int, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> Iterator[Batch]:
-    for index in plan([len(e.ids) for e in encoded], batch_tokens):
-        yield pad(encoded, index, pad_id)
+def batches(
+    encoded: Sequence[Encoded],
+    pad_id: int,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
+    pooled_id: int | None = None,
+) -> Iterator[Batch]:
+    """Padded batches covering every row once. With `pooled_id` (BART-family heads, which read the last
+    occurrence of that token and reshape by its count per row), rows only share a batch with rows holding the
+    same number of it: a text with a literal "</s>" in it would otherwise shift its neighbours' pooled rows."""
+    if pooled_id is None:
+        parts = [np.arange(len(encoded))]
+    else:
+        counts = np.array([e.ids.count(pooled_id) for e in encoded], dtype=np.int64)
+        parts = [np.flatnonzero(counts == c) for c in np.unique(counts)]
+    for part in parts:
+        for index in plan([len(encoded[i].ids) for i in part], batch_tokens):
+            yield pad(encoded, part[index], pad_id)

@@ -41,6 +41,6 @@ class LoadedModel:
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Raw logits (len(encoded), num_labels) in input order, computed in length-sorted token-budget batches."""
         out = np.empty((len(encoded), self.info.num_labels), dtype=np.float32)
-        for batch in batching.batches(encoded, self.info.pad_id, self.batch_tokens):
+        for batch in batching.batches(encoded, self.info.pad_id, self.batch_tokens, self.info.pooled_token_id):
             out[batch.index] = self.session.run(batch)
         return out

@@ -39,6 +39,7 @@ class ModelInfo:
     entailment_id: int | None = None
     contradiction_id: int | None = None
     source: str = ""
+    pooled_token_id: int | None = None  # BART-family heads pool the last of this token: batch rows by its count
 
     @property
     def num_labels(self) -> int:
@@ -127,6 +128,9 @@ def parse_manifest(path: Path, manifest: dict[str, Any]) -> ModelInfo:
         if value is not None and (not isinstance(value, int) or not 0 <= value < len(labels)):
             raise ModelLoadError(f"{where}: {key} {value!r} is not a label id of this model; re-export the model")
         ids[key] = value
+    pooled = manifest.get("pooled_token_id")
+    if pooled is not None and (isinstance(pooled, bool) or not isinstance(pooled, int) or pooled < 0):
+        raise ModelLoadError(f"{where}: pooled_token_id {pooled!r} is not a token id; re-export the model")
     return ModelInfo(
         path=path,
         task=task,
@@ -139,6 +143,7 @@ def parse_manifest(path: Path, manifest: dict[str, Any]) -> ModelInfo:
         entailment_id=ids["entailment_id"],
         contradiction_id=ids["contradiction_id"],
         source=str(manifest.get("source", "")),
+        pooled_token_id=pooled,
     )
 
 

@@ -67,6 +67,8 @@ ALIASES: dict[str, Alias] = {
 
 # Position embeddings of these models start after the padding index, so the window is shorter by that offset.
 PADDING_OFFSET_MODELS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text"}
+# sequence-classification heads that pool the hidden state of the last EOS token (and need equal EOS counts per batch)
+EOS_POOLED_MODELS = {"bart", "mbart", "plbart", "mvp", "led", "bigbird_pegasus"}
 
 
 class ExportError(EngineError):
@@ -255,6 +257,7 @@ def export(
     items = verification_inputs(calibration_file, pairs, nli=entail is not None)
     labels = {str(i): config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (config.pad_token_id or 0)
+    pooled_id = int(config.eos_token_id) if config.model_type in EOS_POOLED_MODELS else None
 
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         workdir = Path(tmp)
@@ -262,7 +265,9 @@ def export(
         tokenizer_json = (workdir / "tok" / "tokenizer.json").read_text(encoding="utf-8")
         fp32_path = export_fp32(model, workdir)
 
-        runtime = quantize.Runtime(tokenizer_json, max_length, pad_id, config.num_labels, nli=entail is not None)
+        runtime = quantize.Runtime(
+            tokenizer_json, max_length, pad_id, config.num_labels, nli=entail is not None, pooled_id=pooled_id
+        )
         reference = torch_logits(model, tokenizer, items, max_length)
         fp32_logits = runtime.logits(fp32_path.read_bytes(), items)
         fp32_diff = float(np.abs(fp32_logits - reference).max())
@@ -295,6 +300,7 @@ def export(
                 "problem_type": getattr(config, "problem_type", None),
                 "max_length": max_length,
                 "pad_token_id": int(pad_id),
+                "pooled_token_id": pooled_id,
                 "entailment_id": entail,
                 "contradiction_id": contra,
                 "precision": precision,

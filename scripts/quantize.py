@@ -52,9 +52,18 @@ PROBE_ITEMS = 24  # inputs per sensitivity probe
 class Runtime:
     """The engine's own forward pass over candidate graphs, so the checks measure what users will run."""
 
-    def __init__(self, tokenizer_json: str, max_length: int, pad_id: int, num_labels: int, nli: bool = False):
+    def __init__(
+        self,
+        tokenizer_json: str,
+        max_length: int,
+        pad_id: int,
+        num_labels: int,
+        nli: bool = False,
+        pooled_id: int | None = None,
+    ):
         self.tokenizer = TextTokenizer(tokenizer_json, max_length, pad_id)
         self.pad_id = pad_id
+        self.pooled_id = pooled_id
         self.num_labels = num_labels
         self.strategy = Strategy.ONLY_FIRST if nli else Strategy.LONGEST_FIRST
 
@@ -62,7 +71,7 @@ class Runtime:
         session = OnnxSession(onnx_bytes, self.num_labels)
         encoded = self.tokenizer.encode(items, Truncation(strategy=self.strategy))
         out = np.empty((len(items), self.num_labels), dtype=np.float32)
-        for batch in batching.batches(encoded, self.pad_id):
+        for batch in batching.batches(encoded, self.pad_id, pooled_id=self.pooled_id):
             out[batch.index] = session.run(batch)
         return out
 
