@@ -64,10 +64,11 @@ def build_classifier(out: Path, shape: Shape, seed: int = 0) -> Path:
         n_heads=shape.heads,
         hidden_dim=shape.ffn,
         max_position_embeddings=512,
-        # a wide init (as tests/checkpoints.py) gives text-dependent features: with the default 0.02 the pooled
-        # features hardly vary between texts, the spread head must amplify them ~1000x and int8 noise then flips
-        # decisions (the export's recipe search falls back to per-MatMul probes). The compute is the same.
-        initializer_range=0.2,
+        # 0.05: about the spread of trained BERT weights. The default 0.02 gives near-constant pooled features
+        # (the spread head must amplify them ~35x); tests/checkpoints.py's 0.2 makes a 768-wide model chaotic
+        # (saturated attention: torch and onnxruntime fp32 differ by 5e-2 in logits). Measured at 0.05: fp32
+        # ONNX vs torch max |logit diff| 2.6e-5, head gain ~5x. The compute is the same at any init.
+        initializer_range=0.05,
         **ck.labels(["NEGATIVE", "POSITIVE"]),
     )
     model = DistilBertForSequenceClassification(config).eval()

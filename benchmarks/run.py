@@ -1,7 +1,7 @@
 """Orchestration: build the models, run every measurement in its own process, write JSON + Markdown + PNG.
 
-    python -m benchmarks                 # the full run (about 20 minutes on 2 quiet cores)
-    python -m benchmarks --quick         # tiny models, a few dozen sentences, 1 repetition: checks the harness
+python -m benchmarks                 # the full run (about 20 minutes on 2 quiet cores)
+python -m benchmarks --quick         # tiny models, a few dozen sentences, 1 repetition: checks the harness
 """
 
 from __future__ import annotations

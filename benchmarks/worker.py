@@ -147,7 +147,8 @@ def zero_shot_throughput(spec: dict[str, Any], texts: list[str]) -> dict[str, An
     out: dict[str, Any] = {"sweep_texts_per_s": sweep, "best_batch": best}
     for count, labels in label_sets.items():
         n = spec["texts_per_count"][count]
-        rates = [n / timed(lambda: fns[best](texts[:n], labels))[0] for _ in range(spec["reps"])]
+        run = fns[best]
+        rates = [n / timed(lambda n=n, labels=labels, run=run: run(texts[:n], labels))[0] for _ in range(spec["reps"])]
         out[f"texts_per_s_{count}_labels"] = statistics.median(rates)
         out[f"texts_per_s_{count}_labels_reps"] = rates
         out[f"best_labels_{count}"] = fns[best](texts[:n], labels) if spec.get("return_labels") else []
@@ -175,7 +176,9 @@ def scaling(spec: dict[str, Any], texts: list[str]) -> dict[str, Any]:
     few = texts[: spec["zs_texts"]]
     zs(few[:1], candidate_labels=vocab[:2])
     for k in spec["label_counts"]:
-        per_text = [timed(lambda k=k: zs(few, candidate_labels=vocab[:k]))[0] / len(few) * 1000 for _ in range(spec["reps"])]
+        per_text = [
+            timed(lambda k=k: zs(few, candidate_labels=vocab[:k]))[0] / len(few) * 1000 for _ in range(spec["reps"])
+        ]
         by_labels[str(k)] = statistics.median(per_text)
     return {"ms_per_sequence_by_tokens": by_length, "ms_per_text_by_labels": by_labels}
 
@@ -221,7 +224,7 @@ def gemm(spec: dict[str, Any], texts: list[str]) -> dict[str, Any]:
             model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
             sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
             sess.run(None, {"A": a})
-            best = min(timed(lambda s=sess: s.run(None, {"A": a}))[0] for _ in range(spec["reps"]))
+            best = min(timed(lambda s=sess, a=a: s.run(None, {"A": a}))[0] for _ in range(spec["reps"]))
             total_macs += count * m * k * n
             total_s += count * best
         out[f"{kind}_gmacs_per_s"] = total_macs / total_s / 1e9

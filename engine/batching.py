@@ -67,5 +67,5 @@ def batches(
         counts = np.array([e.ids.count(pooled_id) for e in encoded], dtype=np.int64)
         parts = [np.flatnonzero(counts == c) for c in np.unique(counts)]
     for part in parts:
-        for index in plan([len(encoded[i].ids) for i in part], batch_tokens):
+        for index in plan([len(encoded[int(i)].ids) for i in part], batch_tokens):
             yield pad(encoded, part[index], pad_id)

@@ -26,5 +26,6 @@ def test_postprocess_imports_only_numpy_and_engine_errors() -> None:
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            imported.add("." * node.level + (node.module or "").split(".")[0] if not node.level else "." + (node.module or ""))
+            module = node.module or ""
+            imported.add("." + module if node.level else module.split(".")[0])
     assert imported <= {"__future__", "collections", "enum", "typing", "numpy", ".errors"}, imported
