@@ -11,6 +11,7 @@ PEERS = ("transformers", "optimum-fp32", "optimum-int8")
 NAMES = {
     "engine-int8": "engine int8",
     "engine-fp32": "engine fp32",
+    "engine-int8-all": "engine int8, all MatMuls",
     "transformers": "transformers (torch)",
     "optimum-fp32": "optimum fp32",
     "optimum-int8": "optimum int8",
@@ -128,6 +129,15 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     for title, key, digits in rows:
         lines.append(f"| {title} | " + " | ".join(_f(float(systems[k][key]), digits) for k in order) + " |")
+    x = data["models"]["int8_export_figures"]
+    r = x["recipe"]
+    lines += [
+        "",
+        f"int8 export (engine int8): {r['int8_matmuls']} of {r['int8_matmuls'] + len(r['kept_fp32'])} MatMuls int8, "
+        f"top-1 agreement with fp32 {x['int8_top1_agreement']:.1%} (gate {x['int8_min_agreement']:.0%}), max score "
+        f"diff {x['int8_max_score_diff']:.3f}. Every MatMul int8 (engine int8, all MatMuls): agreement "
+        f"{x['all_matmuls_int8_top1_agreement']:.1%}, max score diff {x['all_matmuls_int8_max_score_diff']:.3f}.",
+    ]
     lines += ["", "| engine int8 / peer | " + " | ".join(NAMES[p] for p in PEERS) + " |", "|---|---:|---:|---:|"]
     for key, title in (
         ("throughput", "throughput"),

@@ -23,7 +23,7 @@ from . import corpus, models, report
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "offline-textclf-engine" / "benchmarks"
-SYSTEMS = ("engine-int8", "engine-fp32", "transformers", "optimum-fp32", "optimum-int8")
+SYSTEMS = ("engine-int8", "engine-fp32", "engine-int8-all", "transformers", "optimum-fp32", "optimum-int8")
 # zero-shot label pool: topics a user might pick, one hypothesis each ("This example is {}.")
 LABEL_POOL = (
     "politics sports technology science health business finance travel food music art history education law "
@@ -140,6 +140,7 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any) -> dict[
     paths = {
         "engine-int8": art.engine_int8,
         "engine-fp32": art.engine_fp32,
+        "engine-int8-all": art.engine_int8_all,
         "transformers": art.classifier,
         "optimum-fp32": art.optimum_fp32,
         "optimum-int8": art.optimum_int8,

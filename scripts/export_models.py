@@ -243,8 +243,14 @@ def export(
     precision: str = "int8",
     calibration_file: Path | None = None,
     log: Any = print,
+    min_agreement: float = MIN_INT8_AGREEMENT,
 ) -> dict[str, Any]:
-    """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure."""
+    """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
+
+    `min_agreement` is the int8 gate (top-1 agreement with fp32); lowering it trades decisions for speed, and
+    the manifest records the bound used."""
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ExportError(f"--min-agreement must be between 0 and 1, got {min_agreement!r}")
     hub_id, alias = resolve(source)
     if alias and alias.precision:
         precision = alias.precision
@@ -281,7 +287,7 @@ def export(
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
         if precision == "int8":
-            result = quantize.search(fp32_path, fp32_logits, items, runtime, config, workdir, MIN_INT8_AGREEMENT, log)
+            result = quantize.search(fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log)
             final_path, recipe = result.path, result.recipe
             verification.update(result.figures)
             if entail is not None:
@@ -352,6 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", "-o", type=Path, help="model directory to write")
     parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
     parser.add_argument("--calibration-file", type=Path, help="verification texts, one per line")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_INT8_AGREEMENT,
+        help=f"int8 gate: top-1 agreement with fp32 on the verification texts (default {MIN_INT8_AGREEMENT}); "
+        "MatMuls stay fp32 until it holds. 0 quantizes every MatMul whatever it costs",
+    )
     parser.add_argument("--list", action="store_true", help="show the known aliases")
     args = parser.parse_args(argv)
     if args.list:
@@ -362,7 +375,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.source or not args.output:
         parser.error("SOURCE and --output are required (or --list)")
     try:
-        manifest = export(args.source, args.output, args.precision, args.calibration_file)
+        manifest = export(
+            args.source, args.output, args.precision, args.calibration_file, min_agreement=args.min_agreement
+        )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
