@@ -28,6 +28,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "graph opt: extended": {"level": "ORT_ENABLE_EXTENDED"},
     "graph opt: basic": {"level": "ORT_ENABLE_BASIC"},
     "1 intra-op thread": {"threads": 1},
+    "batch_tokens 256": {"batch_tokens": 256},
+    "batch_tokens 512": {"batch_tokens": 512},
     "batch_tokens 1024": {"batch_tokens": 1024},
     "batch_tokens 2048": {"batch_tokens": 2048},
     "batch_tokens 4096": {"batch_tokens": 4096},

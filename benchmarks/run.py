@@ -59,12 +59,12 @@ class Plan:
 FULL = Plan(
     corpus_size=1000,
     sweep_texts=200,
-    engine_batches=(2048, 4096, 8192, 16384),
+    engine_batches=(256, 512, 1024, 2048),
     pipeline_batches=(1, 8, 32),
     reps=3,
     latency_texts=100,
     zs_texts={"4": 100, "20": 25},
-    zs_engine_batches=(4096, 16384),
+    zs_engine_batches=(256, 1024),
     zs_pipeline_batches=(1, 16),
     lengths=(16, 32, 64, 128, 256, 512),
     tokens_per_point=4096,
@@ -76,12 +76,12 @@ FULL = Plan(
 QUICK = Plan(
     corpus_size=32,
     sweep_texts=16,
-    engine_batches=(1024, 8192),
+    engine_batches=(256, 1024),
     pipeline_batches=(1, 8),
     reps=1,
     latency_texts=6,
     zs_texts={"4": 4, "20": 2},
-    zs_engine_batches=(8192,),
+    zs_engine_batches=(256,),
     zs_pipeline_batches=(8,),
     lengths=(16, 64),
     tokens_per_point=128,
@@ -159,7 +159,7 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any) -> dict[
             "batches": list(batches(s)),
             "sweep_texts": plan.sweep_texts,
             "latency_texts": plan.latency_texts,
-            "latency_batch": 8192 if s.startswith("engine") else 1,
+            "latency_batch": 256 if s.startswith("engine") else 1,
         }
         for s in SYSTEMS
     ]
