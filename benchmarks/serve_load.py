@@ -35,6 +35,9 @@ def texts(n: int) -> list[str]:
     return [f"{base[i % len(base)]} ({i})" for i in range(n)]  # distinct: no two requests are the same
 
 
+SERVER_ARGS: list[str] = []  # extra `engine serve` options for every run (--server-arg)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,6 +48,7 @@ def start_server(model_dir: str, port: int, batching: bool, threads: int | None)
     cmd = [sys.executable, "-m", "engine.cli", "serve", model_dir, "--port", str(port), "--preload"]
     cmd += ["--cache-size", "0"] + ([] if batching else ["--max-batch-inputs", "1"])
     cmd += ["--threads", str(threads)] if threads else []
+    cmd += SERVER_ARGS
     proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     for _ in range(1200):
@@ -140,6 +144,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--threads", type=int, default=None, help="the server's onnxruntime threads")
     parser.add_argument("--make-minilm", type=Path, metavar="OUT", help="export the MiniLM-L6 test model to OUT")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra engine serve option, e.g. =--x=1")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.make_minilm:
@@ -148,6 +153,7 @@ def main() -> int:
     if not args.model_dir:
         parser.error("give a MODEL_DIR (or --make-minilm OUT to build one)")
     model_id = Path(args.model_dir).resolve().name
+    SERVER_ARGS.extend(args.server_arg)
     rows = measure(args.model_dir, model_id, args.requests, args.clients, args.threads)
     on = {r["clients"]: r["requests_per_s"] for r in rows if r["batching"]}
     off = {r["clients"]: r["requests_per_s"] for r in rows if not r["batching"]}
