@@ -35,7 +35,8 @@ class LoadedModel:
         files = model_files.load(path, verify=verify)
         info = files.info
         tokenizer = TextTokenizer(files.tokenizer_json, info.max_length, info.pad_id)
-        session = OnnxSession(files.onnx_bytes, info.num_labels, threads)
+        session = OnnxSession(files.onnx_path, info.num_labels, threads)
+        files.check_unchanged()
         return cls(info, tokenizer, session, batch_tokens)
 
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:

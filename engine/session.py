@@ -7,6 +7,7 @@ all of a process's threads.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -27,9 +28,9 @@ def default_threads() -> int:
 
 
 class OnnxSession:
-    """A CPU session over an in-memory graph, with its input names and dtypes read once."""
+    """A CPU session over a graph (a file's path, or bytes), with its input names and dtypes read once."""
 
-    def __init__(self, onnx_bytes: bytes, num_labels: int, threads: int | None = None) -> None:
+    def __init__(self, graph: bytes | Path, num_labels: int, threads: int | None = None) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ModelLoadError(f"threads must be a positive integer or None, got {threads!r}")
         opts = ort.SessionOptions()
@@ -39,7 +40,8 @@ class OnnxSession:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         try:
-            self._session = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+            source = graph if isinstance(graph, bytes) else str(graph)
+            self._session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own bare exception types
             raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}. Re-export the model.") from exc
         inputs = self._session.get_inputs()

@@ -73,3 +73,47 @@ def test_fixed_padding_in_tokenizer_json_does_not_leak(exported: Any) -> None:
     clf = TextClassifier.load(path)
     (prediction,) = clf.predict(["two words"])
     assert prediction.num_tokens == 4  # ...and the run time ignores it: [CLS] two words [SEP]
+
+
+@pytest.mark.parametrize("how", ["replaced", "written in place"])
+def test_graph_changed_while_loading_is_an_integrity_error(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """onnxruntime reads model.onnx by path after the check: a change in that window must not go unnoticed."""
+    import os
+
+    from engine import model
+
+    graph = model_copy / "model.onnx"
+
+    class ChangedMeanwhile(model.OnnxSession):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if how == "replaced":
+                shutil.copyfile(graph, model_copy / "other.onnx")
+                os.replace(model_copy / "other.onnx", graph)
+            else:
+                graph.write_bytes(graph.read_bytes())
+                st = graph.stat()
+                os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+
+    monkeypatch.setattr(model, "OnnxSession", ChangedMeanwhile)
+    with pytest.raises(IntegrityError, match="changed while it was being loaded"):
+        TextClassifier.load(model_copy)
+
+
+def test_onnxruntime_reads_the_graph_from_its_path(model_copy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the graph's bytes handed to onnxruntime doubled peak memory at load; the path is handed instead."""
+    from engine import session
+
+    seen: list[object] = []
+    real = session.ort.InferenceSession
+
+    def spy(graph: object, *args: Any, **kwargs: Any) -> Any:
+        seen.append(graph)
+        return real(graph, *args, **kwargs)
+
+    monkeypatch.setattr(session.ort, "InferenceSession", spy)
+    clf = TextClassifier.load(model_copy)
+    assert seen == [str(model_copy / "model.onnx")]
+    assert clf("a fine day")[0].label
