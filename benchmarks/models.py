@@ -13,7 +13,9 @@ ORTModelForSequenceClassification at fp32 and int8 (optimum's own dynamic quanti
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -144,16 +146,33 @@ class Artifacts:
         return asdict(self)
 
 
+def export_code() -> str:
+    """A hash of the export code: engine exports cached by other code are rebuilt, never measured as this code's."""
+    digest = hashlib.sha256()
+    for name in ("export_models.py", "quantize.py"):
+        digest.update((ROOT / "scripts" / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
     """Build and export everything once per cache directory (a marker file says it is complete)."""
     shape = TINY if quick else DISTILBERT_BASE
     root = cache / ("quick" if quick else "full")
     done = root / "artifacts.json"
+    code = root / "export-code.txt"
+    if root.exists() and (not code.exists() or code.read_text() != export_code()):
+        for stale in [done, *root.glob("engine-*")]:
+            log(f"  export code changed: removing {stale.name}")
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
     if done.exists():
         data = json.loads(done.read_text())
         data["shape"], data["nli_shape"] = Shape(**data["shape"]), Shape(**data["nli_shape"])
         return Artifacts(**data)
     root.mkdir(parents=True, exist_ok=True)
+    code.write_text(export_code())
     log(f"building checkpoints and exports in {root} (each step is skipped when its output exists)")
     clf, nli = root / "ckpt-distilbert", root / "ckpt-nli"
     steps = [

@@ -134,6 +134,7 @@ def markdown(data: dict[str, Any]) -> str:
     lines += [
         "",
         f"int8 export (engine int8): {r['int8_matmuls']} of {r['int8_matmuls'] + len(r['kept_fp32'])} MatMuls int8, "
+        f"{len(r.get('fp16_embeddings', []))} embedding table(s) fp16, "
         f"top-1 agreement with fp32 {x['int8_top1_agreement']:.1%} (gate {x['int8_min_agreement']:.0%}), max score "
         f"diff {x['int8_max_score_diff']:.3f}. Every MatMul int8 (engine int8, all MatMuls): agreement "
         f"{x['all_matmuls_int8_top1_agreement']:.1%}, max score diff {x['all_matmuls_int8_max_score_diff']:.3f}.",

@@ -4,7 +4,12 @@ Scheme. Every MatMul with a constant weight (the encoder's linear layers) is rew
 the activation is quantized per token (one asymmetric uint8 scale and zero point per row of the last axis, from
 that token's own min and max), the weight is quantized offline per output channel to symmetric 7-bit integers
 (-63..63, int8 storage), MatMulInteger multiplies them exactly in int32, and the result is rescaled to float. The
-small head layers (Gemm: pooler, classifier) run once per row and stay fp32.
+small head layers (Gemm: pooler, classifier) run once per row and stay fp32. Large embedding tables (the word
+embeddings: 94 MB of a 134 MB DistilBERT-base int8 graph) are stored as fp16 and cast to fp32 after the lookup:
+half the file, load time and resident memory of the table at no speed cost. Why not int8: word-embedding rows
+have outlier dimensions, so 8-bit rows lose ~0.8% of each value (`python -m benchmarks.embedding_storage` on the
+real MiniLM-L6 with a spread head: max logit change 0.07 and top-1 agreement 99.7% from the table alone; 16-column
+blocks 0.04), while fp16 loses 0.02% (max logit change 0.002, agreement 100%).
 
 Why per token. onnxruntime's dynamic quantization (DynamicQuantizeLinear) takes one activation scale over the
 whole batch tensor, padding rows included, so a row's int8 scores changed with its neighbours. Here a token's
@@ -24,11 +29,12 @@ The session option session.x64quantprecision=1 (onnxruntime rewrites s8 weights 
 U8U8 kernel) would also fix 8-bit weights, but only where the engine remembers to set it; 8-bit weights bought
 little here (mean |logit change| 0.31 vs 0.34 on MiniLM), the activations dominate the error.
 
-Search. Quantize every eligible MatMul and measure top-1 agreement with fp32 through the engine's own run time on
-the verification inputs. If it is below the bound, estimate each group's sensitivity (the MatMuls that share one
-input tensor: Q/K/V, attention output, FFN in, FFN out) by quantizing that group alone on a small subset of the
-inputs, order groups by logit error per weight element (the most damaging per unit of speed first), and bisect on
-how many of them to keep fp32: the fewest that reach the bound (agreement grows with the groups kept).
+Search. Quantize every eligible MatMul (and store the embedding tables fp16) and measure top-1 agreement with fp32
+through the engine's own run time on the verification inputs. If it is below the bound, estimate each group's
+sensitivity (the MatMuls that share one input tensor: Q/K/V, attention output, FFN in, FFN out; an embedding table
+is a group of its own) by changing that group alone on a small subset of the inputs, order groups by logit error
+per weight element (the most damaging per unit of speed first), and bisect on how many of them to keep fp32: the
+fewest that reach the bound (agreement grows with the groups kept).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from engine.tokenize import Strategy, TextTokenizer, Truncation
 
 Item = str | tuple[str, str]
 WEIGHT_MAX = 63  # 7-bit symmetric weights: 2 * 255 * 63 < 2**15, so AVX2's int16 pair sums cannot saturate
+EMBEDDING_MIN_SIZE = 1 << 16  # smaller tables (token types) are not worth a node
 PROBE_ITEMS = 24  # inputs per sensitivity probe
 
 
@@ -92,8 +99,10 @@ def compare(reference: np.ndarray, candidate: np.ndarray, problem_type: str | No
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    exclude: tuple[str, ...] = ()  # MatMul nodes kept fp32
+    exclude: tuple[str, ...] = ()  # nodes kept fp32: MatMuls and embedding Gathers
     quantized: int = 0  # MatMul nodes made int8
+    kept_matmuls: tuple[str, ...] = ()
+    embeddings: tuple[str, ...] = ()  # embedding tables stored fp16
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -104,7 +113,9 @@ class Recipe:
             "integer_math": "exact int32 on every x86 kernel (no int16 saturation: 2*255*63 < 32767)",
             "session_options": {},
             "int8_matmuls": self.quantized,
-            "kept_fp32": list(self.exclude),
+            "kept_fp32": list(self.kept_matmuls),
+            "embeddings": "large tables stored fp16, cast to fp32 after the lookup",
+            "fp16_embeddings": list(self.embeddings),
             "fp32_always": "Gemm head layers (pooler, classifier)",
         }
 
@@ -142,6 +153,27 @@ def targets(model: Any) -> list[Target]:
     return out
 
 
+def embedding_targets(model: Any) -> list[Target]:
+    """Gathers from a large constant 2-D float table that nothing but Gathers reads (an embedding lookup)."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer if i.data_type == 1 and len(i.dims) == 2}
+    alias = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Identity" and n.input[0] in inits}
+    readers: dict[str, set[str]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(alias.get(i, i), set()).add(n.op_type)
+    out = []
+    for n in graph.node:
+        if n.op_type != "Gather" or next((a.i for a in n.attribute if a.name == "axis"), 0) != 0:
+            continue
+        table = alias.get(n.input[0], n.input[0])
+        if table in inits and readers[table] <= {"Gather", "Identity"}:
+            size = int(np.prod(inits[table].dims))
+            if size >= EMBEDDING_MIN_SIZE:
+                out.append(Target(n.name, n.input[1], table, size))
+    return out
+
+
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights in -63..63, float32 scale per output column)."""
     scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / WEIGHT_MAX
@@ -149,7 +181,8 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
-    """A copy of `model` with every target MatMul not in `exclude` replaced by per-token int8 arithmetic."""
+    """A copy of `model` with every target MatMul not in `exclude` replaced by per-token int8 arithmetic, and every
+    embedding Gather not in `exclude` reading an fp16 table."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -213,6 +246,19 @@ def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
             helper.make_node("Mul", [p + "as", p + "ws"], [out]),
         ]
         replacement[t.node] = node_nodes
+    for t in embedding_targets(model):
+        if t.node in set(exclude):
+            continue
+        p = f"q8/{t.weight}/"
+        if not any(i.name == p + "e" for i in new_inits):  # a table two lookups share is stored once
+            table = numpy_helper.to_array(inits[t.weight]).astype(np.float16)
+            new_inits.append(numpy_helper.from_array(table, p + "e"))
+        g = f"q8/{t.node}/"
+        out = next(n.output[0] for n in graph.node if n.name == t.node)
+        replacement[t.node] = [
+            helper.make_node("Gather", [p + "e", t.input], [g + "h"]),
+            helper.make_node("Cast", [g + "h"], [out], to=TensorProto.FLOAT),
+        ]
     nodes = [m for n in graph.node for m in replacement.get(n.name, [n])]
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
     nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used]  # weight aliases left unused
@@ -226,11 +272,15 @@ def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
 
 
 def groups(model: Any) -> list[list[Target]]:
-    """Targets grouped by the tensor they read (Q/K/V, attention output, FFN in, FFN out), in graph order."""
+    """MatMul targets grouped by the tensor they read (Q/K/V, attention output, FFN in, FFN out), in graph order,
+    then embedding lookups grouped by table."""
     by_input: dict[str, list[Target]] = {}
     for t in targets(model):
         by_input.setdefault(t.input, []).append(t)
-    return list(by_input.values())
+    by_table: dict[str, list[Target]] = {}
+    for t in embedding_targets(model):
+        by_table.setdefault(t.weight, []).append(t)
+    return list(by_input.values()) + list(by_table.values())
 
 
 def search(
@@ -249,7 +299,13 @@ def search(
     problem_type = getattr(config, "problem_type", None)
     model = onnx.load(str(fp32_path))
     all_targets = targets(model)
+    lookups = embedding_targets(model)
     tried: list[dict[str, Any]] = []
+
+    def recipe_keeping(name: str, kept: tuple[str, ...]) -> Recipe:
+        matmuls = tuple(t.node for t in all_targets if t.node in kept)
+        tables = tuple(dict.fromkeys(t.weight for t in lookups if t.node not in kept))
+        return Recipe(name, kept, len(all_targets) - len(matmuls), matmuls, tables)
 
     def attempt(recipe: Recipe, tag: str) -> tuple[Path, float, float]:
         path = workdir / f"int8-{tag}.onnx"
@@ -258,13 +314,15 @@ def search(
         tried.append(
             {
                 "recipe": recipe.name,
-                "kept_fp32": len(recipe.exclude),
+                "kept_fp32": len(recipe.kept_matmuls),
+                "fp16_embeddings": len(recipe.embeddings),
                 "top1_agreement": agreement,
                 "max_score_diff": diff,
             }
         )
         log(
-            f"int8 recipe {recipe.name!r} ({len(recipe.exclude)} of {len(all_targets)} MatMuls kept fp32): "
+            f"int8 recipe {recipe.name!r} ({len(recipe.kept_matmuls)} of {len(all_targets)} MatMuls kept fp32, "
+            f"{len(recipe.embeddings)} embedding table(s) fp16): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
         )
         return path, agreement, diff
@@ -278,7 +336,7 @@ def search(
         }
         return SearchResult(path, recipe.describe(), figures)
 
-    recipe = Recipe("per-token int8", quantized=len(all_targets))
+    recipe = recipe_keeping("per-token int8", ())
     path, agreement, diff = attempt(recipe, "all")
     if agreement >= min_agreement:
         return done(path, recipe, agreement, diff)
@@ -289,15 +347,15 @@ def search(
     while hi - lo > 1:
         mid = (lo + hi) // 2
         kept = tuple(t.node for g in order[:mid] for t in g)
-        recipe = Recipe("per-token int8, sensitive MatMuls in fp32", kept, len(all_targets) - len(kept))
+        recipe = recipe_keeping("per-token int8, sensitive nodes in fp32", kept)
         path, agreement, diff = attempt(recipe, f"keep{mid}")
         if agreement >= min_agreement:
             hi, best = mid, (path, recipe, agreement, diff)
         else:
             lo = mid
     if best is None:
-        kept = tuple(t.node for t in all_targets)
-        recipe = Recipe("fp32 (no int8 recipe kept the decisions)", kept, 0)
+        kept = tuple(t.node for t in all_targets + lookups)
+        recipe = recipe_keeping("fp32 (no int8 recipe kept the decisions)", kept)
         path, agreement, diff = attempt(recipe, "none")
         best = (path, recipe, agreement, diff)
     return done(*best)
@@ -311,7 +369,7 @@ def sensitivity_order(
     pick = np.linspace(0, len(items) - 1, min(PROBE_ITEMS, len(items))).round().astype(int)
     subset, ref = [items[i] for i in pick], reference[pick]
     all_groups = groups(model)
-    names = {t.node for t in targets(model)}
+    names = {t.node for g in all_groups for t in g}
     scores = []
     for g in all_groups:
         mine = {t.node for t in g}

@@ -63,6 +63,32 @@ def test_manifest_records_recipe_kept_nodes_and_figures(exported: Callable[..., 
     assert v["int8_top1_agreement"] >= v["int8_min_agreement"] == export_models.MIN_INT8_AGREEMENT
     assert v["int8_recipes_tried"][0]["recipe"] == "per-token int8"
     assert v["int8_recipes_tried"][-1]["top1_agreement"] == v["int8_top1_agreement"]
+    fp16 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
+    assert {f"q8/{table}/e" for table in recipe["fp16_embeddings"]} == fp16  # the manifest names what is fp16
+
+
+def test_fp16_embeddings_are_the_fp32_model_with_a_rounded_table(exported: Callable[..., Path]) -> None:
+    """The lookup rewrite changes nothing but the table's precision: it equals the fp32 graph whose table values
+    are rounded to fp16, and that rounding moves the logits far less than int8 MatMuls do."""
+    from onnx import numpy_helper
+
+    fp32 = exported("bert", "fp32")
+    model = onnx.load(str(fp32 / "model.onnx"))
+    lookups = quantize.embedding_targets(model)
+    assert any("word_embeddings" in t.weight for t in lookups)
+    rewritten = quantize.rewrite(model, exclude=tuple(t.node for t in quantize.targets(model)))
+    tables = {t.weight for t in lookups}
+    assert not tables & {i.name for i in rewritten.graph.initializer}  # the fp32 tables are gone, not duplicated
+    rounded = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in rounded.graph.initializer:
+        if init.name in tables:
+            value = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(value, init.name))
+    runtime = runtime_for(fp32)
+    items: list[quantize.Item] = list(TEXTS[:40])
+    got = runtime.logits(rewritten.SerializeToString(), items)
+    np.testing.assert_allclose(got, runtime.logits(rounded.SerializeToString(), items), rtol=0, atol=1e-5)
+    assert np.abs(got - runtime.logits(model.SerializeToString(), items)).max() < 1e-2
 
 
 def quantized_everywhere(exported: Callable[..., Path], name: str) -> tuple[bytes, quantize.Runtime]:
@@ -128,6 +154,10 @@ def test_minilm_int8_keeps_decisions_with_int8_matmuls(minilm: Path) -> None:
     assert v["int8_max_score_diff"] <= MAX_SCORE_DIFF
     graph = onnx.load(str(minilm / "model.onnx")).graph
     assert recipe["int8_matmuls"] == sum(n.op_type == "MatMulInteger" for n in graph.node) >= 18  # at least half
+    assert recipe["fp16_embeddings"] == [
+        "bert.embeddings.word_embeddings.weight",
+        "bert.embeddings.position_embeddings.weight",
+    ]
     runtime = runtime_for(minilm)
     items: list[quantize.Item] = [TEXTS[3], "Meh.", TEXTS[100], TEXTS[7]]
     onnx_bytes = (minilm / "model.onnx").read_bytes()
