@@ -376,5 +376,5 @@ def sensitivity_order(
         probe = rewrite(model, tuple(names - mine)).SerializeToString()
         error = float(np.abs(runtime.logits(probe, subset) - ref).mean())
         scores.append(error / sum(t.size for t in g))
-    log(f"int8 sensitivity: probed {len(all_groups)} MatMul groups on {len(subset)} inputs")
+    log(f"int8 sensitivity: probed {len(all_groups)} groups (MatMuls, embedding tables) on {len(subset)} inputs")
     return [all_groups[i] for i in np.argsort(scores)[::-1]]
