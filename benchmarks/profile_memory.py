@@ -3,8 +3,9 @@ and scoring the corpus, in a fresh process per model (Linux).
 
     .venv/bin/python -m benchmarks.profile_memory [MODEL_DIR ...] [--texts 1000]
 
-Steps: import engine; map, hash and scan the files; create the onnxruntime session from the graph's path (parse,
-optimise, pre-pack); free it and load the engine's way; score the corpus with the engine's default batching.
+Steps: import engine; read, hash and scan the files (the bytes are released); create the onnxruntime session
+from the graph's path (parse, optimise, pre-pack); free it and load the engine's way; score the corpus with the
+engine's default batching.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from engine import model_files, TextClassifier
 from engine.session import OnnxSession
 steps.append(('import engine',) + mem())
 files = model_files.load(sys.argv[1])
-steps.append((f'files mapped + verified ({files.onnx_identity[2] >> 20} MB graph, map released)',) + mem())
+steps.append((f'files read + verified ({files.onnx_identity[2] >> 20} MB graph, bytes released)',) + mem())
 session = OnnxSession(files.onnx_path, files.info.num_labels, None)
 steps.append(('onnxruntime session created',) + mem())
 del files, session

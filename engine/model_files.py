@@ -1,18 +1,18 @@
 """A model directory made by scripts/export_models.py: manifest, integrity check, run-time description.
 
 Layout: model.onnx, tokenizer.json, manifest.json. The manifest holds everything the run time needs (labels,
-problem_type, window, pad id, NLI ids) plus the sha256 of every file, checked at load. The graph is hashed and
-scanned through a read-only memory map, and onnxruntime then reads it from its path: handing onnxruntime a copy of
-the bytes instead doubled peak memory and load time (measured: 779 MB and 1.9 s vs 389 MB and 0.7 s for a 243 MB
-graph). The file's identity (inode, size, change times) is checked again after the session is built, so a file
-replaced or written in between is an IntegrityError, not a silently different model.
+problem_type, window, pad id, NLI ids) plus the sha256 of every file, checked at load. The graph's bytes are
+hashed and scanned, then released, and onnxruntime reads the file from its path: handing onnxruntime the Python
+copy instead held both at once and doubled peak memory and load time (measured: 779 MB and 1.9 s vs 389 MB and
+0.7 s for a 243 MB graph). The file's identity (inode, size, change times) is taken when it is read and checked
+again after the session is built, so a file replaced or written in between is an IntegrityError, not a silently
+different model. (Not a memory map: a file truncated while mapped kills the process with SIGBUS.)
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 import stat
 from collections.abc import Iterator
@@ -75,17 +75,12 @@ class ModelFiles:
             )
 
 
-def sha256_bytes(data: bytes | mmap.mmap) -> str:
+def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def _check_regular(path: Path) -> None:
-    if path.exists() and not path.is_file():  # a FIFO or /dev/zero would block or never end
-        raise ModelLoadError(f"{path} is not a regular file; re-export the model")
 
 
 def _cannot_read(path: Path, exc: OSError) -> ModelLoadError:
@@ -96,31 +91,20 @@ def _cannot_read(path: Path, exc: OSError) -> ModelLoadError:
     return ModelLoadError(f"cannot read {path}: {exc}; check its permissions or re-export the model")
 
 
-def _read(path: Path) -> bytes:
-    _check_regular(path)
+def _read(path: Path) -> tuple[bytes, tuple[int, ...]]:
+    """The file's bytes and its identity when read. Refuses anything but a regular file: a FIFO would block and
+    /dev/zero never ends (opened non-blocking, so even a FIFO raced in after the check cannot hang the load)."""
+    if path.exists() and not path.is_file():
+        raise ModelLoadError(f"{path} is not a regular file; re-export the model")
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ModelLoadError(f"{path} is not a regular file; re-export the model")
+            return f.read(), _identity(st)
     except OSError as exc:
         raise _cannot_read(path, exc) from exc
-
-
-def _map(path: Path) -> tuple[bytes | mmap.mmap, tuple[int, ...]]:
-    """The file's bytes as a read-only map (no copy on Python's heap) and its identity at that moment."""
-    _check_regular(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # never block, even on a raced-in FIFO
-    except OSError as exc:
-        raise _cannot_read(path, exc) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ModelLoadError(f"{path} is not a regular file; re-export the model")
-        data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ) if st.st_size else b""
-    except OSError as exc:
-        raise _cannot_read(path, exc) from exc
-    finally:
-        os.close(fd)
-    return data, _identity(st)
 
 
 def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
@@ -325,7 +309,7 @@ def _external_tensors(model: memoryview) -> list[str]:
     return found
 
 
-def scan_onnx(data: bytes | mmap.mmap) -> GraphSummary:
+def scan_onnx(data: bytes) -> GraphSummary:
     """Inputs, outputs and external-data tensors of a serialized ModelProto. Raises _Corrupt on malformed bytes."""
     model = memoryview(data)
     graphs = [value for number, value in _fields(model) if number == 7]
@@ -351,7 +335,7 @@ def _describe(value: GraphValue) -> str:
     return f"{kind} {list(value.shape) if value.shape is not None else '(no shape)'}"
 
 
-def check_graph(data: bytes | mmap.mmap, num_labels: int, where: Path) -> GraphSummary:
+def check_graph(data: bytes, num_labels: int, where: Path) -> GraphSummary:
     """Refuse a graph that is corrupt, reads external data, or does not look like a sequence classifier with
     `num_labels` outputs, before onnxruntime parses it."""
     try:
@@ -399,7 +383,7 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
             f"{path} is not a model directory; make one with `python scripts/export_models.py SOURCE --output {path}`"
         )
     try:
-        manifest = json.loads(_read(path / MANIFEST))
+        manifest = json.loads(_read(path / MANIFEST)[0])
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelLoadError(f"{path / MANIFEST} is not valid JSON ({exc}); re-export the model") from exc
     if not isinstance(manifest, dict):
@@ -410,8 +394,8 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
         raise ModelLoadError(
             f"{path / MANIFEST}: 'files' must list exactly {MODEL_FILE} and {TOKENIZER_FILE}; re-export the model"
         )
-    graph, identity = _map(path / MODEL_FILE)
-    tokenizer = _read(path / TOKENIZER_FILE)
+    graph, identity = _read(path / MODEL_FILE)  # released when this returns, before onnxruntime reads the file
+    tokenizer, _ = _read(path / TOKENIZER_FILE)
     if verify:
         for name, data in ((MODEL_FILE, graph), (TOKENIZER_FILE, tokenizer)):
             if sha256_bytes(data) != files[name]:
