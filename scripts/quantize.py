@@ -190,7 +190,8 @@ def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
-    todo = [t for t in targets(model) if t.node not in set(exclude)]
+    excluded = set(exclude)
+    todo = [t for t in targets(model) if t.node not in excluded]
     consts = {"q8/axes": np.array([-1], np.int64), "q8/zero": np.float32(0), "q8/eps": np.float32(1e-12)}
     consts |= {"q8/255": np.float32(255), "q8/inv255": np.float32(1 / 255)}
     new_inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
@@ -246,11 +247,13 @@ def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
             helper.make_node("Mul", [p + "as", p + "ws"], [out]),
         ]
         replacement[t.node] = node_nodes
+    stored: set[str] = set()  # a table two lookups share is stored once
     for t in embedding_targets(model):
-        if t.node in set(exclude):
+        if t.node in excluded:
             continue
         p = f"q8/{t.weight}/"
-        if not any(i.name == p + "e" for i in new_inits):  # a table two lookups share is stored once
+        if t.weight not in stored:
+            stored.add(t.weight)
             table = numpy_helper.to_array(inits[t.weight]).astype(np.float16)
             new_inits.append(numpy_helper.from_array(table, p + "e"))
         g = f"q8/{t.node}/"
