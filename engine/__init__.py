@@ -11,8 +11,9 @@ from .errors import (
     ModelLoadError,
     TextTooLongError,
 )
+from .file_job import ScoreSummary, score_file
 from .postprocess import Activation
-from .scoring import ScoredRow, ScoreSummary, ScoringOptions, score_file, score_records
+from .scoring import ScoredRow, ScoringOptions, score_records
 from .spec import (
     ClassificationOutput,
     CloudflareTextClassificationInput,

@@ -13,8 +13,8 @@ import numpy as np
 
 from .tokenize import Encoded
 
-# Measured on a DistilBERT-base shape, 2 cores (benchmarks/levers.py): 256 padded tokens per batch ran 83-89
-# sentences/s int8 against 27 at 8192, and 55 fp32 against ~47: small batches keep activations in cache.
+# Small batches keep activations in cache: 256 padded tokens per batch was the fastest setting measured, for int8
+# and fp32 alike. Measure it on your machine with `python -m benchmarks.levers` (results: benchmarks/results/).
 DEFAULT_BATCH_TOKENS = 256
 DEFAULT_MAX_ROWS = 256
 

@@ -9,17 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from . import batching, model_files
-from .errors import ModelLoadError
+from .errors import InvalidRequestError
+from .manifest import ModelInfo
 from .session import OnnxSession
 from .tokenize import Encoded, TextTokenizer
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    info: model_files.ModelInfo
+    info: ModelInfo
     tokenizer: TextTokenizer
     session: OnnxSession
     batch_tokens: int
+    manifest_sha256: str = ""  # identifies the export (scoring jobs record it)
 
     @classmethod
     def load(
@@ -31,13 +33,13 @@ class LoadedModel:
         verify: bool = True,
     ) -> LoadedModel:
         if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
-            raise ModelLoadError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
+            raise InvalidRequestError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
         files = model_files.load(path, verify=verify)
         info = files.info
         tokenizer = TextTokenizer(files.tokenizer_json, info.max_length, info.pad_id)
         session = OnnxSession(files.onnx_path, info.num_labels, threads)
         files.check_unchanged()
-        return cls(info, tokenizer, session, batch_tokens)
+        return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256)
 
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Raw logits (len(encoded), num_labels) in input order, computed in length-sorted token-budget batches."""

@@ -22,7 +22,7 @@ class Activation(str, Enum):
     NONE = "none"
 
     @classmethod
-    def parse(cls, value: str | Activation | None) -> Activation | None:
+    def parse(cls, value: object) -> Activation | None:
         """None stays None (use the model's default); strings are matched case-insensitively."""
         if value is None or isinstance(value, Activation):
             return value

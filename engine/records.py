@@ -17,16 +17,12 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import EngineError
+from .errors import RecordFileError
 
 # csv's default field limit (128 KiB) would turn one long text into a crash of the whole reader
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 PARQUET_BATCH_ROWS = 1024
-
-
-class RecordFileError(EngineError):
-    """A record file cannot be read or written as a whole (unknown format, no such column, pyarrow missing)."""
 
 
 class Format(str, Enum):
@@ -76,7 +72,6 @@ class Reader:
         self.columns = list(columns)
         self.size = path.stat().st_size
         self.total_rows: int | None = None
-        self.id_arrow_type: Any = None
         self._file: IO[bytes] | None = None
         self._parquet: Any = None
         if self.format is Format.PARQUET:
@@ -103,7 +98,7 @@ class Reader:
 
     def _check_csv_header(self) -> None:
         with self.path.open("rb") as f:
-            header = next(csv.reader(_text(f)), None)
+            header = next(csv.reader(_decoding(f)), None)
         if header is None:
             raise RecordFileError(f"{self.path} is empty: a CSV input needs a header row naming its columns")
         missing = [c for c in self.columns if c not in header]
@@ -133,7 +128,7 @@ class Reader:
             index += 1
 
     def _csv_rows(self, f: IO[bytes]) -> Iterator[Row]:
-        reader = csv.reader(_text(f))
+        reader = csv.reader(_decoding(f))
         header = next(reader)
         try:
             for index, values in enumerate(reader):
@@ -154,7 +149,7 @@ class Reader:
                 index += 1
 
 
-def _text(f: IO[bytes]) -> io.TextIOWrapper:
+def _decoding(f: IO[bytes]) -> io.TextIOWrapper:
     """Bytes that are not UTF-8 become lone surrogates, caught per row instead of crashing the reader."""
     return io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape", newline="")
 

@@ -14,56 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import EngineError
+from .errors import JobLockedError, ResumeRefusedError
+from .fileio import fsync_dir, write_atomic
 
 STATE_FORMAT = "engine-score-state/1"
-MANIFEST = "manifest.json"
+STATE_MANIFEST = "manifest.json"
 EDGE_BYTES = 1 << 20
-
-
-class ResumeRefusedError(EngineError):
-    """The unfinished job found next to OUTPUT was made with another input, model or parameters."""
-
-
-class JobLockedError(EngineError):
-    """Another process is writing the same OUTPUT right now."""
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def sync_close(f: IO[bytes]) -> None:
-    f.flush()
-    os.fsync(f.fileno())
-    f.close()
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """`path` holds either its old content or all of `data`, whenever the process dies."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def input_fingerprint(path: Path) -> dict[str, Any]:
@@ -107,7 +68,7 @@ class JobState:
         directory.mkdir(parents=True, exist_ok=True)
         lock = _lock(directory)
         try:
-            manifest = directory / MANIFEST
+            manifest = directory / STATE_MANIFEST
             if manifest.exists():
                 stored = json.loads(manifest.read_bytes())
                 if stored != identity:
@@ -147,10 +108,6 @@ class JobState:
         with self.chunk_path(k).open("rb") as f:
             for line in f:
                 yield json.loads(line)
-
-    def temp_file(self, name: str) -> IO[bytes]:
-        """A file in the state directory (same file system as OUTPUT, so it can be renamed onto it)."""
-        return (self.dir / f"{name}.tmp").open("wb")
 
     def close(self) -> None:
         self._lock.close()

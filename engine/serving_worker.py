@@ -1,4 +1,4 @@
-"""One worker thread per served model: lazy load, a bounded queue, and dynamic batching.
+"""One worker thread per served model: load (at start-up, or lazily), a bounded queue, and dynamic batching.
 
 Requests that arrive within `batch_wait` of each other are run together: the worker takes the first queued job,
 keeps collecting for at most `batch_wait` seconds (or until `max_batch_inputs` inputs), then runs one `predict`
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from .errors import EngineError, InferenceError
+from .errors import EngineError, InferenceError, Overloaded
 
 log = logging.getLogger("engine")
 
@@ -28,10 +28,6 @@ class Predictor(Protocol):
     """TextClassifier and ZeroShotClassifier both fit: one result per input, in input order."""
 
     def predict(self, inputs: Sequence[Any], parameters: Any) -> Sequence[Any]: ...
-
-
-class Overloaded(EngineError):
-    """The model's queue is full: the client should retry later."""
 
 
 class State(str, Enum):
@@ -94,6 +90,7 @@ class ModelWorker:
         self._thread: threading.Thread | None = None
         self._state = State.NOT_LOADED
         self._load_started = 0.0
+        self._settled = threading.Event()  # set once the load has succeeded or failed
 
     @property
     def state(self) -> State:
@@ -111,6 +108,12 @@ class ModelWorker:
                 self._load_started = time.monotonic()
                 self._thread = threading.Thread(target=self._run, name=f"engine-serve-{self.name}", daemon=True)
                 self._thread.start()
+
+    def wait_loaded(self, timeout: float | None = None) -> State:
+        """Start loading if needed and block until the model is ready or failed (or `timeout` passes)."""
+        self.start()
+        self._settled.wait(timeout)
+        return self._state
 
     def estimated_time(self) -> float:
         """Seconds until the model should be ready (a rough guess from its file size), at least 0.1."""
@@ -139,10 +142,12 @@ class ModelWorker:
         except BaseException as exc:  # noqa: BLE001 - reported to every waiting and later request
             self.error = exc
             self._state = State.FAILED
+            self._settled.set()
             log.error("loading model %s failed: %s", self.name, exc)
             self._fail_queued(exc)
             return
         self._state = State.READY
+        self._settled.set()
         while True:
             jobs = self._collect()
             if jobs is None:

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from .batching import Batch
-from .errors import InferenceError, ModelLoadError
+from .errors import InferenceError, InvalidRequestError, ModelLoadError
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
@@ -32,7 +32,7 @@ class OnnxSession:
 
     def __init__(self, graph: bytes | Path, num_labels: int, threads: int | None = None) -> None:
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise ModelLoadError(f"threads must be a positive integer or None, got {threads!r}")
+            raise InvalidRequestError(f"threads must be a positive integer or None, got {threads!r}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or default_threads()
         opts.inter_op_num_threads = 1
@@ -66,10 +66,6 @@ class OnnxSession:
             )
         self.num_labels = num_labels
         self.threads = opts.intra_op_num_threads
-
-    @property
-    def uses_token_type_ids(self) -> bool:
-        return "token_type_ids" in self.input_dtypes
 
     def run(self, batch: Batch) -> np.ndarray:
         """Logits of shape (rows, num_labels), float32. Feeds only the inputs the graph declares."""

@@ -92,9 +92,10 @@ class TextClassificationParameters:
     function_to_apply: Activation | None = None
     top_k: int | None = 1
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "function_to_apply", Activation.parse(self.function_to_apply))
-        object.__setattr__(self, "top_k", parse_top_k(self.top_k))
+    @classmethod
+    def parse(cls, function_to_apply: object = None, top_k: object = 1) -> TextClassificationParameters:
+        """From caller-supplied values: function_to_apply as a string in any case, top_k an int >= 1 or None."""
+        return cls(Activation.parse(function_to_apply), parse_top_k(top_k))
 
     @classmethod
     def from_dict(cls, obj: object) -> TextClassificationParameters:
@@ -103,7 +104,7 @@ class TextClassificationParameters:
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"parameters must be an object, got {type(obj).__name__}")
         _check_keys(obj, {"function_to_apply", "top_k"}, set(), "parameters")
-        return cls(function_to_apply=obj.get("function_to_apply"), top_k=obj.get("top_k", 1))
+        return cls.parse(obj.get("function_to_apply"), obj.get("top_k", 1))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"top_k": self.top_k}
@@ -219,12 +220,19 @@ class ZeroShotClassificationParameters:
     hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE
     multi_label: bool = False
 
-    def __post_init__(self) -> None:
-        labels = parse_candidate_labels(self.candidate_labels)
-        object.__setattr__(self, "candidate_labels", labels)
-        check_template(self.hypothesis_template, labels[0])
-        if not isinstance(self.multi_label, bool):
-            raise InvalidRequestError(f"multi_label must be true or false, got {self.multi_label!r}")
+    @classmethod
+    def parse(
+        cls,
+        candidate_labels: object,
+        hypothesis_template: object = DEFAULT_HYPOTHESIS_TEMPLATE,
+        multi_label: object = False,
+    ) -> ZeroShotClassificationParameters:
+        """From caller-supplied values: labels as a list or one comma-separated string, a template taking `{}`."""
+        labels = parse_candidate_labels(candidate_labels)
+        template = check_template(hypothesis_template, labels[0])
+        if not isinstance(multi_label, bool):
+            raise InvalidRequestError(f"multi_label must be true or false, got {multi_label!r}")
+        return cls(labels, template, multi_label)
 
     @classmethod
     def from_dict(cls, obj: object, candidate_labels: object = None) -> ZeroShotClassificationParameters:
@@ -254,7 +262,7 @@ class ZeroShotClassificationParameters:
         for key in ("hypothesis_template", "multi_label"):  # explicit null means the default
             if key in values and values[key] is None:
                 del values[key]
-        return cls(**values)
+        return cls.parse(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return {

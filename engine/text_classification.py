@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from . import batching, postprocess
+from . import postprocess
+from .errors import TextTooLongError, first_error
 from .model import LoadedModel
 from .spec import (
     ClassificationOutput,
@@ -17,9 +16,8 @@ from .spec import (
     TextPair,
     parse_inputs,
 )
-from .tokenize import Strategy, Truncation
-
-log = logging.getLogger("engine")
+from .task import Task, single_or_batch
+from .tokenize import Encoded, Side, Strategy, Truncation
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class Prediction:
     num_tokens: int
 
 
-class TextClassifier:
+class TextClassifier(Task):
     """Classify texts or text pairs with an exported sequence-classification model.
 
     >>> clf = TextClassifier.load("models/distilbert-sst-2")
@@ -40,21 +38,9 @@ class TextClassifier:
     """
 
     def __init__(self, model: LoadedModel) -> None:
-        self.model = model
+        super().__init__(model)
         self.labels = model.info.labels
         self.default_activation = postprocess.default_activation(model.info.problem_type, len(self.labels))
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        threads: int | None = None,
-        batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
-        verify: bool = True,
-    ) -> TextClassifier:
-        """Load a directory made by scripts/export_models.py; its sha256 manifest is checked unless verify=False."""
-        return cls(LoadedModel.load(path, threads=threads, batch_tokens=batch_tokens, verify=verify))
 
     def predict(
         self,
@@ -62,27 +48,48 @@ class TextClassifier:
         parameters: TextClassificationParameters | None = None,
         *,
         truncation: bool = True,
-        truncation_direction: str = "right",
+        truncation_direction: str | Side = "right",
     ) -> list[Prediction]:
         """Ranked labels for already-validated inputs, in input order, with truncation flags."""
+        return first_error(self._predict(inputs, parameters, truncation, truncation_direction, per_row=False))
+
+    def predict_rows(
+        self,
+        inputs: Sequence[TextInput],
+        parameters: TextClassificationParameters | None = None,
+        *,
+        truncation: bool = True,
+        truncation_direction: str | Side = "right",
+    ) -> list[Prediction | TextTooLongError]:
+        """Like `predict`, but an input too long for the window (truncation off) comes back as its error."""
+        return self._predict(inputs, parameters, truncation, truncation_direction, per_row=True)
+
+    def _predict(
+        self,
+        inputs: Sequence[TextInput],
+        parameters: TextClassificationParameters | None,
+        truncation: bool,
+        truncation_direction: str | Side,
+        per_row: bool,
+    ) -> list[Prediction | TextTooLongError]:
         parameters = parameters or TextClassificationParameters()
         trunc = Truncation.parse(truncation, truncation_direction, Strategy.LONGEST_FIRST)
-        encoded = self.model.tokenizer.encode(
-            [(x.text, x.text_pair) if isinstance(x, TextPair) else x for x in inputs], trunc
+        items = [(x.text, x.text_pair) if isinstance(x, TextPair) else x for x in inputs]
+        tokenizer = self.model.tokenizer
+        rows: Sequence[Encoded | TextTooLongError] = (
+            tokenizer.encode_rows(items, trunc) if per_row else tokenizer.encode(items, trunc)
         )
+        encoded = [r for r in rows if isinstance(r, Encoded)]
         logits = self.model.logits(encoded)
-        scores = postprocess.activate(logits, parameters.function_to_apply or self.default_activation)
-        return [
-            Prediction(
-                [
-                    ClassificationOutput(label, score)
-                    for label, score in postprocess.ranked_labels(row, self.labels, parameters.top_k)
-                ],
-                enc.truncated,
-                len(enc.ids),
-            )
-            for row, enc in zip(scores, encoded)
-        ]
+        scores = iter(postprocess.activate(logits, parameters.function_to_apply or self.default_activation))
+        out: list[Prediction | TextTooLongError] = []
+        for row in rows:
+            if isinstance(row, TextTooLongError):
+                out.append(row)
+                continue
+            ranked = postprocess.ranked_labels(next(scores), self.labels, parameters.top_k)
+            out.append(Prediction([ClassificationOutput(label, s) for label, s in ranked], row.truncated, len(row.ids)))
+        return out
 
     def __call__(
         self,
@@ -101,16 +108,9 @@ class TextClassifier:
             params = inputs.parameters
             inputs = inputs.inputs
         else:
-            params = TextClassificationParameters(function_to_apply=function_to_apply, top_k=top_k)  # type: ignore[arg-type]
+            params = TextClassificationParameters.parse(function_to_apply, top_k)
         items, is_batch = parse_inputs(inputs)
         predictions = self.predict(items, params, truncation=truncation, truncation_direction=truncation_direction)
-        cut = sum(p.truncated for p in predictions)
-        if cut:
-            log.warning(
-                "%d of %d inputs were truncated to the model's window of %d tokens",
-                cut,
-                len(items),
-                self.model.info.max_length,
-            )
-        results = [p.outputs for p in predictions]
-        return results if is_batch else results[0]
+        self.warn_truncated([p.truncated for p in predictions])
+        outputs: list[list[ClassificationOutput]] = [p.outputs for p in predictions]
+        return single_or_batch(outputs, is_batch)

@@ -12,11 +12,10 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
 
 from tokenizers import Encoding, Tokenizer
 
-from .errors import InvalidRequestError, ModelLoadError, TextTooLongError
+from .errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
 
 # Texts are cut to this many characters per window token before tokenizing (TEI does the same), so that a
 # 50 MB string is never handed to the tokenizer. Far more than any window needs: a token covers >= 1 character.
@@ -79,14 +78,6 @@ class TextTokenizer:
         self._by_truncation: dict[Truncation, Tokenizer] = {}
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_file(cls, path: Path, max_length: int, pad_id: int) -> TextTokenizer:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"cannot read {path}: {exc}. Re-export the model.") from exc
-        return cls(text, max_length, pad_id)
-
     def _configured(self, tok: Tokenizer, trunc: Truncation | None) -> Tokenizer:
         tok.no_padding()
         if trunc is None or not trunc.enabled:
@@ -119,20 +110,40 @@ class TextTokenizer:
         return (text[: self.max_chars] if trunc.side is Side.RIGHT else text[-self.max_chars :]), True
 
     def encode(self, items: Sequence[str | tuple[str, str]], trunc: Truncation) -> list[Encoded]:
-        """Tokenize a batch of validated texts and (text, text_pair) tuples, in order."""
-        capped: list[tuple[str | tuple[str, str], bool]] = []
-        for item in items:
-            if isinstance(item, tuple):
-                (a, cut_a), (b, cut_b) = self._cap(item[0], trunc), self._cap(item[1], trunc)
-                capped.append(((a, b), cut_a or cut_b))
-            else:
-                capped.append(self._cap(item, trunc))
+        """Tokenize a batch of validated texts and (text, text_pair) tuples, in order; a row that does not fit
+        the window with truncation off raises TextTooLongError."""
+        return first_error(self._encode(items, trunc, per_row=False))
+
+    def encode_rows(
+        self, items: Sequence[str | tuple[str, str]], trunc: Truncation
+    ) -> list[Encoded | TextTooLongError]:
+        """Like `encode`, but a row that does not fit comes back as its error and the other rows are encoded."""
+        return self._encode(items, trunc, per_row=True)
+
+    def _encode(
+        self, items: Sequence[str | tuple[str, str]], trunc: Truncation, per_row: bool
+    ) -> list[Encoded | TextTooLongError]:
+        errors: dict[int, TextTooLongError] = {}
+        capped: list[tuple[int, str | tuple[str, str], bool]] = []
+        for i, item in enumerate(items):
+            try:
+                if isinstance(item, tuple):
+                    (a, cut_a), (b, cut_b) = self._cap(item[0], trunc), self._cap(item[1], trunc)
+                    capped.append((i, (a, b), cut_a or cut_b))
+                else:
+                    text, cut = self._cap(item, trunc)
+                    capped.append((i, text, cut))
+            except TextTooLongError as exc:
+                if not per_row:  # refused before the tokenizer sees anything
+                    raise TextTooLongError(f"input {i}: {exc}") from None
+                errors[i] = exc
         tok = self._tokenizer_for(trunc)
         try:
-            encodings: list[Encoding] = tok.encode_batch([c for c, _ in capped], add_special_tokens=True)
+            encodings: list[Encoding] = tok.encode_batch([c for _, c, _ in capped], add_special_tokens=True)
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
-        return [self._checked(i, enc, cut, trunc) for i, (enc, (_, cut)) in enumerate(zip(encodings, capped))]
+        done = {i: self._checked(enc, cut, trunc) for (i, _, cut), enc in zip(capped, encodings)}
+        return [errors[i] if i in errors else done[i] for i in range(len(items))]
 
     def _error(self, exc: Exception) -> InvalidRequestError:
         if "too short" in str(exc):
@@ -142,34 +153,57 @@ class TextTokenizer:
             )
         return InvalidRequestError(f"the tokenizer rejected the input: {exc}")
 
-    def _checked(self, i: int, enc: Encoding, cut: bool, trunc: Truncation) -> Encoded:
+    def _checked(self, enc: Encoding, cut: bool, trunc: Truncation) -> Encoded | TextTooLongError:
         if not trunc.enabled and len(enc.ids) > self.max_length:
-            raise TextTooLongError(
-                f"input {i} has {len(enc.ids)} tokens, more than the model's window of {self.max_length}; "
+            return TextTooLongError(
+                f"the text has {len(enc.ids)} tokens, more than the model's window of {self.max_length}; "
                 "shorten it or turn truncation on"
             )
         return Encoded(enc.ids, enc.type_ids, cut or bool(enc.overflowing))
 
     def encode_product(self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation) -> list[Encoded]:
+        """Every (premise, hypothesis) pair, premise-major (see `encode_product_rows`)."""
+        return first_error(self._encode_product(premises, hypotheses, trunc, per_row=False))
+
+    def encode_product_rows(
+        self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation
+    ) -> list[Encoded | TextTooLongError]:
+        return self._encode_product(premises, hypotheses, trunc, per_row=True)
+
+    def _encode_product(
+        self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation, per_row: bool
+    ) -> list[Encoded | TextTooLongError]:
         """Every (premise, hypothesis) pair, premise-major: premises and hypotheses are each tokenized once and
         joined by the tokenizer's own post-processor (special tokens, type ids, truncation), which is what
-        encoding the pair as one input does, without re-tokenizing a premise for every label."""
-        capped = [self._cap(p, trunc) for p in premises]
+        encoding the pair as one input does, without re-tokenizing a premise for every label. A pair that does
+        not fit with truncation off comes back as its error; a hypothesis that can never fit raises."""
         for hypothesis in hypotheses:  # never cut, so a huge one is refused before it reaches the tokenizer
             if len(hypothesis) > self.max_chars:
                 raise TextTooLongError(
                     f"a hypothesis of {len(hypothesis)} characters cannot fit the model's window of "
                     f"{self.max_length} tokens; shorten the candidate label or the hypothesis_template"
                 )
+        capped: list[tuple[str, bool] | TextTooLongError] = []
+        for i, p in enumerate(premises):
+            try:
+                capped.append(self._cap(p, trunc))
+            except TextTooLongError as exc:
+                if not per_row:
+                    raise TextTooLongError(f"input {i * len(hypotheses)}: {exc}") from None
+                capped.append(exc)
+        fitting = [c for c in capped if not isinstance(c, TextTooLongError)]
         tok = self._tokenizer_for(trunc)
         try:
-            firsts = tok.encode_batch([p for p, _ in capped], add_special_tokens=False)
+            firsts = iter(tok.encode_batch([p for p, _ in fitting], add_special_tokens=False))
             seconds = tok.encode_batch(list(hypotheses), add_special_tokens=False)
-            pairs = [
-                (tok.post_process(f, s, add_special_tokens=True), cut)
-                for f, (_, cut) in zip(firsts, capped)
-                for s in seconds
-            ]
+            rows: list[Encoded | TextTooLongError] = []
+            for c in capped:
+                if isinstance(c, TextTooLongError):
+                    rows += [c] * len(seconds)
+                    continue
+                first, cut = next(firsts), c[1]
+                pairs = [tok.post_process(first, h, add_special_tokens=True) for h in seconds]
+                rows += [self._checked(pair, cut, trunc) for pair in pairs]
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
-        return [self._checked(i, enc, cut, trunc) for i, (enc, cut) in enumerate(pairs)]
+        return rows

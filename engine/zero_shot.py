@@ -6,13 +6,11 @@ pairs of all texts, length-sorted -> postprocess.zero_shot_scores per text -> re
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from . import batching, postprocess
-from .errors import InvalidRequestError, ModelLoadError
+from . import postprocess
+from .errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
 from .model import LoadedModel
 from .spec import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
@@ -22,9 +20,8 @@ from .spec import (
     ZeroShotPipelineOutput,
     parse_texts,
 )
-from .tokenize import Strategy, Truncation
-
-log = logging.getLogger("engine")
+from .task import Task, single_or_batch
+from .tokenize import Encoded, Side, Strategy, Truncation
 
 
 @dataclass(frozen=True)
@@ -39,13 +36,15 @@ class ZeroShotPrediction:
         return ZeroShotPipelineOutput(self.sequence, [o.label for o in self.outputs], [o.score for o in self.outputs])
 
 
-class ZeroShotClassifier:
+class ZeroShotClassifier(Task):
     """Score texts against labels chosen at call time, with an exported NLI model.
 
     >>> zs = ZeroShotClassifier.load("models/bart-large-mnli")
     >>> zs("I want my money back", candidate_labels=["refund", "legal", "faq"])
     [ClassificationOutput(label='refund', score=0.9...), ...]
     """
+
+    what = "texts"
 
     def __init__(self, model: LoadedModel) -> None:
         info = model.info
@@ -55,20 +54,9 @@ class ZeroShotClassifier:
                 "zero-shot scores would be meaningless. Use an NLI checkpoint (e.g. bart-large-mnli) or "
                 "TextClassifier for this model."
             )
-        self.model = model
+        super().__init__(model)
         self.entailment_id = info.entailment_id
         self.contradiction_id = info.contradiction_id
-
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        threads: int | None = None,
-        batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
-        verify: bool = True,
-    ) -> ZeroShotClassifier:
-        return cls(LoadedModel.load(path, threads=threads, batch_tokens=batch_tokens, verify=verify))
 
     def predict(
         self,
@@ -76,25 +64,58 @@ class ZeroShotClassifier:
         parameters: ZeroShotClassificationParameters,
         *,
         truncation: bool = True,
-        truncation_direction: str = "right",
+        truncation_direction: str | Side = "right",
     ) -> list[ZeroShotPrediction]:
         """Ranked labels for validated texts; all pairs of all texts go through one batched run."""
+        return first_error(self._predict(texts, parameters, truncation, truncation_direction, per_row=False))
+
+    def predict_rows(
+        self,
+        texts: Sequence[str],
+        parameters: ZeroShotClassificationParameters,
+        *,
+        truncation: bool = True,
+        truncation_direction: str | Side = "right",
+    ) -> list[ZeroShotPrediction | TextTooLongError]:
+        """Like `predict`, but a text too long for the window (truncation off) comes back as its error."""
+        return self._predict(texts, parameters, truncation, truncation_direction, per_row=True)
+
+    def _predict(
+        self,
+        texts: Sequence[str],
+        parameters: ZeroShotClassificationParameters,
+        truncation: bool,
+        truncation_direction: str | Side,
+        per_row: bool,
+    ) -> list[ZeroShotPrediction | TextTooLongError]:
         trunc = Truncation.parse(truncation, truncation_direction, Strategy.ONLY_FIRST)
         labels = parameters.candidate_labels
         hypotheses = [parameters.hypothesis_template.format(label) for label in labels]
-        encoded = self.model.tokenizer.encode_product(texts, hypotheses, trunc)
-        logits = self.model.logits(encoded)
+        tokenizer = self.model.tokenizer
+        pairs: Sequence[Encoded | TextTooLongError] = (
+            tokenizer.encode_product_rows(texts, hypotheses, trunc)
+            if per_row
+            else tokenizer.encode_product(texts, hypotheses, trunc)
+        )
         n = len(labels)
-        predictions = []
-        for i, text in enumerate(texts):
+        groups = [pairs[i * n : (i + 1) * n] for i in range(len(texts))]
+        errors = [next((p for p in group if isinstance(p, TextTooLongError)), None) for group in groups]
+        encoded = [p for group, e in zip(groups, errors) if e is None for p in group if isinstance(p, Encoded)]
+        logits = self.model.logits(encoded)
+        out: list[ZeroShotPrediction | TextTooLongError] = []
+        start = 0  # of this text's pairs in `encoded`
+        for text, error in zip(texts, errors):
+            if error is not None:
+                out.append(error)
+                continue
             scores = postprocess.zero_shot_scores(
-                logits[i * n : (i + 1) * n], self.entailment_id, self.contradiction_id, parameters.multi_label
+                logits[start : start + n], self.entailment_id, self.contradiction_id, parameters.multi_label
             )
-            outputs = [
-                ClassificationOutput(label, score) for label, score in postprocess.ranked_labels(scores, labels, None)
-            ]
-            predictions.append(ZeroShotPrediction(text, outputs, encoded[i * n].truncated))
-        return predictions
+            ranked = postprocess.ranked_labels(scores, labels, None)
+            outputs = [ClassificationOutput(label, score) for label, score in ranked]
+            out.append(ZeroShotPrediction(text, outputs, encoded[start].truncated))
+            start += n
+        return out
 
     def _call(
         self, inputs: object, params: ZeroShotClassificationParameters | None, truncation: bool, side: str
@@ -105,14 +126,7 @@ class ZeroShotClassifier:
             raise InvalidRequestError("zero-shot classification needs candidate_labels")
         texts = parse_texts(inputs)
         predictions = self.predict(texts, params, truncation=truncation, truncation_direction=side)
-        cut = sum(p.truncated for p in predictions)
-        if cut:
-            log.warning(
-                "%d of %d texts were truncated to the model's window of %d tokens",
-                cut,
-                len(texts),
-                self.model.info.max_length,
-            )
+        self.warn_truncated([p.truncated for p in predictions])
         return predictions, isinstance(inputs, (list, tuple))
 
     def __call__(
@@ -131,8 +145,8 @@ class ZeroShotClassifier:
         """
         params = _params(inputs, candidate_labels, hypothesis_template, multi_label)
         predictions, is_batch = self._call(inputs, params, truncation, truncation_direction)
-        results = [p.outputs for p in predictions]
-        return results if is_batch else results[0]
+        outputs: list[list[ClassificationOutput]] = [p.outputs for p in predictions]
+        return single_or_batch(outputs, is_batch)
 
     def pipeline(
         self,
@@ -147,8 +161,7 @@ class ZeroShotClassifier:
         """The transformers pipeline's shape, {sequence, labels, scores} per text, for code ported from it."""
         params = _params(inputs, candidate_labels, hypothesis_template, multi_label)
         predictions, is_batch = self._call(inputs, params, truncation, truncation_direction)
-        results = [p.to_pipeline() for p in predictions]
-        return results if is_batch else results[0]
+        return single_or_batch([p.to_pipeline() for p in predictions], is_batch)
 
 
 def _params(
@@ -164,4 +177,4 @@ def _params(
         return None
     if candidate_labels is None:
         raise InvalidRequestError("zero-shot classification needs candidate_labels")
-    return ZeroShotClassificationParameters(candidate_labels, template, multi_label)  # type: ignore[arg-type]
+    return ZeroShotClassificationParameters.parse(candidate_labels, template, multi_label)

@@ -33,8 +33,11 @@ sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
 import quantize  # noqa: E402  (sibling module of this script)
 
-from engine import model_files, postprocess  # noqa: E402
+from engine import postprocess  # noqa: E402
 from engine.errors import EngineError  # noqa: E402
+from engine.fileio import fsync_dir, write_atomic  # noqa: E402
+from engine.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo  # noqa: E402
+from engine.model_files import sha256_bytes  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
@@ -293,27 +296,25 @@ def export(
             if entail is not None:
                 verification.update(zero_shot_figures(runtime, fp32_path, final_path, items, entail, log))
 
+        info = ModelInfo(
+            path=output,
+            task="zero-shot-classification" if entail is not None else "text-classification",
+            model_type=config.model_type,
+            labels=tuple(labels[str(i)] for i in range(config.num_labels)),
+            problem_type=getattr(config, "problem_type", None),
+            max_length=max_length,
+            pad_id=int(pad_id),
+            precision=precision,
+            entailment_id=entail,
+            contradiction_id=contra,
+            source=hub_id,
+            pooled_token_id=pooled_id,
+        )
         manifest = write_directory(
             output,
             final_path.read_bytes(),
             tokenizer_json,
-            {
-                "format": model_files.FORMAT,
-                "task": "zero-shot-classification" if entail is not None else "text-classification",
-                "source": hub_id,
-                "model_type": config.model_type,
-                "id2label": labels,
-                "problem_type": getattr(config, "problem_type", None),
-                "max_length": max_length,
-                "pad_token_id": int(pad_id),
-                "pooled_token_id": pooled_id,
-                "entailment_id": entail,
-                "contradiction_id": contra,
-                "precision": precision,
-                "quantization": recipe,
-                "verification": verification,
-                "tools": tool_versions(),
-            },
+            {**info.to_dict(), "quantization": recipe, "verification": verification, "tools": tool_versions()},
         )
     return manifest
 
@@ -325,19 +326,11 @@ def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manife
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
         tok_bytes = tokenizer_json.encode("utf-8")
-        (staging / model_files.MODEL_FILE).write_bytes(onnx_bytes)
-        (staging / model_files.TOKENIZER_FILE).write_bytes(tok_bytes)
-        manifest = {
-            **manifest,
-            "files": {
-                model_files.MODEL_FILE: model_files.sha256_bytes(onnx_bytes),
-                model_files.TOKENIZER_FILE: model_files.sha256_bytes(tok_bytes),
-            },
-        }
-        (staging / model_files.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for f in staging.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        write_atomic(staging / MODEL_FILE, onnx_bytes)
+        write_atomic(staging / TOKENIZER_FILE, tok_bytes)
+        files = {MODEL_FILE: sha256_bytes(onnx_bytes), TOKENIZER_FILE: sha256_bytes(tok_bytes)}
+        manifest = {**manifest, "files": files}
+        write_atomic(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
         if output.exists():
             old = output.with_name(f".{output.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -346,6 +339,7 @@ def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manife
             shutil.rmtree(old, ignore_errors=True)
         else:
             staging.rename(output)
+        fsync_dir(output.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import engine.session
 from engine import IntegrityError, ModelLoadError, TextClassifier, ZeroShotClassifier
-from engine.model_files import check_graph
+from engine.onnx_scan import check_graph
 
 LABELS = 2  # the bert fixture's NEGATIVE / POSITIVE
 

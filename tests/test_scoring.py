@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
-from engine.records import RecordFileError
+from engine.errors import RecordFileError, TooManyErrorsError
+from engine.file_job import score_file, state_path
 from engine.resume import JobLockedError, JobState, ResumeRefusedError
-from engine.scoring import ScoringOptions, TooManyErrorsError, score_file, score_records, state_path
+from engine.scoring import ScoringOptions, score_records
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "good bad movie film great terrible plot acting love hate boring fun the a was is not very".split()
@@ -145,7 +146,7 @@ def test_text_pairs(tmp_path: Path, exported: Any) -> None:
     pairs = list(zip(texts(12, seed=1), texts(12, seed=2)))
     inp = write_input(tmp_path / "in.csv", [{"q": a, "d": b} for a, b in pairs])
     score_file(bert, inp, tmp_path / "out.jsonl", text_column="q", pair_column="d", function_to_apply="none")
-    raw = TextClassificationParameters(top_k=None, function_to_apply="none")
+    raw = TextClassificationParameters.parse(top_k=None, function_to_apply="none")
 
     def flat(outputs: list[Any]) -> list[tuple[str, float]]:
         return [(o.label, o.score) for p in outputs for o in p.outputs]
@@ -294,7 +295,7 @@ def test_max_errors_in_the_library(tmp_path: Path, clf: TextClassifier) -> None:
 )
 def test_options_are_checked_before_anything_runs(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        ScoringOptions(**fields)
+        ScoringOptions.parse(**fields)
 
 
 def test_usage_errors_exit_2(tmp_path: Path, model: Path) -> None:
@@ -367,7 +368,7 @@ def test_death_while_assembling_the_output(
         raise Killed
 
     with monkeypatch.context() as m:
-        m.setattr("engine.scoring.Writer.close" if where == "writer" else "engine.resume.JobState.remove", die)
+        m.setattr("engine.records.Writer.close" if where == "writer" else "engine.resume.JobState.remove", die)
         with pytest.raises(Killed):
             score_file(clf, inp, out, chunk_rows=16)
     assert out.read_bytes() == (b"an older result\n" if where == "writer" else clean.read_bytes())

@@ -464,8 +464,7 @@ def test_engine_serve_command(dirs: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_command_line_errors(dirs: dict[str, Path], tmp_path: Path) -> None:
-    from engine.cli import main
-    from engine.server import auth_notice
+    from engine.cli import auth_notice, main
 
     with pytest.raises(SystemExit):
         main(["serve", str(dirs["tc"]), "--alias", "no-equals-sign"])

@@ -94,7 +94,7 @@ def test_cloudflare_request_returns_every_label_sorted(clf: TextClassifier) -> N
 def test_outputs_convert_to_plain_json() -> None:
     nested = [[ClassificationOutput("a", 0.75)], [ClassificationOutput("b", 0.25)]]
     assert outputs_to_json(nested) == [[{"label": "a", "score": 0.75}], [{"label": "b", "score": 0.25}]]
-    params = TextClassificationParameters(function_to_apply="SIGMOID", top_k=None)
+    params = TextClassificationParameters.parse(function_to_apply="SIGMOID", top_k=None)
     assert params.to_dict() == {"function_to_apply": "sigmoid", "top_k": None}
     assert TextClassificationInput(TextPair("a", "b")).to_dict()["inputs"] == {"text": "a", "text_pair": "b"}
 

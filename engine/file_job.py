@@ -1,0 +1,198 @@
+"""A batch-scoring job over a file: .jsonl, .csv or .parquet in, the same formats out, resumable.
+
+`score_file` scores the records chunk by chunk (engine.scoring) and commits every finished chunk to a state
+directory next to OUTPUT (engine.resume), so a killed job run again resumes. OUTPUT and OUTPUT.errors.jsonl are
+written only at the end, atomically (engine.fileio). Chunks are the same on every run, so a resumed job's output
+is byte-identical to an uninterrupted one's.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import batching
+from .errors import InvalidRequestError, RecordFileError, TooManyErrorsError
+from .fileio import atomic_file, fsync_dir
+from .records import Format, Reader, Writer
+from .resume import JobState, input_fingerprint
+from .scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
+from .text_classification import TextClassifier
+from .zero_shot import ZeroShotClassifier
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    rows: int
+    errors: int
+    seconds: float
+    resumed_rows: int
+    output: Path
+    errors_file: Path | None
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.rows - self.resumed_rows) / self.seconds if self.seconds > 0 else 0.0
+
+
+def errors_path(output: Path) -> Path:
+    return output.with_name(output.name + ".errors.jsonl")
+
+
+def state_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+class _Progress:
+    """A tqdm bar on stderr while it is a terminal (the `progress` extra); nothing otherwise. For text formats
+    the row count is estimated from the bytes read so far."""
+
+    def __init__(self, enabled: bool, reader: Reader, done: int) -> None:
+        self.reader = reader
+        self.bar: Any = None
+        if enabled and sys.stderr.isatty():
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=reader.total_rows, initial=done, unit="rows", file=sys.stderr, dynamic_ncols=True)
+
+    def update(self, rows: int) -> None:
+        if self.bar is None:
+            return
+        position = self.reader.position()
+        if self.reader.total_rows is None and position > 0:
+            done = self.bar.n + rows
+            self.bar.total = max(done, round(done * self.reader.size / position))
+        self.bar.update(rows)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.total = self.bar.n  # the estimate was only an estimate
+            self.bar.close()
+
+
+def _load(model: Classifier | str | Path, opts: ScoringOptions, threads: int | None, batch_tokens: int) -> Classifier:
+    if isinstance(model, (TextClassifier, ZeroShotClassifier)):
+        return model
+    cls = ZeroShotClassifier if opts.zero_shot else TextClassifier
+    return cls.load(model, threads=threads, batch_tokens=batch_tokens)
+
+
+def _error_record(record: Mapping[str, Any], opts: ScoringOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {"row": record["row"]}
+    if opts.id_column is not None:
+        out[opts.id_column] = record["id"]
+    out["error"] = record["error"]
+    return out
+
+
+def _write_errors(state: JobState, chunks: int, opts: ScoringOptions, target: Path) -> int:
+    """Gather the error rows of the finished chunks into `target` (atomically); no errors: no file."""
+    count = 0
+    with atomic_file(target, state.dir) as f:
+        for k in range(chunks):
+            lines = [_error_record(r, opts) for r in state.read(k) if "error" in r]
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines).encode("utf-8"))
+            count += len(lines)
+    if not count:
+        target.unlink()  # no stale file from an earlier job describing other rows either
+        fsync_dir(target.parent)
+    return count
+
+
+def _finish(state: JobState, chunks: int, opts: ScoringOptions, output: Path, reader: Reader) -> int:
+    """Assemble OUTPUT from the finished chunks, atomically, then drop the state. Returns the error count."""
+    errors = _write_errors(state, chunks, opts, errors_path(output))
+    with atomic_file(output, state.dir) as f:
+        id_type = reader.arrow_type(opts.id_column) if opts.id_column else None
+        writer = Writer(f, Format.of(output), opts.id_name, row_numbers=opts.id_column is None, id_arrow_type=id_type)
+        for k in range(chunks):
+            writer.write([r for r in state.read(k) if "error" not in r])
+        writer.close()
+    state.remove()
+    return errors
+
+
+def _job_identity(reader: Reader, model: Classifier, opts: ScoringOptions, output: Path) -> dict[str, Any]:
+    parameters = {**opts.to_dict(), "batch_tokens": model.model.batch_tokens, "output_format": Format.of(output).value}
+    return {"input": input_fingerprint(reader.path), "model": model.model.manifest_sha256, "parameters": parameters}
+
+
+def score_file(
+    model: Classifier | str | Path,
+    input: str | Path,
+    output: str | Path,
+    options: ScoringOptions | None = None,
+    *,
+    max_errors: int | None = None,
+    restart: bool = False,
+    threads: int | None = None,
+    batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
+    progress: bool = False,
+    **fields: Any,
+) -> ScoreSummary:
+    """Score a .jsonl, .csv or .parquet file into another; resumable, never half-written (see the module doc).
+
+    `model` is a model directory or a loaded classifier; options are a ScoringOptions or its `parse` keywords.
+    Rows that cannot be scored go to OUTPUT.errors.jsonl; more than `max_errors` of them raise
+    TooManyErrorsError (finished chunks are kept: calling again resumes). Memory stays within a few chunks.
+    """
+    opts = options or ScoringOptions.parse(**fields)
+    input_path, output_path = Path(input), Path(output)
+    if max_errors is not None and (isinstance(max_errors, bool) or not isinstance(max_errors, int) or max_errors < 0):
+        raise InvalidRequestError(f"max_errors must be a non-negative integer, got {max_errors!r}")
+    if not input_path.is_file():
+        raise RecordFileError(f"{input_path} is not a file")
+    Format.of(output_path)
+    if output_path.resolve() == input_path.resolve():
+        raise RecordFileError("OUTPUT is the INPUT file; write the results to another file")
+    reader = Reader(input_path, opts.columns)
+    classifier = _load(model, opts, threads, batch_tokens)
+    check_model(classifier, opts)
+    identity = _job_identity(reader, classifier, opts, output_path)
+    state = JobState.open(state_path(output_path), identity, restart=restart)
+    start = time.monotonic()
+    try:
+        done = state.committed()
+        resumed_rows = errors = 0
+        for k in range(done):
+            for r in state.read(k):
+                resumed_rows += 1
+                errors += "error" in r
+        bar = _Progress(progress, reader, resumed_rows)
+        rows = resumed_rows
+        try:
+            for k, chunk in enumerate(chunked(reader, opts.chunk_rows)):
+                if k < done:
+                    continue
+                scored = score_chunk(classifier, opts, chunk)
+                state.commit(k, [r.to_state() for r in scored])
+                rows += len(scored)
+                errors += sum(r.error is not None for r in scored)
+                bar.update(len(scored))
+                if max_errors is not None and errors > max_errors:
+                    _write_errors(state, k + 1, opts, errors_path(output_path))
+                    raise TooManyErrorsError(
+                        f"stopped after {rows} rows: {errors} rows failed, more than --max-errors {max_errors}. "
+                        f"See {errors_path(output_path)}; fix the input (then use --restart), or run the same "
+                        "command with a higher --max-errors to go on where it stopped."
+                    )
+        finally:
+            bar.close()
+        errors = _finish(state, state.committed(), opts, output_path, reader)
+    finally:
+        state.close()
+    return ScoreSummary(
+        rows=rows,
+        errors=errors,
+        seconds=time.monotonic() - start,
+        resumed_rows=resumed_rows,
+        output=output_path,
+        errors_file=errors_path(output_path) if errors else None,
+    )

@@ -1,0 +1,80 @@
+"""Safe file reading and durable writing, shared by model loading, the export, job state and job output.
+
+Reading refuses anything but a regular file (a FIFO would block, /dev/zero never ends) and returns the file's
+identity with its bytes, so that a later change can be detected. Writing goes through one atomic path: a temp
+file in the target's directory, fsync, rename, fsync of the directory, so a file holds its old content or all of
+the new one whenever the process dies.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+FileIdentity = tuple[int, int, int, int, int]  # (dev, inode, size, mtime_ns, ctime_ns)
+
+
+def identity(st: os.stat_result) -> FileIdentity:
+    """What changes when a file is replaced or written: ctime cannot be set back by a user."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class NotRegularFileError(OSError):
+    """The path exists but is not a regular file."""
+
+
+def read_regular(path: Path) -> tuple[bytes, FileIdentity]:
+    """The file's bytes and its identity when read. Opened non-blocking, so even a FIFO raced in after the
+    check cannot hang the reader. Raises OSError (NotRegularFileError for a special file)."""
+    if path.exists() and not path.is_file():
+        raise NotRegularFileError(f"{path} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        return f.read(), identity(st)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (a no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: Path, temp_dir: Path | None = None) -> Iterator[IO[bytes]]:
+    """Write `path` through a temp file (in `temp_dir`, same file system, default its own directory): flushed,
+    fsynced and renamed onto `path` when the block ends, then the directory is fsynced. On an exception the temp
+    file is removed and `path` keeps its old content."""
+    tmp = (temp_dir or path.parent) / f".{path.name}.tmp"
+    f = tmp.open("wb")
+    try:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        os.replace(tmp, path)
+    except BaseException:
+        f.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """`path` holds either its old content or all of `data`, whenever the process dies."""
+    with atomic_file(path) as f:
+        f.write(data)

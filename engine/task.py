@@ -1,0 +1,58 @@
+"""What the two task classes share: loading, the truncation warning and the single-or-batch return.
+
+Each task class (text_classification, zero_shot) holds only what differs: how inputs become encoded rows and
+how logits become its outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from . import batching
+from .model import LoadedModel
+
+log = logging.getLogger("engine")
+
+T = TypeVar("T")
+TaskT = TypeVar("TaskT", bound="Task")
+
+
+class Task:
+    """A loaded model behind one task's API."""
+
+    what = "inputs"  # how the truncation warning names what was cut
+
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+
+    @classmethod
+    def load(
+        cls: type[TaskT],
+        path: str | Path,
+        *,
+        threads: int | None = None,
+        batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
+        verify: bool = True,
+    ) -> TaskT:
+        """Load a directory made by scripts/export_models.py; its sha256 manifest is checked unless verify=False."""
+        return cls(LoadedModel.load(path, threads=threads, batch_tokens=batch_tokens, verify=verify))
+
+    def warn_truncated(self, truncated: Sequence[bool]) -> None:
+        """Truncation is on by default, as in the reference pipelines; say so when it changed an input."""
+        cut = sum(truncated)
+        if cut:
+            log.warning(
+                "%d of %d %s were truncated to the model's window of %d tokens",
+                cut,
+                len(truncated),
+                self.what,
+                self.model.info.max_length,
+            )
+
+
+def single_or_batch(results: list[T], is_batch: bool) -> T | list[T]:
+    """The spec's shape: one result for one input, a list for a list of inputs."""
+    return results if is_batch else results[0]
