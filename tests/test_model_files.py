@@ -127,3 +127,15 @@ def test_onnxruntime_reads_the_graph_from_its_path(model_copy: Path, monkeypatch
     assert seen == [str(model_copy / "model.onnx")]
     assert held[0] < (model_copy / "model.onnx").stat().st_size
     assert clf("a fine day")[0].label
+
+
+def test_manifest_schema_round_trips(model_copy: Path) -> None:
+    """The export writes ModelInfo.to_dict(); reading it back gives the same description."""
+    import json
+
+    from engine import manifest
+
+    found = manifest.read(model_copy)
+    written = json.loads((model_copy / "manifest.json").read_text())
+    assert {k: written[k] for k in found.info.to_dict()} == found.info.to_dict()
+    assert manifest.ModelInfo.parse(model_copy, found.info.to_dict()) == found.info

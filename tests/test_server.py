@@ -474,3 +474,48 @@ def test_command_line_errors(dirs: dict[str, Path], tmp_path: Path) -> None:
     assert main(["serve", str(dirs["tc"]), "--token-file", str(tmp_path / "empty.txt")]) == 1
     assert "NO AUTHENTICATION" in auth_notice((), None, "127.0.0.1", 8080)
     assert "ON THE NETWORK" in auth_notice((), None, "0.0.0.0", 8080)
+
+
+# Readiness: models load and warm before the server listens --------------------------------------------------------
+
+
+def test_preloaded_server_is_ready_when_it_listens(dirs: dict[str, Path], clf: TextClassifier) -> None:
+    release = threading.Event()
+    loaded: list[str] = []
+
+    def gated(info: Any) -> Any:
+        load = default_loader(info, 1, 8192)
+
+        def slow() -> Any:
+            release.wait(30)
+            model = load()  # includes the warm-up run
+            loaded.append(info.path.name)
+            return model
+
+        return slow
+
+    models = build_models([dirs["tc"]], loader=gated)
+    threading.Timer(0.3, release.set).start()
+    with serving(create_app(models, ServerConfig(preload=True))) as base:
+        assert loaded == ["distilbert-sst-2"]  # the socket answered only once the model was loaded
+        r = httpx.post(f"{base}/models/distilbert-sst-2", json={"inputs": "hello"})  # no x-wait-for-model
+        assert r.status_code == 200
+        close(r.json()[0], as_json(clf("hello", top_k=None)))
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "models": {"distilbert-sst-2": "ready"}}
+
+
+def test_lazy_server_reports_model_states(dirs: dict[str, Path]) -> None:
+    models = build_models([dirs["tc"], dirs["zs"]], threads=1)
+    with serving(create_app(models)) as base:
+        health = httpx.get(f"{base}/health").json()
+        assert health == {"status": "ok", "models": {"distilbert-sst-2": "not loaded", "bart-large-mnli": "not loaded"}}
+        r = httpx.post(f"{base}/models/bart-large-mnli", json={"inputs": "x", "parameters": {"candidate_labels": "a"}})
+        assert r.status_code == 503
+        assert httpx.get(f"{base}/health").json()["models"]["bart-large-mnli"] in ("loading", "ready")
+
+
+def test_export_alias_directory_answers_to_the_hub_id(url: str) -> None:
+    """The fixture's directory is named after the export alias `distilbert-sst-2`: the Hub ids reach it too."""
+    hub = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
+    for model_id in (hub, hub.rsplit("/", 1)[1]):
+        assert httpx.get(f"{url}/models/{model_id}", headers=AUTH).json()["id"] == "distilbert-sst-2"
