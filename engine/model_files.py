@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest
+from . import manifest, verify_cache
 from .errors import IntegrityError, ModelLoadError
 from .fileio import FileIdentity, identity, read_regular
 from .manifest import MODEL_FILE, TOKENIZER_FILE, ModelInfo
@@ -58,21 +59,41 @@ def _read(path: Path) -> tuple[bytes, FileIdentity]:
 
 
 def load(path: str | Path, verify: bool = True) -> ModelFiles:
-    """Read and check a model directory. verify=False skips the sha256 check (not recommended)."""
+    """Read and check a model directory. verify=False skips the sha256 check (not recommended).
+
+    A graph already verified unchanged (engine.verify_cache) is not read again: onnxruntime reads it from its path,
+    and its identity is still checked after the session is built.
+    """
     found = manifest.read(path)
     info = found.info
-    graph, onnx_identity = _read(info.path / MODEL_FILE)  # released when this returns, before onnxruntime reads it
+    graph_path = info.path / MODEL_FILE
     tokenizer, _ = _read(info.path / TOKENIZER_FILE)
-    if verify:
-        for name, data in ((MODEL_FILE, graph), (TOKENIZER_FILE, tokenizer)):
-            if sha256_bytes(data) != found.files[name]:
-                raise IntegrityError(
-                    f"{info.path / name} does not match the sha256 in its manifest: the file was changed or "
-                    "corrupted after export. Re-export the model."
-                )
+    if verify and sha256_bytes(tokenizer) != found.files[TOKENIZER_FILE]:
+        raise _mismatch(info.path / TOKENIZER_FILE)
     try:
         tokenizer_json = tokenizer.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelLoadError(f"{info.path / TOKENIZER_FILE} is not UTF-8 text; re-export the model") from exc
-    check_graph(graph, info.num_labels, info.path / MODEL_FILE)
-    return ModelFiles(info, info.path / MODEL_FILE, onnx_identity, tokenizer_json, found.sha256)
+    onnx_identity = verify_cache.lookup(graph_path, found.files[MODEL_FILE], found.sha256) if verify else None
+    if onnx_identity is None:
+        onnx_identity = _check_graph_file(graph_path, found, verify)
+    return ModelFiles(info, graph_path, onnx_identity, tokenizer_json, found.sha256)
+
+
+def _check_graph_file(graph_path: Path, found: manifest.Manifest, verify: bool) -> FileIdentity:
+    """Read, hash and scan the graph; its bytes are released when this returns, before onnxruntime reads it."""
+    read_start = time.time_ns()
+    graph, onnx_identity = _read(graph_path)
+    if verify and sha256_bytes(graph) != found.files[MODEL_FILE]:
+        raise _mismatch(graph_path)
+    check_graph(graph, found.info.num_labels, graph_path)
+    if verify:
+        verify_cache.remember(graph_path, onnx_identity, found.files[MODEL_FILE], found.sha256, read_start)
+    return onnx_identity
+
+
+def _mismatch(path: Path) -> IntegrityError:
+    return IntegrityError(
+        f"{path} does not match the sha256 in its manifest: the file was changed or corrupted after export. "
+        "Re-export the model."
+    )

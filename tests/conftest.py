@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+# the verified-graph cache of this test session, not the user's (tests/test_model_files.py tests the cache itself)
+os.environ.setdefault("ENGINE_VERIFY_CACHE", str(Path(tempfile.mkdtemp(prefix="engine-verified-")) / "verified.json"))
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

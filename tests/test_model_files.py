@@ -139,3 +139,79 @@ def test_manifest_schema_round_trips(model_copy: Path) -> None:
     written = json.loads((model_copy / "manifest.json").read_text())
     assert {k: written[k] for k in found.info.to_dict()} == found.info.to_dict()
     assert manifest.ModelInfo.parse(model_copy, found.info.to_dict()) == found.info
+
+
+@pytest.fixture()
+def verify_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from engine import verify_cache
+
+    monkeypatch.setenv("ENGINE_VERIFY_CACHE", str(tmp_path / "verified.json"))
+    monkeypatch.setattr(verify_cache, "RACY_NS", 200_000_000)  # 0.2 s instead of 2 s, to keep the test short
+    return tmp_path / "verified.json"
+
+
+@pytest.fixture()
+def graph_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    from engine import model_files
+
+    reads: list[Path] = []
+    real = model_files.read_regular
+
+    def spy(path: Path) -> Any:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(model_files, "read_regular", spy)
+    return reads
+
+
+def test_verified_graph_is_not_read_again_until_it_changes(
+    model_copy: Path, verify_cache_file: Path, graph_reads: list[Path]
+) -> None:
+    import os
+    import time
+
+    graph = model_copy / "model.onnx"
+    time.sleep(0.3)  # older than the racy window: the check may be remembered
+    expected = TextClassifier.load(model_copy)("a fine day", top_k=None)
+    assert graph in graph_reads and verify_cache_file.exists()
+    graph_reads.clear()
+    assert TextClassifier.load(model_copy)("a fine day", top_k=None) == expected
+    assert graph not in graph_reads  # verified unchanged: not read, hashed or scanned again
+    data, st = graph.read_bytes(), graph.stat()
+    graph.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, and the same mtime put back
+    os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(IntegrityError, match="does not match the sha256"):
+        TextClassifier.load(model_copy)
+    graph.write_bytes(data)
+    with pytest.raises(IntegrityError, match="does not match the sha256"):  # the manifest changes: not from cache
+        manifest = json.loads((model_copy / "manifest.json").read_text())
+        manifest["files"]["model.onnx"] = "0" * 64
+        (model_copy / "manifest.json").write_text(json.dumps(manifest))
+        TextClassifier.load(model_copy)
+
+
+def test_a_graph_written_just_now_is_not_remembered(
+    model_copy: Path, verify_cache_file: Path, graph_reads: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Within the racy window a later change could keep the file's identity: such a check is not cached."""
+    from engine import verify_cache
+
+    monkeypatch.setattr(verify_cache, "RACY_NS", 3600 * 10**9)
+    TextClassifier.load(model_copy)
+    graph_reads.clear()
+    TextClassifier.load(model_copy)
+    assert model_copy / "model.onnx" in graph_reads
+
+
+def test_a_cache_others_may_write_is_ignored(
+    model_copy: Path, verify_cache_file: Path, graph_reads: list[Path]
+) -> None:
+    import time
+
+    time.sleep(0.3)
+    TextClassifier.load(model_copy)
+    verify_cache_file.chmod(0o666)
+    graph_reads.clear()
+    TextClassifier.load(model_copy)
+    assert model_copy / "model.onnx" in graph_reads
