@@ -4,10 +4,11 @@
 
 FP32_DIR and INT8_DIR are engine exports of one checkpoint (scripts/export_models.py --precision fp32 / int8);
 --extra adds other engine int8 exports (e.g. made by an earlier recipe, or with another --calibration-file).
-Each system scores the same corpus sentences in the engine's length-sorted 256-token batches, one session each, the systems taking turns in every
-repetition so that load on a shared machine hits them alike; then single-sentence latency (p50). Agreement is
-top-1 against the fp32 export on held-out texts (the trained classifier's held-out glosses when
-benchmarks.labelled is there, else the corpus), never on the texts the int8 recipes calibrated on.
+Each system scores the same corpus sentences in the engine's length-sorted 256-token batches, one session each,
+the systems taking turns in every repetition so that load on a shared machine hits them alike; then
+single-sentence latency (p50). Agreement is top-1 against the fp32 export on held-out texts (the trained
+classifier's held-out glosses when benchmarks.labelled is there, else the corpus), never on the texts the int8
+recipes calibrated on.
 
 Systems: the engine through its public API (TextClassifier, end to end) and its raw session; the graph forms the
 export chooses from, each applied to every MatMul (static scales, per-token scales); onnxruntime quantize_dynamic
