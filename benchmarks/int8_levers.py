@@ -12,7 +12,8 @@ recipes calibrated on.
 
 Systems: the engine through its public API (TextClassifier, end to end) and its raw session; the graph forms the
 export chooses from, each applied to every MatMul (static scales, per-token scales); onnxruntime quantize_dynamic
-with optimum's avx512_vnni preset (u8 activations with one scale per batch tensor, s8 per-tensor weights);
+with optimum's avx512_vnni preset (u8 activations with one scale per batch tensor, s8 per-tensor weights), batched
+and one sentence per run (then the tensor scale is the sentence's own);
 OpenVINO on the fp32 ONNX with its default precision hint (bf16 where the CPU has it); OpenVINO after NNCF static
 int8 quantization (transformer preset, calibrated on the calibration texts). Prints the CPU flags and load.
 """
@@ -46,16 +47,20 @@ def cpu() -> str:
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(f for f in wanted if f in flags)}"
 
 
-def texts() -> tuple[list[str], list[str]]:
-    """(held-out agreement texts, calibration texts), disjoint."""
+def texts(path: Path | None) -> tuple[list[str], list[str]]:
+    """(held-out agreement texts, calibration texts), disjoint: from a JSON file {"test": [...], "calibration":
+    [...]}, else the trained classifier's split, else the corpus."""
+    if path:
+        data = json.loads(path.read_text())
+        return data["test"], data["calibration"]
     try:
         from . import labelled  # type: ignore[attr-defined]  # the trained models' data (benchmarks/labelled.py)
 
         split = labelled.classifier_split(False)
         return [t for t, _ in split.test], [t for t, _ in split.calibration]
     except (ImportError, FileNotFoundError):
-        pool = corpus.sample(1300, seed=1)
-        return pool[:1000], pool[1000:]
+        pool = corpus.sample(1100, seed=1)
+        return pool[:800], pool[800:]
 
 
 class OpenVinoRunner:
@@ -77,6 +82,23 @@ class OpenVinoRunner:
         return np.asarray(next(iter(result.values())), dtype=np.float32)
 
 
+class OneRowPerRun:
+    """Runs each row of a batch alone, unpadded: a graph with one activation scale per tensor (onnxruntime's
+    DynamicQuantizeMatMul) then quantizes every row with its own scale, so rows stay independent."""
+
+    def __init__(self, runner: Any) -> None:
+        self.runner = runner
+
+    def run(self, batch: Any) -> np.ndarray:
+        from engine.batching import Batch
+
+        rows = []
+        for i, n in enumerate(batch.attention_mask.sum(axis=1)):
+            one = [getattr(batch, f)[i : i + 1, :n] for f in ("input_ids", "attention_mask", "token_type_ids")]
+            rows.append(self.runner.run(Batch(batch.index[i : i + 1], *one)))
+        return np.concatenate(rows)
+
+
 def nncf_static(fp32_onnx: Path, calibration: list[Any]) -> Any:
     import nncf
     import openvino as ov
@@ -95,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, default=512)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--texts", type=Path, help='JSON {"test": [...], "calibration": [...]}')
     parser.add_argument("--skip", nargs="*", default=[], help="system names to leave out")
     args = parser.parse_args(argv)
 
@@ -110,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.fp32 / "manifest.json").read_text())
     engine = TextClassifier.load(args.int8, threads=threads)
     tokenizer, pad, labels = engine.model.tokenizer, manifest["pad_token_id"], len(manifest["id2label"])
-    held, calibration = texts()
+    held, calibration = texts(args.texts)
     sentences = corpus.sample(args.sentences)
 
     def plan(items: list[str]) -> list[Any]:
@@ -143,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def dynamic() -> OnnxSession:
         out = tmp / "dynamic.onnx"
+        if out.exists():
+            return session(out)
         quantize_dynamic(
             args.fp32 / "model.onnx",
             out,
@@ -154,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         return session(out)
 
     systems["onnxruntime quantize_dynamic (avx512_vnni preset)"] = dynamic
+    systems["onnxruntime quantize_dynamic, one sentence per run"] = lambda: OneRowPerRun(dynamic())
     runners = {name: make() for name, make in systems.items() if name not in args.skip}
 
     def scores(runner: Any, batches: list[Any], n: int) -> np.ndarray:
