@@ -250,7 +250,12 @@ def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[
         """uint8 q, scale s and zero point z of x, so that x ~= (q - z) * s."""
         if x in ranges:
             scale, zero = static_scale(*ranges[x])
-            new_inits.extend([numpy_helper.from_array(scale, p + "s"), numpy_helper.from_array(zero, p + "z")])
+            new_inits.extend(
+                [
+                    numpy_helper.from_array(np.asarray(scale), p + "s"),
+                    numpy_helper.from_array(np.asarray(zero), p + "z"),
+                ]
+            )
             return [helper.make_node("QuantizeLinear", [x, p + "s", p + "z"], [p + "q"])]
         # per token: x ~= q * s / 255 + lo with lo, s the token's min and max - min, q = round(255 (x - lo) / s);
         # lo1 = [lo, 1] carries the offset back: x W = (x - lo) W + lo colsum(W), and the bias, in one small MatMul
