@@ -1,45 +1,48 @@
-"""Accuracy-aware int8 quantization for the export script: per-token dynamic int8, row-independent by design.
+"""Accuracy-aware int8 quantization for the export script: row-independent by design, fused by onnxruntime.
 
-Scheme. Every MatMul with a constant weight (the encoder's linear layers) is rewritten into standard ONNX ops:
-the activation is quantized per token (one asymmetric uint8 scale and zero point per row of the last axis, from
-that token's own min and max), the weight is quantized offline per output channel to symmetric 7-bit integers
-(-63..63, int8 storage), MatMulInteger multiplies them exactly in int32, and the result is rescaled to float. The
-small head layers (Gemm: pooler, classifier) run once per row and stay fp32. Large embedding tables (the word
-embeddings: 94 MB of a 134 MB DistilBERT-base int8 graph) are stored as fp16 and cast to fp32 after the lookup:
-half the file, load time and resident memory of the table at no speed cost. Why not int8: word-embedding rows
-have outlier dimensions, so 8-bit rows lose ~0.8% of each value (`python -m benchmarks.embedding_storage` on the
-real MiniLM-L6 with a spread head: max logit change 0.07 and top-1 agreement 99.7% from the table alone; 16-column
-blocks 0.04), while fp16 loses 0.02% (max logit change 0.002, agreement 100%).
+Scheme. Every MatMul with a constant weight (the encoder's linear layers) becomes one onnxruntime
+`MatMulIntegerToFloat` (uint8 activations x int8 weights, exact int32 sums, scaled to float inside the kernel).
+The weights are quantized offline per output channel to symmetric 7-bit integers (-63..63). The activations
+feeding each group of MatMuls (the ones that share an input: Q/K/V, attention output, FFN in, FFN out) get one of
+two scales, the search choosing per group:
 
-Why per token. onnxruntime's dynamic quantization (DynamicQuantizeLinear) takes one activation scale over the
-whole batch tensor, padding rows included, so a row's int8 scores changed with its neighbours. Here a token's
-integers depend only on that token, the int32 products are exact, and everything else is fp32 as before: a row's
-scores equal its scores alone up to float rounding. Static (calibrated) scales would also be row-independent but
-lose accuracy on inputs unlike the calibration texts; per-token scales adapt to every input and need no
-calibration data. Asymmetric per-token scales were measured better than symmetric ones (MiniLM: mean |logit
-change| 0.34 vs 0.48), because the inputs of the FFN output layer (after GELU) are far from symmetric.
+- static: one calibrated scale and zero point for the whole tensor (the min and max of that tensor over the
+  verification inputs), so the input is quantized by one `QuantizeLinear` and the bias is added inside the
+  kernel. The fastest form: two nodes per group, nothing per token.
+- dynamic: one scale and offset per token, from that token's own min and max (q = round(255 (x - min) / (max -
+  min))), the scale passed to `MatMulIntegerToFloat` as a [..., 1] tensor. The kernel takes only one zero point
+  per tensor, so the offset comes back through one small MatMul, [min, 1] x [colsum(W); bias], added to the
+  kernel's output (x W = (x - min) W + min colsum(W)). Symmetric per-token scales (no offset) were measured
+  ~3% faster but lost too many decisions: on the trained MiniLM they fell below 99% agreement where this keeps
+  it (`python -m benchmarks.int8_levers`).
 
-Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI (this build machine: AMD EPYC, avx2, no
-avx512/vnni), onnxruntime's u8s8 kernel uses vpmaddubsw, which adds pairs of u8*s8 products into a saturating
-int16. With weights in -63..63 the largest pair is 2 * 255 * 63 = 32130 < 32767: it cannot saturate, and VNNI and
-AVX-512 kernels accumulate in int32, so every x86 kernel returns the same exact integers and the same file gives
-the same answers everywhere, with no session option. Measured on this CPU (tests/test_quantize.py repeats it):
-full 8-bit s8 weights against uint8 activations give int32 errors of ~7e4 (saturation); 7-bit weights give 0.
-The session option session.x64quantprecision=1 (onnxruntime rewrites s8 weights to u8 and runs the slower exact
-U8U8 kernel) would also fix 8-bit weights, but only where the engine remembers to set it; 8-bit weights bought
-little here (mean |logit change| 0.31 vs 0.34 on MiniLM), the activations dominate the error.
+Either way a token's integers depend only on that token and on constants, so a row's scores equal its scores
+alone up to float rounding. onnxruntime's own dynamic quantization takes one scale over the whole batch tensor,
+padding rows included, so a row's scores there changed with its neighbours. The small head layers (Gemm:
+pooler, classifier) run once per row and stay fp32. Large embedding tables (the word embeddings: 94 MB of a
+134 MB DistilBERT-base int8 graph) are stored as fp16 and cast to fp32 after the lookup: half the file, load
+time and resident memory of the table at no speed cost. Why not int8: word-embedding rows have outlier
+dimensions, so 8-bit rows lose ~0.8% of each value (`python -m benchmarks.embedding_storage`), fp16 0.02%.
 
-Search. Quantize every eligible MatMul (and store the embedding tables fp16) and measure top-1 agreement with fp32
-through the engine's own run time on the verification inputs. If it is below the bound, estimate each group's
-sensitivity (the MatMuls that share one input tensor: Q/K/V, attention output, FFN in, FFN out; an embedding table
-is a group of its own) by changing that group alone on a small subset of the inputs, order groups by logit error
-per weight element (the most damaging per unit of speed first), and bisect on how many of them to keep fp32: the
-fewest that reach the bound (agreement grows with the groups kept).
+Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI, onnxruntime's u8s8 kernel uses vpmaddubsw,
+which adds pairs of u8*s8 products into a saturating int16. With weights in -63..63 the largest pair is
+2 * 255 * 63 = 32130 < 32767: it cannot saturate, whatever the activation's zero point, and VNNI and AVX-512
+kernels accumulate in int32, so every x86 kernel returns the same exact integers and the same file gives the
+same answers everywhere, with no session option. (tests/test_quantize.py checks the kernel's output against
+numpy's exact integer product on this CPU; full 8-bit weights measured int32 errors of ~7e4 on an AVX2 CPU.)
+
+Search. Try every group static and measure top-1 agreement with fp32 through the engine's own run time on the
+verification inputs. If it is below the bound, estimate each group's damage from a static scale (that group alone
+static, the rest fp32, on a small subset of the inputs), order groups by logit error per weight element, and
+bisect on how many of the worst to make dynamic: the fewest that reach the bound. If even every group dynamic
+falls short, the same bisection runs on how many groups (MatMul groups and embedding tables, ordered by their
+dynamic damage) to keep fp32, the rest dynamic. The manifest lists the static, dynamic and fp32 nodes.
+`python -m benchmarks.int8_levers` measures the forms against each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,13 +77,37 @@ class Runtime:
         self.num_labels = num_labels
         self.strategy = Strategy.ONLY_FIRST if nli else Strategy.LONGEST_FIRST
 
+    def batches(self, items: Sequence[Item]) -> Iterator[batching.Batch]:
+        encoded = self.tokenizer.encode(items, Truncation(strategy=self.strategy))
+        return batching.batches(encoded, self.pad_id, pooled_id=self.pooled_id)
+
     def logits(self, onnx_bytes: bytes, items: Sequence[Item]) -> np.ndarray:
         session = OnnxSession(onnx_bytes, self.num_labels)
-        encoded = self.tokenizer.encode(items, Truncation(strategy=self.strategy))
         out = np.empty((len(items), self.num_labels), dtype=np.float32)
-        for batch in batching.batches(encoded, self.pad_id, pooled_id=self.pooled_id):
+        for batch in self.batches(items):
             out[batch.index] = session.run(batch)
         return out
+
+    def ranges(self, model: Any, tensors: Sequence[str], items: Sequence[Item]) -> dict[str, tuple[float, float]]:
+        """(min, max) of each named tensor of the fp32 graph over the real (unpadded) tokens of `items`."""
+        import onnx
+        import onnxruntime as ort
+
+        if not tensors:
+            return {}
+        probe = onnx.ModelProto.FromString(model.SerializeToString())
+        probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
+        session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        inputs = [i.name for i in session.get_inputs()]
+        lo = dict.fromkeys(tensors, np.inf)
+        hi = dict.fromkeys(tensors, -np.inf)
+        for batch in self.batches(items):
+            values = session.run(list(tensors), {name: getattr(batch, name) for name in inputs})
+            real = batch.attention_mask.astype(bool)
+            for name, value in zip(tensors, values, strict=True):
+                lo[name] = min(lo[name], float(value[real].min()))
+                hi[name] = max(hi[name], float(value[real].max()))
+        return {name: (lo[name], hi[name]) for name in tensors}
 
 
 def decisions(logits: np.ndarray) -> np.ndarray:
@@ -100,19 +127,23 @@ def compare(reference: np.ndarray, candidate: np.ndarray, problem_type: str | No
 class Recipe:
     name: str
     exclude: tuple[str, ...] = ()  # nodes kept fp32: MatMuls and embedding Gathers
-    quantized: int = 0  # MatMul nodes made int8
+    static: tuple[str, ...] = ()  # MatMuls whose input has a calibrated static scale; the other int8 ones: per token
+    dynamic: tuple[str, ...] = ()
     kept_matmuls: tuple[str, ...] = ()
     embeddings: tuple[str, ...] = ()  # embedding tables stored fp16
 
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "method": "per-token dynamic int8 (graph rewrite: MatMulInteger with per-row activation scales)",
-            "activations": "uint8, asymmetric, one scale and zero point per token (row-independent)",
+            "method": "int8 MatMulIntegerToFloat (onnxruntime contrib op): static or per-token activation scales",
+            "activations": "uint8; per group of MatMuls either one calibrated scale and zero point for the tensor "
+            "(static) or each token's own min and max (dynamic); row-independent both ways",
             "weights": f"int8 storage, symmetric per output channel, 7-bit range (+-{WEIGHT_MAX})",
             "integer_math": "exact int32 on every x86 kernel (no int16 saturation: 2*255*63 < 32767)",
             "session_options": {},
-            "int8_matmuls": self.quantized,
+            "int8_matmuls": len(self.static) + len(self.dynamic),
+            "static_matmuls": list(self.static),
+            "dynamic_matmuls": list(self.dynamic),
             "kept_fp32": list(self.kept_matmuls),
             "embeddings": "large tables stored fp16, cast to fp32 after the lookup",
             "fp16_embeddings": list(self.embeddings),
@@ -180,73 +211,105 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale.astype(np.float32)
 
 
-def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
-    """A copy of `model` with every target MatMul not in `exclude` replaced by per-token int8 arithmetic, and every
-    embedding Gather not in `exclude` reading an fp16 table."""
+def static_scale(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
+    """uint8 scale and zero point covering [lo, hi] (widened to include 0, so that 0 is exact)."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255
+    return np.float32(scale), np.uint8(np.clip(np.round(-lo / scale), 0, 255))
+
+
+def bias_add(graph: Any, output: str, columns: int, inits: Mapping[str, Any]) -> Any | None:
+    """The Add that adds a constant [columns] bias to `output` and is its only reader, if there is one."""
+    readers = [n for n in graph.node if output in n.input]
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    other = [i for i in readers[0].input if i != output]
+    if len(other) == 1 and other[0] in inits and list(inits[other[0]].dims) == [columns]:
+        return readers[0]
+    return None
+
+
+def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[float, float]] | None = None) -> Any:
+    """A copy of `model` with every target MatMul not in `exclude` made int8, and every embedding Gather not in
+    `exclude` reading an fp16 table. A MatMul whose input tensor has a (min, max) in `ranges` gets that static
+    scale; the others get per-token scales."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     inits = {i.name: i for i in graph.initializer}
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 18)
+    ranges = ranges or {}
     excluded = set(exclude)
     todo = [t for t in targets(model) if t.node not in excluded]
-    consts = {"q8/axes": np.array([-1], np.int64), "q8/zero": np.float32(0), "q8/eps": np.float32(1e-12)}
-    consts |= {"q8/255": np.float32(255), "q8/inv255": np.float32(1 / 255)}
+    consts = {"q8/axes": np.array([-1], np.int64), "q8/eps": np.float32(1e-12)}
+    consts |= {"q8/step": np.float32(1 / 255), "q8/0": np.uint8(0), "q8/one": np.array([1], np.float32)}
     new_inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
 
-    def reduce(op: str, x: str, out: str) -> Any:
-        if opset >= 18:
-            return helper.make_node(op, [x, "q8/axes"], [out], keepdims=1)
-        return helper.make_node(op, [x], [out], axes=[-1], keepdims=1)
-
     def quantize_input(x: str, p: str) -> list[Any]:
-        """uint8 q, zero point z (float) and scale s per token, so that x ~= (q - z) * s."""
+        """uint8 q, scale s and zero point z of x, so that x ~= (q - z) * s."""
+        if x in ranges:
+            scale, zero = static_scale(*ranges[x])
+            new_inits.extend(
+                [
+                    numpy_helper.from_array(np.asarray(scale), p + "s"),
+                    numpy_helper.from_array(np.asarray(zero), p + "z"),
+                ]
+            )
+            return [helper.make_node("QuantizeLinear", [x, p + "s", p + "z"], [p + "q"])]
+        # per token: x ~= q * s / 255 + lo with lo, s the token's min and max - min, q = round(255 (x - lo) / s);
+        # lo1 = [lo, 1] carries the offset back: x W = (x - lo) W + lo colsum(W), and the bias, in one small MatMul
         return [
-            reduce("ReduceMax", x, p + "max"),
-            reduce("ReduceMin", x, p + "min"),
-            helper.make_node("Max", [p + "max", "q8/zero"], [p + "hi"]),
-            helper.make_node("Min", [p + "min", "q8/zero"], [p + "lo"]),
-            helper.make_node("Sub", [p + "hi", p + "lo"], [p + "range"]),
-            helper.make_node("Max", [p + "range", "q8/eps"], [p + "range1"]),
-            helper.make_node("Mul", [p + "range1", "q8/inv255"], [p + "s"]),
-            helper.make_node("Div", ["q8/255", p + "range1"], [p + "inv"]),
-            helper.make_node("Mul", [p + "lo", p + "inv"], [p + "lo_q"]),
-            helper.make_node("Round", [p + "lo_q"], [p + "lo_r"]),
-            helper.make_node("Neg", [p + "lo_r"], [p + "z"]),
-            helper.make_node("Mul", [x, p + "inv"], [p + "xs"]),
-            helper.make_node("Round", [p + "xs"], [p + "xr"]),
-            helper.make_node("Add", [p + "xr", p + "z"], [p + "xz"]),
-            helper.make_node("Clip", [p + "xz", "q8/zero", "q8/255"], [p + "xc"]),
-            helper.make_node("Cast", [p + "xc"], [p + "q"], to=TensorProto.UINT8),
+            helper.make_node("ReduceMax", [x, "q8/axes"], [p + "hi"], keepdims=1),
+            helper.make_node("ReduceMin", [x, "q8/axes"], [p + "lo"], keepdims=1),
+            helper.make_node("Sub", [p + "hi", p + "lo"], [p + "span"]),
+            helper.make_node("Max", [p + "span", "q8/eps"], [p + "s"]),
+            helper.make_node("Sub", [x, p + "lo"], [p + "shifted"]),
+            helper.make_node("Div", [p + "shifted", p + "s"], [p + "unit"]),
+            helper.make_node("QuantizeLinear", [p + "unit", "q8/step", "q8/0"], [p + "q"]),
+            helper.make_node("Shape", [p + "lo"], [p + "shape"]),
+            helper.make_node("Expand", ["q8/one", p + "shape"], [p + "ones"]),
+            helper.make_node("Concat", [p + "lo", p + "ones"], [p + "lo1"], axis=-1),
         ]
 
     prefixes: dict[str, str] = {}  # input tensor -> prefix of its quantized form (Q, K and V share one)
     replacement: dict[str, list[Any]] = {}
+    dropped: set[str] = set()  # outputs of the bias Adds moved into the kernel
     for t in todo:
-        node_nodes: list[Any] = []
+        nodes: list[Any] = []
         if t.input not in prefixes:
             prefixes[t.input] = f"q8/in{len(prefixes)}/"
-            node_nodes += quantize_input(t.input, prefixes[t.input])
+            nodes += quantize_input(t.input, prefixes[t.input])
         a = prefixes[t.input]
         p = f"q8/{t.node}/"
         wq, ws = quantize_weight(numpy_helper.to_array(inits[t.weight]).astype(np.float32))
+        static = t.input in ranges
         new_inits += [
             numpy_helper.from_array(wq, p + "w"),
-            numpy_helper.from_array(ws, p + "ws"),
-            numpy_helper.from_array(wq.astype(np.float32).sum(axis=0), p + "colsum"),
+            numpy_helper.from_array(ws if static else ws / np.float32(255), p + "ws"),
         ]
         out = next(n.output[0] for n in graph.node if n.name == t.node)
-        node_nodes += [
-            helper.make_node("MatMulInteger", [a + "q", p + "w"], [p + "i32"]),
-            helper.make_node("Cast", [p + "i32"], [p + "f"], to=TensorProto.FLOAT),
-            helper.make_node("Mul", [a + "z", p + "colsum"], [p + "zc"]),  # sum((q - z) w) = sum(q w) - z sum(w)
-            helper.make_node("Sub", [p + "f", p + "zc"], [p + "acc"]),
-            helper.make_node("Mul", [p + "acc", a + "s"], [p + "as"]),
-            helper.make_node("Mul", [p + "as", p + "ws"], [out]),
-        ]
-        replacement[t.node] = node_nodes
+        add = bias_add(graph, out, len(ws), inits)
+        bias = np.zeros_like(ws)
+        if add is not None:  # taken into the int8 nodes
+            bias = numpy_helper.to_array(inits[next(i for i in add.input if i != out)]).astype(np.float32)
+            out = add.output[0]
+            dropped.add(out)
+        inputs = [a + "q", p + "w", a + "s", p + "ws", a + "z" if static else "q8/0"]
+        if static:  # the kernel adds the bias (it would add it before a per-row scale, hence only here)
+            new_inits.append(numpy_helper.from_array(bias, p + "b"))
+            nodes.append(
+                helper.make_node("MatMulIntegerToFloat", [*inputs, "", p + "b"], [out], domain="com.microsoft")
+            )
+        else:
+            colsum = (wq.astype(np.float32) * ws).sum(axis=0)  # x W = (x - lo) W + lo colsum(W)
+            new_inits.append(numpy_helper.from_array(np.stack([colsum, bias]), p + "offset"))
+            nodes += [
+                helper.make_node("MatMulIntegerToFloat", inputs, [p + "int"], domain="com.microsoft"),
+                helper.make_node("MatMul", [a + "lo1", p + "offset"], [p + "corr"]),
+                helper.make_node("Add", [p + "int", p + "corr"], [out]),
+            ]
+        replacement[t.node] = nodes
     stored: set[str] = set()  # a table two lookups share is stored once
     for t in embedding_targets(model):
         if t.node in excluded:
@@ -260,17 +323,20 @@ def rewrite(model: Any, exclude: Sequence[str] = ()) -> Any:
         out = next(n.output[0] for n in graph.node if n.name == t.node)
         replacement[t.node] = [
             helper.make_node("Gather", [p + "e", t.input], [g + "h"]),
-            helper.make_node("Cast", [g + "h"], [out], to=TensorProto.FLOAT),
+            helper.make_node("Cast", [g + "h"], [out], to=onnx.TensorProto.FLOAT),
         ]
-    nodes = [m for n in graph.node for m in replacement.get(n.name, [n])]
+    originals = [n for n in graph.node if not (n.op_type == "Add" and n.output[0] in dropped)]
+    nodes = [m for n in originals for m in replacement.get(n.name, [n])]
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
     nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used]  # weight aliases left unused
     used = {i for n in nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name in used] + new_inits
+    kept = [i for i in graph.initializer if i.name in used] + [i for i in new_inits if i.name in used]
     del graph.node[:]
     graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept)
+    if todo and not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
 
 
@@ -296,27 +362,42 @@ def search(
     min_agreement: float,
     log: Callable[[str], Any] = print,
 ) -> SearchResult:
-    """The int8 graph with the fewest fp32 MatMuls whose top-1 agreement with fp32 reaches `min_agreement`."""
+    """The fastest int8 graph the search finds whose top-1 agreement with fp32 reaches `min_agreement`: static
+    scales where they keep the decisions, per-token scales where they do not, fp32 where neither does."""
     import onnx
 
     problem_type = getattr(config, "problem_type", None)
     model = onnx.load(str(fp32_path))
     all_targets = targets(model)
     lookups = embedding_targets(model)
+    matmul_groups = [g for g in groups(model) if g[0] in all_targets]
+    ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
     tried: list[dict[str, Any]] = []
 
-    def recipe_keeping(name: str, kept: tuple[str, ...]) -> Recipe:
-        matmuls = tuple(t.node for t in all_targets if t.node in kept)
-        tables = tuple(dict.fromkeys(t.weight for t in lookups if t.node not in kept))
-        return Recipe(name, kept, len(all_targets) - len(matmuls), matmuls, tables)
+    def make(name: str, kept: Sequence[Target] = (), dynamic: Sequence[Target] = ()) -> Recipe:
+        kept_nodes, dynamic_nodes = {t.node for t in kept}, {t.node for t in dynamic}
+        return Recipe(
+            name,
+            exclude=tuple(t.node for t in all_targets + lookups if t.node in kept_nodes),
+            static=tuple(t.node for t in all_targets if t.node not in kept_nodes | dynamic_nodes),
+            dynamic=tuple(t.node for t in all_targets if t.node in dynamic_nodes - kept_nodes),
+            kept_matmuls=tuple(t.node for t in all_targets if t.node in kept_nodes),
+            embeddings=tuple(dict.fromkeys(t.weight for t in lookups if t.node not in kept_nodes)),
+        )
 
-    def attempt(recipe: Recipe, tag: str) -> tuple[Path, float, float]:
+    def graph(recipe: Recipe) -> Any:
+        static = set(recipe.static)
+        return rewrite(model, recipe.exclude, {t.input: ranges[t.input] for t in all_targets if t.node in static})
+
+    def attempt(recipe: Recipe, tag: str) -> tuple[Path, Recipe, float, float]:
         path = workdir / f"int8-{tag}.onnx"
-        path.write_bytes(rewrite(model, recipe.exclude).SerializeToString())
+        path.write_bytes(graph(recipe).SerializeToString())
         agreement, diff = compare(reference, runtime.logits(path.read_bytes(), items), problem_type)
         tried.append(
             {
                 "recipe": recipe.name,
+                "static": len(recipe.static),
+                "dynamic": len(recipe.dynamic),
                 "kept_fp32": len(recipe.kept_matmuls),
                 "fp16_embeddings": len(recipe.embeddings),
                 "top1_agreement": agreement,
@@ -324,11 +405,23 @@ def search(
             }
         )
         log(
-            f"int8 recipe {recipe.name!r} ({len(recipe.kept_matmuls)} of {len(all_targets)} MatMuls kept fp32, "
-            f"{len(recipe.embeddings)} embedding table(s) fp16): "
+            f"int8 recipe {recipe.name!r} (MatMuls: {len(recipe.static)} static, {len(recipe.dynamic)} per-token, "
+            f"{len(recipe.kept_matmuls)} fp32; {len(recipe.embeddings)} embedding table(s) fp16): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
         )
-        return path, agreement, diff
+        return path, recipe, agreement, diff
+
+    def bisect(order: list[list[Target]], recipe_for: Callable[[int], Recipe]) -> tuple[Path, Recipe, float, float]:
+        """The smallest k for which recipe_for(k) passes: recipe_for(0) failed, recipe_for(len(order)) passes."""
+        lo, hi, best = 0, len(order), None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            result = attempt(recipe_for(mid), f"{len(tried)}")
+            if result[2] >= min_agreement:
+                hi, best = mid, result
+            else:
+                lo = mid
+        return best or attempt(recipe_for(len(order)), "upper")
 
     def done(path: Path, recipe: Recipe, agreement: float, diff: float) -> SearchResult:
         figures = {
@@ -339,45 +432,60 @@ def search(
         }
         return SearchResult(path, recipe.describe(), figures)
 
-    recipe = recipe_keeping("per-token int8", ())
-    path, agreement, diff = attempt(recipe, "all")
-    if agreement >= min_agreement:
-        return done(path, recipe, agreement, diff)
+    result = attempt(make("int8, static scales"), "static")
+    if result[2] >= min_agreement:
+        return done(*result)
+    all_dynamic = attempt(make("int8, per-token scales", dynamic=all_targets), "dynamic")
+    if all_dynamic[2] >= min_agreement:  # the groups a static scale hurts most get per-token scales
+        order = sensitivity_order(
+            matmul_groups,
+            lambda g: rewrite(model, [t.node for t in all_targets if t not in g], {g[0].input: ranges[g[0].input]}),
+            reference,
+            items,
+            runtime,
+            log,
+            "a static scale",
+        )
+        return done(*bisect(order, lambda k: make("int8, static and per-token scales", dynamic=sum(order[:k], []))))
+    # even per-token scales everywhere fall short: keep the groups they hurt most fp32
+    every = [t.node for t in all_targets + lookups]
+    order = sensitivity_order(
+        groups(model),
+        lambda g: rewrite(model, tuple(n for n in every if n not in {t.node for t in g})),
+        reference,
+        items,
+        runtime,
+        log,
+        "per-token scales",
+    )
+    upper = len(order)
+    fp32_all = make("fp32 (no int8 recipe kept the decisions)", kept=all_targets + lookups)
 
-    order = sensitivity_order(model, reference, items, runtime, log)
-    best: tuple[Path, Recipe, float, float] | None = None
-    lo, hi = 0, len(order)  # keeping lo groups fails; keeping hi groups (all) is fp32 and passes
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        kept = tuple(t.node for g in order[:mid] for t in g)
-        recipe = recipe_keeping("per-token int8, sensitive nodes in fp32", kept)
-        path, agreement, diff = attempt(recipe, f"keep{mid}")
-        if agreement >= min_agreement:
-            hi, best = mid, (path, recipe, agreement, diff)
-        else:
-            lo = mid
-    if best is None:
-        kept = tuple(t.node for t in all_targets + lookups)
-        recipe = recipe_keeping("fp32 (no int8 recipe kept the decisions)", kept)
-        path, agreement, diff = attempt(recipe, "none")
-        best = (path, recipe, agreement, diff)
-    return done(*best)
+    def keeping(k: int) -> Recipe:
+        if k == upper:
+            return fp32_all
+        return make("int8, per-token scales, sensitive nodes in fp32", kept=sum(order[:k], []), dynamic=all_targets)
+
+    return done(*bisect(order, keeping))
 
 
 def sensitivity_order(
-    model: Any, reference: np.ndarray, items: Sequence[Item], runtime: Runtime, log: Callable[[str], Any]
+    candidates: list[list[Target]],
+    graph_with: Callable[[list[Target]], Any],
+    reference: np.ndarray,
+    items: Sequence[Item],
+    runtime: Runtime,
+    log: Callable[[str], Any],
+    what: str,
 ) -> list[list[Target]]:
-    """Groups ordered by how much quantizing each one alone moves the logits per weight element, worst first,
-    measured on a spread subset of the inputs (cheap: a few short runs instead of one full run per MatMul)."""
+    """Groups ordered by how much quantizing each one alone (`graph_with(group)`: that group changed, the rest
+    fp32) moves the logits per weight element, worst first, measured on a spread subset of the inputs (cheap: a
+    few short runs instead of one full run per MatMul)."""
     pick = np.linspace(0, len(items) - 1, min(PROBE_ITEMS, len(items))).round().astype(int)
     subset, ref = [items[i] for i in pick], reference[pick]
-    all_groups = groups(model)
-    names = {t.node for g in all_groups for t in g}
     scores = []
-    for g in all_groups:
-        mine = {t.node for t in g}
-        probe = rewrite(model, tuple(names - mine)).SerializeToString()
-        error = float(np.abs(runtime.logits(probe, subset) - ref).mean())
+    for g in candidates:
+        error = float(np.abs(runtime.logits(graph_with(g).SerializeToString(), subset) - ref).mean())
         scores.append(error / sum(t.size for t in g))
-    log(f"int8 sensitivity: probed {len(all_groups)} groups (MatMuls, embedding tables) on {len(subset)} inputs")
-    return [all_groups[i] for i in np.argsort(scores)[::-1]]
+    log(f"int8 sensitivity to {what}: probed {len(candidates)} groups on {len(subset)} inputs")
+    return [candidates[i] for i in np.argsort(scores)[::-1]]
