@@ -165,10 +165,12 @@ def _result_table(pa: Any, id_name: str, ids: Any, scored: list[ScoredRow], n: i
             id_name: ids if ids is not None else pa.nulls(n),
             "label": pa.array([r.outputs[0].label if k else None for r, k in zip(scored, ok)], pa.string()),
             "score": pa.array([r.outputs[0].score if k else None for r, k in zip(scored, ok)], pa.float64()),
-            "labels": pa.array([[o.label for o in r.outputs] if k else None for r, k in zip(scored, ok)],
-                               pa.list_(pa.string())),
-            "scores": pa.array([[o.score for o in r.outputs] if k else None for r, k in zip(scored, ok)],
-                               pa.list_(pa.float64())),
+            "labels": pa.array(
+                [[o.label for o in r.outputs] if k else None for r, k in zip(scored, ok)], pa.list_(pa.string())
+            ),
+            "scores": pa.array(
+                [[o.score for o in r.outputs] if k else None for r, k in zip(scored, ok)], pa.list_(pa.float64())
+            ),
             "truncated": pa.array([r.truncated if k else None for r, k in zip(scored, ok)], pa.bool_()),
             ERROR_COLUMN: pa.array([r.error for r in scored], pa.string()),
         }
@@ -183,6 +185,15 @@ def check_model(model_dir: str | Path, options: ScoringOptions, batch_tokens: in
     return its manifest's sha256, which every actor must match."""
     model = load_model(model_dir, options, 1, batch_tokens)
     return manifest_sha256(model)
+
+
+def _actor_room(ray: Any, cpus_per_actor: int) -> int:
+    """How many actors fit while one CPU stays free: Ray Data's file listing and other 1-CPU tasks need it, and a
+    pool that holds every CPU starves its own input (measured: 2 actors on 2 CPUs never start reading Parquet)."""
+    if not ray.is_initialized():
+        ray.init()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    return max(1, int((cpus - 1) // cpus_per_actor))
 
 
 def score_dataset(
@@ -210,8 +221,11 @@ def score_dataset(
     """
     ray = _ray()
     if options is None:
-        labels = tuple(candidate_labels) if candidate_labels is not None and not isinstance(candidate_labels, str) \
+        labels = (
+            tuple(candidate_labels)
+            if candidate_labels is not None and not isinstance(candidate_labels, str)
             else candidate_labels
+        )
         options = ScoringOptions(
             text_column=text_column, pair_column=pair_column, id_column=id_column, candidate_labels=labels, **fields
         )
@@ -223,8 +237,17 @@ def score_dataset(
     for name, value in (("actors", actors), ("cpus_per_actor", cpus_per_actor)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
+    room = _actor_room(ray, cpus_per_actor)
+    if actors is not None and actors > room:
+        raise InvalidRequestError(
+            f"{actors} actors of {cpus_per_actor} CPU(s) leave no CPU of this cluster "
+            f"({ray.cluster_resources().get('CPU', 0):g} CPUs) for reading and writing, and the job would wait "
+            f"forever: use at most {room} actors, or fewer CPUs per actor"
+        )
     expected = check_model(model_dir, options, batch_tokens)
-    compute = ray.data.ActorPoolStrategy(size=actors) if actors else ray.data.ActorPoolStrategy(min_size=1)
+    compute = (
+        ray.data.ActorPoolStrategy(size=actors) if actors else ray.data.ActorPoolStrategy(min_size=1, max_size=room)
+    )
     return ds.map_batches(
         scorer,
         fn_constructor_args=(str(model_dir), options),
@@ -396,7 +419,7 @@ def _replace_dir(fs: Any, src: str, dst: str) -> None:
         fs.delete_dir(dst)
     files = [i for i in fs.get_file_info(pyarrow.fs.FileSelector(src, recursive=True)) if i.type.name == "File"]
     for info in sorted(files, key=lambda i: posixpath.basename(i.path) == SUCCESS_FILE):  # the marker last
-        fs.move(info.path, dst + info.path[len(src):])
+        fs.move(info.path, dst + info.path[len(src) :])
 
 
 def run_job(
@@ -432,8 +455,15 @@ def run_job(
     if fs.get_file_info(staging_path).type.name != "NotFound":
         fs.delete_dir(staging_path)  # an interrupted run's files: restart, never mix two runs' rows
     ds = read_input(input, in_fmt, options.columns)
-    scored = score_dataset(ds, model_dir, options=options, actors=actors, cpus_per_actor=cpus_per_actor,
-                           batch_tokens=batch_tokens, scorer=scorer)
+    scored = score_dataset(
+        ds,
+        model_dir,
+        options=options,
+        actors=actors,
+        cpus_per_actor=cpus_per_actor,
+        batch_tokens=batch_tokens,
+        scorer=scorer,
+    )
     sink = ResultSink(staging, out_fmt, options.id_name, keep_id_type=in_fmt is Format.PARQUET)
     datasink = _datasink(sink)
     try:
@@ -477,7 +507,11 @@ def _job_error(exc: Exception) -> EngineError:
 def add_arguments(parser: Any) -> None:
     """The flags `engine score` gains for Ray."""
     parser.add_argument(
-        "--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
         help="score on a Ray cluster (Ray Data): ADDRESS of the cluster ('auto', ray://host:10001), or none for "
         "RAY_ADDRESS or a local one. INPUT may then be a directory or a URI (s3://...); OUTPUT becomes a directory "
         "of files, errors go to OUTPUT.errors/. Needs --id-column; --threads is the CPUs (and threads) per actor.",

@@ -486,6 +486,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-errors", type=int, default=None, help="stop once more than N rows have failed")
     p.add_argument("--restart", action="store_true", help="throw away an unfinished job's state and start over")
     p.add_argument("--quiet", action="store_true", help="no progress and no summary")
+    from .ray import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors (engine/ray.py)
+
+    add_ray_arguments(p)
     return p
 
 
@@ -509,17 +512,22 @@ def cli(argv: Sequence[str]) -> int:
             truncation_direction=args.truncation_direction,
             chunk_rows=args.chunk_rows,
         )
-        summary = score_file(
-            args.model_dir,
-            args.input,
-            args.output,
-            opts,
-            max_errors=args.max_errors,
-            restart=args.restart,
-            threads=args.threads,
-            batch_tokens=args.batch_tokens,
-            progress=not args.quiet,
-        )
+        if args.ray is not None:  # scale out: the same job on a Ray cluster (engine/ray.py)
+            from .ray import run_from_args
+
+            summary: Any = run_from_args(args, opts)
+        else:
+            summary = score_file(
+                args.model_dir,
+                args.input,
+                args.output,
+                opts,
+                max_errors=args.max_errors,
+                restart=args.restart,
+                threads=args.threads,
+                batch_tokens=args.batch_tokens,
+                progress=not args.quiet,
+            )
     except TooManyErrorsError as exc:
         say(f"error: {exc}")
         return EXIT_TOO_MANY_ERRORS
