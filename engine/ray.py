@@ -221,10 +221,11 @@ def score_dataset(
     """
     ray = _ray()
     if options is None:
-        labels = (
-            tuple(candidate_labels)
-            if candidate_labels is not None and not isinstance(candidate_labels, str)
-            else candidate_labels
+        # a comma-separated string is split by ScoringOptions itself, as in the local command
+        labels: Any = (
+            candidate_labels
+            if candidate_labels is None or isinstance(candidate_labels, str)
+            else tuple(candidate_labels)
         )
         options = ScoringOptions(
             text_column=text_column, pair_column=pair_column, id_column=id_column, candidate_labels=labels, **fields
