@@ -209,6 +209,7 @@ def score_dataset(
     cpus_per_actor: int = 1,
     batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
     scorer: type[Scorer] = Scorer,
+    checked_manifest: str | None = None,
     **fields: Any,
 ) -> Any:
     """A lazy Dataset of results {id column, label, score, labels, scores, truncated, error}, one row per row of `ds`.
@@ -217,7 +218,8 @@ def score_dataset(
     function_to_apply, truncation, truncation_direction, chunk_rows = rows per batch). `actors` fixes the
     pool size (default: autoscale from 1 to what the cluster has room for); each actor reserves
     `cpus_per_actor` CPUs and runs onnxruntime with that many threads. The model is checked here, on the driver.
-    `scorer` may be a subclass of Scorer (to add columns, or in tests to misbehave).
+    `scorer` may be a subclass of Scorer (to add columns, or in tests to misbehave). `checked_manifest` is the
+    sha256 from a `check_model` the caller already made (the driver then does not load the model again).
     """
     ray = _ray()
     if options is None:
@@ -245,7 +247,7 @@ def score_dataset(
             f"({ray.cluster_resources().get('CPU', 0):g} CPUs) for reading and writing, and the job would wait "
             f"forever: use at most {room} actors, or fewer CPUs per actor"
         )
-    expected = check_model(model_dir, options, batch_tokens)
+    expected = checked_manifest or check_model(model_dir, options, batch_tokens)
     compute = (
         ray.data.ActorPoolStrategy(size=actors) if actors else ray.data.ActorPoolStrategy(min_size=1, max_size=room)
     )
@@ -311,6 +313,8 @@ def read_input(uri: str, fmt: Format, columns: list[str]) -> Any:
         ds = ray.data.read_csv(uri, convert_options=convert, num_cpus=IO_CPUS)
     else:
         ds = ray.data.read_json(uri, lines=True, file_extensions=["jsonl", "ndjson", "json"], num_cpus=IO_CPUS)
+    if fmt is Format.JSONL:  # as in the local command, a missing key is an error row, not a refused file
+        return ds
     missing = [c for c in columns if c not in ds.columns()]
     if missing:
         raise RecordFileError(f"{uri} has no column(s) {missing}; its columns are {ds.columns()}")
@@ -443,6 +447,7 @@ def run_job(
     """
     ray = _ray()
     start = time.monotonic()
+    input, output = (p if "://" in p else os.path.abspath(p) for p in (str(input), str(output)))
     out_fmt = Format.of(Path(output.rstrip("/")))
     in_fmt = input_format(input)
     if options.id_column is None:
@@ -464,6 +469,7 @@ def run_job(
         cpus_per_actor=cpus_per_actor,
         batch_tokens=batch_tokens,
         scorer=scorer,
+        checked_manifest=expected,
     )
     sink = ResultSink(staging, out_fmt, options.id_name, keep_id_type=in_fmt is Format.PARQUET)
     datasink = _datasink(sink)

@@ -21,7 +21,7 @@ pa = pytest.importorskip("pyarrow")
 
 import ray  # noqa: E402
 
-from engine import IntegrityError, ModelLoadError, ScoringOptions, score_file, score_records  # noqa: E402
+from engine import EngineError, IntegrityError, ModelLoadError, ScoringOptions, score_file, score_records  # noqa: E402
 from engine.cli import main  # noqa: E402
 from engine.ray import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
 from engine.records import Format  # noqa: E402
@@ -235,6 +235,24 @@ def test_missing_or_tampered_model_is_refused_on_the_driver(cluster: Any, export
     with pytest.raises(IntegrityError, match="sha256"):
         score_dataset(ray.data.from_items([{"id": 1, "text": "x"}]), bad, id_column="id")
     assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()
+
+
+class LoadsElsewhere(Scorer):
+    """Loads `path` instead of the model the driver checked: a node whose copy of the model was tampered with."""
+
+    path = ""
+
+    def __init__(self, model_dir: str, options: ScoringOptions, **kwargs: Any) -> None:
+        super().__init__(self.path, options, **kwargs)
+
+
+def test_a_worker_refuses_a_tampered_copy_and_the_job_says_why(cluster: Any, exported: Any, tmp_path: Path) -> None:
+    model = exported("distilbert", "fp32")
+    LoadsElsewhere.path = str(tampered(model, tmp_path))
+    inp = write(tmp_path / "in.jsonl", [{"id": 1, "text": "fine"}])
+    with pytest.raises(EngineError, match="does not match the sha256 in its manifest"):
+        run_job(model, str(inp), str(tmp_path / "o.jsonl"), ScoringOptions(id_column="id"), scorer=LoadsElsewhere)
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 # Without a cluster: the predictor class itself -------------------------------------------------------------------
