@@ -521,7 +521,8 @@ def add_arguments(parser: Any) -> None:
         metavar="ADDRESS",
         help="score on a Ray cluster (Ray Data): ADDRESS of the cluster ('auto', ray://host:10001), or none for "
         "RAY_ADDRESS or a local one. INPUT may then be a directory or a URI (s3://...); OUTPUT becomes a directory "
-        "of files, errors go to OUTPUT.errors/. Needs --id-column; --threads is the CPUs (and threads) per actor.",
+        "of files, errors go to OUTPUT.errors/. Needs --id-column; --threads is the CPUs (and threads) per actor. "
+        "A bare --ray goes after MODEL INPUT OUTPUT (or it takes MODEL for an address).",
     )
     parser.add_argument("--actors", type=int, default=None, help="with --ray: a fixed number of actors")
 
