@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import batching
 from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, EngineError, InvalidRequestError, outcome
@@ -81,6 +82,9 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-errors", type=int, default=None, help="stop once more than N rows have failed")
     p.add_argument("--restart", action="store_true", help="throw away an unfinished job's state and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar (tqdm, the `progress` extra), no summary")
+    from .ray import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors (engine/ray.py)
+
+    add_ray_arguments(p)
     return p
 
 
@@ -107,17 +111,22 @@ def score(argv: Sequence[str]) -> int:
             truncation_direction=args.truncation_direction,
             chunk_rows=args.chunk_rows,
         )
-        summary = score_file(
-            args.model_dir,
-            args.input,
-            args.output,
-            opts,
-            max_errors=args.max_errors,
-            restart=args.restart,
-            threads=args.threads,
-            batch_tokens=args.batch_tokens,
-            progress=not args.quiet,
-        )
+        if args.ray is not None:  # scale out: the same job on a Ray cluster (engine/ray.py)
+            from .ray import run_from_args
+
+            summary: Any = run_from_args(args, opts)
+        else:
+            summary = score_file(
+                args.model_dir,
+                args.input,
+                args.output,
+                opts,
+                max_errors=args.max_errors,
+                restart=args.restart,
+                threads=args.threads,
+                batch_tokens=args.batch_tokens,
+                progress=not args.quiet,
+            )
     except KeyboardInterrupt:
         say("interrupted: finished chunks are kept; run the same command again to resume")
         return EXIT_INTERRUPTED
