@@ -5,8 +5,8 @@ Models (each cached once per cache directory; --quick builds tiny ones of the sa
 - "distilbert": DistilBERT-base-shaped (dim 768, 6 layers, 12 heads, FFN 3072: distilbert-sst-2's compute),
   distilled from that MiniLM.
 - "nli": MiniLM-L6 fine-tuned for entailment/contradiction on (gloss, "This example is {topic}.") pairs, 20 topics.
-- "random": the former random DistilBERT-base (init 0.05, spread head): its decisions are near-ties, so it is kept
-  only as the int8 gate's stress case (its export figures are reported; its speed is not a benchmark result).
+- "random" (--stress): the former random DistilBERT-base (init 0.05, spread head). Its decisions are near-ties, so
+  it is kept only as the int8 gate's stress case: its export figures are reported, its speed is not a result.
 
 Files per trained model: the engine's int8 and fp32 exports (scripts/export_models.py, the project's own recipe
 and gate), optimum's fp32 ONNX export plus onnxruntime dynamic int8 with optimum's preset for this CPU
@@ -173,10 +173,11 @@ class Artifacts:
 
 
 def export_code() -> str:
-    """A hash of the export code: engine exports cached by other code are rebuilt, never measured as this code's."""
+    """A hash of the export code (every file in scripts/: export_models.py, quantize.py, the verification texts
+    there): engine exports cached by other code are rebuilt, never measured as this code's."""
     digest = hashlib.sha256()
-    for name in ("export_models.py", "quantize.py"):
-        digest.update((ROOT / "scripts" / name).read_bytes())
+    for path in sorted(p for p in (ROOT / "scripts").iterdir() if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -205,8 +206,9 @@ def _engine_figures(export_dir: Path) -> dict[str, Any]:
     return figures
 
 
-def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
-    """Train, export and convert everything once per cache directory; each step is skipped when its output exists."""
+def build_all(cache: Path, quick: bool, log: Any = print, stress: bool = False) -> Artifacts:
+    """Train, export and convert everything once per cache directory; each step is skipped when its output exists.
+    `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
     from . import corpus, labelled, train
 
     root = cache / ("quick-trained" if quick else "full-trained")
@@ -243,10 +245,6 @@ def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
             ),
         ),
         (ckpt["nli"] / "training.json", lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log)),
-        (
-            ckpt["random"] / "tokenizer.json",
-            lambda: build_classifier(ckpt["random"], TINY if quick else DISTILBERT_BASE),
-        ),
     ]
     systems: dict[str, dict[str, str]] = {}
     for m in ("minilm", "distilbert", "nli"):
@@ -266,7 +264,10 @@ def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
             "openvino-nncf-int8": str(nncf_dir),
         }
     random_int8 = root / "engine-int8-random"
-    steps.append((random_int8 / "manifest.json", lambda: export_engine(ckpt["random"], random_int8, "int8")))
+    if stress:
+        shape = TINY if quick else DISTILBERT_BASE
+        steps.append((ckpt["random"] / "tokenizer.json", lambda: build_classifier(ckpt["random"], shape)))
+        steps.append((random_int8 / "manifest.json", lambda: export_engine(ckpt["random"], random_int8, "int8")))
     for marker, step in steps:
         if not marker.exists():
             log(f"  building {marker.parent.name if marker.suffix else marker.name}")
@@ -277,5 +278,6 @@ def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
             "training": json.loads((ckpt[m] / "training.json").read_text()),
             "engine_int8_export": _engine_figures(root / f"engine-int8-{m}"),
         }
-    figures["random_stress"] = {"engine_int8_export": _engine_figures(random_int8)}
+    if (random_int8 / "manifest.json").exists():
+        figures["random_stress"] = {"engine_int8_export": _engine_figures(random_int8)}
     return Artifacts(systems, str(data_file), figures)

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,11 +156,17 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any) -> dict[
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny models, a few dozen sentences, 1 repetition")
+    parser.add_argument(
+        "--stress", action="store_true", help="also export the random near-tie model (the gate's stress case)"
+    )
     parser.add_argument("--name", help="results file stem (default: full or quick)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="directory for <name>.json/.md/.png")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where checkpoints and exports are kept")
+    parser.add_argument("--sentences", type=int, help="timing sentences (default 512; fewer on a busy machine)")
+    parser.add_argument("--reps", type=int, help="repetitions of each timing (default 3)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    plan = replace(plan, corpus_size=args.sentences or plan.corpus_size, reps=args.reps or plan.reps)
     name = args.name or ("quick" if args.quick else "full")
 
     def log(msg: str) -> None:
@@ -170,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = models.cpu_flags()
     log(f"CPU: {cpu['model']}, {', '.join(f for f, on in cpu['flags'].items() if on)}; {os.cpu_count()} cores")
     log(f"load average before the run: {os.getloadavg()}")
-    art = models.build_all(args.cache, args.quick, log)
+    art = models.build_all(args.cache, args.quick, log, stress=args.stress)
     built = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
