@@ -206,14 +206,16 @@ def _engine_figures(export_dir: Path) -> dict[str, Any]:
     return figures
 
 
-def build_all(cache: Path, quick: bool, log: Any = print, stress: bool = False) -> Artifacts:
+def build_all(
+    cache: Path, quick: bool, log: Any = print, stress: bool = False, classifiers: tuple[str, ...] = MODELS
+) -> Artifacts:
     """Train, export and convert everything once per cache directory; each step is skipped when its output exists.
     `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
     from . import corpus, labelled, train
 
     root = cache / ("quick-trained" if quick else "full-trained")
     code = root / "export-code.txt"
-    if root.exists() and (not code.exists() or code.read_text() != export_code()):
+    if root.exists() and (not code.exists() or code.read_text().strip() != export_code()):
         for stale in root.glob("engine-*"):
             log(f"  export code changed: removing {stale.name}")
             shutil.rmtree(stale)
@@ -247,7 +249,9 @@ def build_all(cache: Path, quick: bool, log: Any = print, stress: bool = False) 
         (ckpt["nli"] / "training.json", lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log)),
     ]
     systems: dict[str, dict[str, str]] = {}
-    for m in ("minilm", "distilbert", "nli"):
+    wanted = (*classifiers, "nli")
+    steps = [(marker, step) for marker, step in steps if marker.parent.name.removeprefix("ckpt-") in wanted]
+    for m in wanted:
         onnx_dir, nncf_dir = root / f"onnx-{m}-{preset}", root / f"openvino-nncf-{m}"
         for precision in ("int8", "fp32"):
             out = root / f"engine-{precision}-{m}"
@@ -273,7 +277,7 @@ def build_all(cache: Path, quick: bool, log: Any = print, stress: bool = False) 
             log(f"  building {marker.parent.name if marker.suffix else marker.name}")
             step()
     figures: dict[str, Any] = {"data_source": data["source"], "int8_preset": preset}
-    for m in ("minilm", "distilbert", "nli"):
+    for m in wanted:
         figures[m] = {
             "training": json.loads((ckpt[m] / "training.json").read_text()),
             "engine_int8_export": _engine_figures(root / f"engine-int8-{m}"),

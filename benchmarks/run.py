@@ -90,7 +90,7 @@ def mean_tokens(tokenizer_json: Path, texts: Sequence[str]) -> float:
     return sum(len(e.ids) for e in tok.encode_batch(list(texts))) / len(texts)
 
 
-def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any) -> dict[str, Any]:
+def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifiers: tuple[str, ...]) -> dict[str, Any]:
     texts = corpus.sample(plan.corpus_size)
     corpus_file = workdir / "corpus.json"
     corpus_file.write_text(json.dumps(texts), encoding="utf-8")
@@ -108,18 +108,18 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any) -> dict[
             "held_out": [t for t, _ in held_out],
             "independence_texts": plan.independence_texts,
         }
-        for m in models.MODELS
+        for m in classifiers
         for s in SYSTEMS
     ]
     log("throughput, batch-1 latency, held-out agreement (one process per model and system)")
     results = in_parallel(specs, workdir, plan.jobs, log)
-    classify = {m: {} for m in models.MODELS}  # type: dict[str, dict[str, Any]]
+    classify = {m: {} for m in classifiers}  # type: dict[str, dict[str, Any]]
     for spec, res in zip(specs, results):
         classify[spec["model"]][spec["system"]] = res
 
     log("cold start: import + load + first result, fresh processes")
     cold_specs = [{**spec, "cold_only": True} for _ in range(plan.cold_reps - 1) for spec in specs]
-    cold = {m: {s: [classify[m][s]["cold_start_s"]] for s in SYSTEMS} for m in models.MODELS}
+    cold = {m: {s: [classify[m][s]["cold_start_s"]] for s in SYSTEMS} for m in classifiers}
     for spec, res in zip(cold_specs, in_parallel(cold_specs, workdir, plan.jobs, log)):
         cold[spec["model"]][spec["system"]].append(res["cold_start_s"])
 
@@ -164,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", help="results file stem (default: full or quick)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="directory for <name>.json/.md/.png")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where checkpoints and exports are kept")
+    parser.add_argument("--models", nargs="+", choices=models.MODELS, default=list(models.MODELS), help="classifiers")
     parser.add_argument("--busy", action="store_true", help="the full models, a quarter of the timing work")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else BUSY if args.busy else FULL
@@ -176,11 +177,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cpu = models.cpu_flags()
     log(f"CPU: {cpu['model']}, {', '.join(f for f, on in cpu['flags'].items() if on)}; {os.cpu_count()} cores")
     log(f"load average before the run: {os.getloadavg()}")
-    art = models.build_all(args.cache, args.quick, log, stress=args.stress)
+    classifiers = tuple(args.models)
+    art = models.build_all(args.cache, args.quick, log, stress=args.stress, classifiers=classifiers)
     built = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        data = measure(plan, art, Path(tmp), log)
+        data = measure(plan, art, Path(tmp), log, classifiers)
     data["cpu"] = {**cpu, "cores": len(os.sched_getaffinity(0))}
     data["load_average_after"] = os.getloadavg()
     data["build_s"] = built - start
