@@ -14,21 +14,32 @@ MAX_WORDS = 60
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
+def sentences_of(text: str) -> list[str]:
+    """The distinct prose sentences of one documentation topic with 10-60 words (code and tables dropped)."""
+    seen: set[str] = set()
+    out = []
+    for para in text.split("\n\n"):
+        if para.startswith((" ", "\t", ">>>")) or "|" in para or "***" in para or "===" in para:
+            continue  # code samples, tables, grammar rules
+        for sentence in _SENTENCE_END.split(" ".join(para.split())):
+            words = sentence.split()
+            if MIN_WORDS <= len(words) <= MAX_WORDS and sentence not in seen and sentence[-1] in ".!?":
+                seen.add(sentence)
+                out.append(sentence)
+    return out
+
+
 def all_sentences() -> list[str]:
-    """Every distinct prose sentence of the documentation topics with 10-60 words (code and tables dropped)."""
+    """Every distinct prose sentence of the documentation topics with 10-60 words."""
     from pydoc_data.topics import topics
 
     seen: set[str] = set()
     out = []
     for name in sorted(topics):
-        for para in topics[name].split("\n\n"):
-            if para.startswith((" ", "\t", ">>>")) or "|" in para or "***" in para or "===" in para:
-                continue  # code samples, tables, grammar rules
-            for sentence in _SENTENCE_END.split(" ".join(para.split())):
-                words = sentence.split()
-                if MIN_WORDS <= len(words) <= MAX_WORDS and sentence not in seen and sentence[-1] in ".!?":
-                    seen.add(sentence)
-                    out.append(sentence)
+        for sentence in sentences_of(topics[name]):
+            if sentence not in seen:
+                seen.add(sentence)
+                out.append(sentence)
     return out
 
 

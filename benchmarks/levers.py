@@ -82,7 +82,7 @@ def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(run.DEFAULT_CACHE / "full" / "engine-int8"))
+    parser.add_argument("--model", default=str(run.DEFAULT_CACHE / "full-trained" / "engine-int8-distilbert"))
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")

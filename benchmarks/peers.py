@@ -1,0 +1,191 @@
+"""Every system behind one interface, fed the engine's own batches: tokenize, length-sort, token-budget batches.
+
+A peer is a function from padded batches to logits. The harness tokenizes with the same tokenizer.json the
+engine reads (no padding, window 512), groups rows with the engine's batching plan (longest first, rows x
+longest <= the token budget), and each peer runs exactly those batches: the comparison is the runtime, not the
+batching. Imports happen inside the loaders so that a worker process only pays for its own system's runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Feed = dict[str, np.ndarray]
+Logits = Callable[[Feed], np.ndarray]
+Item = str | tuple[str, str]
+PEERS = ("transformers", "ort-fp32", "ort-int8", "openvino", "openvino-nncf-int8")
+ENGINES = ("engine-int8", "engine-fp32")
+
+
+def plan(lengths: Sequence[int], batch_tokens: int, max_rows: int = 256) -> Iterator[np.ndarray]:
+    """engine.batching.plan, repeated here so that a peer's process never imports the engine (a test checks
+    that both give the same batches)."""
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    start = 0
+    while start < len(order):
+        rows = max(1, min(max_rows, batch_tokens // max(int(lengths[order[start]]), 1)))
+        yield order[start : start + rows]
+        start += rows
+
+
+@dataclass
+class Batcher:
+    """The engine's tokenization and batching for a peer."""
+
+    tokenizer_json: Path
+    batch_tokens: int
+
+    def __post_init__(self) -> None:
+        from tokenizers import Tokenizer
+
+        self.tok = Tokenizer.from_file(str(self.tokenizer_json))
+        self.tok.no_padding()
+        self.tok.enable_truncation(512, strategy="only_first")
+        self.pad_id = self.tok.token_to_id("[PAD]") or 0
+
+    def feeds(self, items: Sequence[Item]) -> Iterator[tuple[np.ndarray, Feed]]:
+        encoded = self.tok.encode_batch(list(items))
+        for index in plan([len(e.ids) for e in encoded], self.batch_tokens):
+            width = max(len(encoded[i].ids) for i in index)
+            ids = np.full((len(index), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            types = np.zeros_like(ids)
+            for row, i in enumerate(index):
+                e = encoded[i]
+                ids[row, : len(e.ids)], mask[row, : len(e.ids)], types[row, : len(e.ids)] = e.ids, 1, e.type_ids
+            yield index, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+    def logits(self, run: Logits, items: Sequence[Item], num_labels: int) -> np.ndarray:
+        out = np.empty((len(items), num_labels), dtype=np.float32)
+        for index, feed in self.feeds(items):
+            out[index] = run(feed)
+        return out
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def load_torch(path: str) -> Logits:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(_threads())
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    accepted = set(model.forward.__code__.co_varnames)
+
+    def run(feed: Feed) -> np.ndarray:
+        with torch.inference_mode():
+            args = {k: torch.from_numpy(v) for k, v in feed.items() if k in accepted}
+            return model(**args).logits.float().numpy()
+
+    return run
+
+
+def load_ort(path: str) -> Logits:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    return lambda feed: sess.run(None, {n: feed[n] for n in names})[0]
+
+
+OPENVINO_INFO: dict[str, Any] = {}
+
+
+def load_openvino(path: str) -> Logits:
+    """OpenVINO's CPU plugin with its defaults (precision hint and all); the hint it chose goes to OPENVINO_INFO."""
+    import openvino as ov
+
+    core = ov.Core()
+    compiled = core.compile_model(path, "CPU")
+    OPENVINO_INFO["inference_precision_hint"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    OPENVINO_INFO["performance_hint"] = str(compiled.get_property("PERFORMANCE_HINT"))
+    OPENVINO_INFO["version"] = ov.get_version()
+    request = compiled.create_infer_request()
+    names = [p.get_any_name() for p in compiled.inputs]
+
+    def run(feed: Feed) -> np.ndarray:
+        return np.asarray(request.infer({n: feed[n] for n in names})[compiled.outputs[0]])
+
+    return run
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """texts -> (top labels, scores) for one system, timed as a user would call it."""
+
+    predict: Callable[[Sequence[str]], tuple[list[str], np.ndarray]]
+    zero_shot: Callable[[Sequence[str], Sequence[str], str], list[str]]
+
+
+def _unsupported(*_args: Any) -> Any:
+    raise NotImplementedError("this system was loaded for the other task")
+
+
+def _labels(directory: Path) -> list[str]:
+    config = json.loads((directory / "config.json").read_text())
+    return [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> Classifier:
+    """The system's classifier: the engine's public API (ZeroShotClassifier when `zero_shot`, else
+    TextClassifier), or a peer fed the engine's batches."""
+    if system.startswith("engine"):
+        import engine
+
+        if zero_shot:
+            zs = engine.ZeroShotClassifier.load(path, batch_tokens=batch_tokens)
+
+            def zero_shot_engine(texts: Sequence[str], labels: Sequence[str], template: str) -> list[str]:
+                out = zs(list(texts), candidate_labels=list(labels), hypothesis_template=template)
+                return [r[0].label for r in out]  # type: ignore[index]
+
+            return Classifier(_unsupported, zero_shot_engine)
+        clf = engine.TextClassifier.load(path, batch_tokens=batch_tokens)
+
+        def predict_engine(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+            preds = clf(list(texts))
+            return [p[0].label for p in preds], np.array([p[0].score for p in preds])  # type: ignore[index]
+
+        return Classifier(predict_engine, _unsupported)
+    loader = {"transformers": load_torch, "ort-fp32": load_ort, "ort-int8": load_ort}.get(system, load_openvino)
+    files = {
+        "transformers": None,
+        "ort-fp32": "model.onnx",
+        "ort-int8": "model_quantized.onnx",
+        "openvino": "model.onnx",
+        "openvino-nncf-int8": "model.xml",
+    }
+    directory = Path(path)
+    run = loader(str(directory / files[system]) if files[system] else path)
+    batcher = Batcher(directory / "tokenizer.json", batch_tokens)
+    names = _labels(directory)
+
+    def predict(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        probs = _softmax(batcher.logits(run, texts, len(names)))
+        top = probs.argmax(-1)
+        return [names[i] for i in top], probs[np.arange(len(top)), top]
+
+    entail = next((i for i, n in enumerate(names) if n.lower().startswith("entail")), -1)
+
+    def zero_shot(texts: Sequence[str], labels: Sequence[str], template: str) -> list[str]:
+        pairs = [(t, template.format(label)) for t in texts for label in labels]
+        ent = batcher.logits(run, pairs, len(names))[:, entail].reshape(len(texts), len(labels))
+        return [labels[i] for i in _softmax(ent).argmax(-1)]
+
+    return Classifier(predict, zero_shot)
