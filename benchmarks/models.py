@@ -90,12 +90,26 @@ def build_classifier(out: Path, shape: Shape, seed: int = 0) -> Path:
     return out
 
 
-def export_engine(checkpoint: Path, out: Path, precision: str, min_agreement: float | None = None) -> dict[str, Any]:
+def export_engine(
+    checkpoint: Path,
+    out: Path,
+    precision: str,
+    min_agreement: float | None = None,
+    calibration: list[str] | None = None,
+) -> dict[str, Any]:
+    """The engine's export as a user runs it; `calibration` texts go through --calibration-file, as a user with
+    their own data would do (NNCF gets the same texts)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import export_models
 
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement
-    return export_models.export(str(checkpoint), out, precision, log=lambda _msg: None, min_agreement=bound)
+    calibration_file = None
+    if calibration:
+        calibration_file = out.parent / f"{out.name}-calibration.txt"
+        calibration_file.write_text("\n".join(t.replace("\n", " ") for t in calibration) + "\n", encoding="utf-8")
+    return export_models.export(
+        str(checkpoint), out, precision, calibration_file, log=lambda _msg: None, min_agreement=bound
+    )
 
 
 def cpu_flags() -> dict[str, Any]:
@@ -176,8 +190,9 @@ def export_code() -> str:
     """A hash of the export code (every file in scripts/: export_models.py, quantize.py, the verification texts
     there): engine exports cached by other code are rebuilt, never measured as this code's."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in (ROOT / "scripts").iterdir() if p.is_file()):
-        digest.update(path.name.encode() + path.read_bytes())
+    files = [p for d in (ROOT / "scripts", ROOT / "engine" / "export") if d.is_dir() for p in d.rglob("*")]
+    for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(ROOT)).encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -255,7 +270,10 @@ def build_all(
         onnx_dir, nncf_dir = root / f"onnx-{m}-{preset}", root / f"openvino-nncf-{m}"
         for precision in ("int8", "fp32"):
             out = root / f"engine-{precision}-{m}"
-            steps.append((out / "manifest.json", lambda c=ckpt[m], o=out, p=precision: export_engine(c, o, p)))
+            texts = [t if isinstance(t, str) else t[0] for t in calibration[m]]  # NLI: the premises
+            steps.append(
+                (out / "manifest.json", lambda c=ckpt[m], o=out, p=precision, t=texts: export_engine(c, o, p, None, t))
+            )
         steps.append((onnx_dir, lambda c=ckpt[m], o=onnx_dir: export_onnx(c, o, preset)))
         steps.append((nncf_dir, lambda o=onnx_dir, n=nncf_dir, m=m: export_nncf(o, n, calibration[m])))
         systems[m] = {
