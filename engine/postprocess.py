@@ -11,6 +11,7 @@ from enum import Enum
 
 import numpy as np
 
+from .chunking import Aggregation
 from .errors import InferenceError, InvalidRequestError
 
 
@@ -103,14 +104,35 @@ def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) 
     return [(labels[i], float(scores[i])) for i in rank(scores, top_k)]
 
 
-def zero_shot_scores(logits: np.ndarray, entailment_id: int, contradiction_id: int, multi_label: bool) -> np.ndarray:
-    """Scores of one text's candidate labels from its (n_labels, n_nli_classes) logits.
+def default_aggregation(activation: Activation) -> Aggregation:
+    """Windows of one text: sigmoid labels are present if any window has them (max); probabilities and raw
+    scores are averaged (mean)."""
+    return Aggregation.MAX if activation is Activation.SIGMOID else Aggregation.MEAN
 
-    multi_label (or a single label): each label on its own, softmax over [contradiction, entailment].
-    Otherwise: softmax of the entailment logits across the labels, so the scores sum to 1.
+
+def aggregate(scores: np.ndarray, how: Aggregation) -> np.ndarray:
+    """(windows, labels) -> (labels,). One window gives its own row back, bit for bit."""
+    return scores.max(axis=0) if how is Aggregation.MAX else scores.mean(axis=0, dtype=np.float32)
+
+
+def zero_shot_scores(
+    logits: np.ndarray,
+    entailment_id: int,
+    contradiction_id: int,
+    multi_label: bool,
+    windows: int = 1,
+    aggregation: Aggregation | None = None,
+) -> np.ndarray:
+    """Scores of one text's candidate labels from its (windows * n_labels, n_nli_classes) logits, window-major.
+
+    multi_label (or a single label): each label on its own, softmax over [contradiction, entailment], then the
+    windows' entailment shares aggregated per label (max by default: the label holds if any window entails it).
+    Otherwise: the entailment logits aggregated per label across windows (mean by default), then softmax across
+    the labels, so the scores sum to 1. With one window both are exactly the reference's scores.
     """
     logits = check_finite(logits)
-    if multi_label or logits.shape[0] == 1:
-        pair = logits[:, [contradiction_id, entailment_id]]
-        return softmax(pair)[:, 1]
-    return softmax(logits[:, entailment_id])
+    per_window = logits.reshape(windows, -1, logits.shape[-1])
+    if multi_label or per_window.shape[1] == 1:
+        pair = softmax(per_window[..., [contradiction_id, entailment_id]])[..., 1]
+        return aggregate(pair, aggregation or Aggregation.MAX)
+    return softmax(aggregate(per_window[..., entailment_id], aggregation or Aggregation.MEAN))
