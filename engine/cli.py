@@ -69,12 +69,23 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-column", help="second text of a pair (cross-encoders, rerankers)")
     p.add_argument("--id-column", help="copied to the output (default: a `row` column, the row number from 0)")
     p.add_argument("--candidate-labels", help="comma-separated labels: zero-shot with an NLI model")
+    p.add_argument(
+        "--labels-column", help="zero-shot labels per row: a list column, or a comma-separated string per row"
+    )
     p.add_argument("--multi-label", action="store_true", help="zero-shot: score each label on its own")
     p.add_argument("--hypothesis-template", default=DEFAULT_HYPOTHESIS_TEMPLATE)
     p.add_argument("--top-k", type=int, default=None, help="keep the best k labels (default: all, sorted)")
     p.add_argument("--function-to-apply", choices=[a.value for a in Activation])
     p.add_argument("--no-truncation", action="store_true", help="rows too long for the model fail instead")
     p.add_argument("--truncation-direction", choices=["right", "left"], default="right")
+    p.add_argument(
+        "--long-text",
+        choices=["truncate", "chunk"],
+        default="truncate",
+        help="chunk: score every window of a long text and aggregate (default: cut it to the window)",
+    )
+    p.add_argument("--chunk-stride", type=int, help="tokens of overlap between windows (default: a quarter window)")
+    p.add_argument("--chunk-aggregation", choices=["mean", "max"], help="default: mean for softmax, max for sigmoid")
     p.add_argument("--batch-tokens", type=int, default=batching.DEFAULT_BATCH_TOKENS)
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per sorting window and commit")
     p.add_argument("--threads", type=int, default=None)
@@ -106,6 +117,10 @@ def score(argv: Sequence[str]) -> int:
             truncation=not args.no_truncation,
             truncation_direction=args.truncation_direction,
             chunk_rows=args.chunk_rows,
+            labels_column=args.labels_column,
+            long_text=args.long_text,
+            chunk_stride=args.chunk_stride,
+            chunk_aggregation=args.chunk_aggregation,
         )
         summary = score_file(
             args.model_dir,

@@ -54,7 +54,7 @@ def parse_hf(task: str, body: Any) -> Parsed:
             zs = ZeroShotClassificationInput.from_dict(body)
             texts = zs.inputs if isinstance(zs.inputs, list) else [zs.inputs]
             key = (task, tuple(texts), zs.parameters)
-            cost = len(texts) * len(zs.parameters.candidate_labels)
+            cost = sum(len(zs.parameters.labels_of(t)) for t in texts)
             return Parsed(texts, zs.parameters, cost, zs.inputs is texts, key)
         if isinstance(body, dict) and isinstance(body.get("parameters", {}), dict):
             body = {**body, "parameters": {"top_k": None, **(body.get("parameters") or {})}}
