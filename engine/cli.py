@@ -1,4 +1,4 @@
-"""The `engine` command: `engine classify`, `engine score` (batch files), `engine serve` (HTTP).
+"""The `engine` command: `engine classify`, `engine rerank`, `engine score` (batch files), `engine serve` (HTTP).
 
 Exit codes: `engine score` takes its codes from errors.OUTCOMES (0 all rows scored, 1 some rows failed, 2 nothing
 done, 3 stopped by --max-errors, 4 failed while running, 130 interrupted); `engine classify` and `engine serve`
@@ -45,6 +45,44 @@ def classify(argv: Sequence[str]) -> int:
         result = clf(list(args.texts), top_k=args.top_k, function_to_apply=args.function_to_apply)
     for text, outputs in zip(args.texts, outputs_to_json(result)):  # a list of texts: one list of outputs each
         print(json.dumps({"text": text, "result": outputs}, ensure_ascii=False))
+    return 0
+
+
+def rerank(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="engine rerank",
+        description="Rank documents by relevance to a query with a cross-encoder; prints one JSON line per "
+        "document, best first: {index, score, text}.",
+    )
+    parser.add_argument("model_dir")
+    parser.add_argument("query")
+    parser.add_argument("documents", nargs="*", help="documents to rank (or --documents-file)")
+    parser.add_argument("--documents-file", help="documents, one per line (- for standard input)")
+    parser.add_argument("--top-k", type=int, default=None, help="best k documents (default: all)")
+    parser.add_argument("--raw-scores", action="store_true", help="logits instead of probabilities")
+    parser.add_argument("--no-truncation", action="store_true", help="a pair too long for the model fails instead")
+    args = parser.parse_args(argv)
+    documents = list(args.documents)
+    if args.documents_file:
+        try:
+            source = sys.stdin if args.documents_file == "-" else open(args.documents_file, encoding="utf-8")  # noqa: SIM115
+            with source:
+                documents += [line.rstrip("\n") for line in source if line.strip()]
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot read --documents-file {args.documents_file}: {exc}") from None
+    from .rerank import Reranker
+
+    reranker = Reranker.load(args.model_dir)
+    results = reranker.rerank(
+        args.query,
+        documents,
+        top_k=args.top_k,
+        return_documents=True,
+        raw_scores=args.raw_scores,
+        truncation=not args.no_truncation,
+    )
+    for r in results:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
     return 0
 
 
@@ -255,7 +293,12 @@ def serve(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"classify": classify, "score": score, "serve": serve}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "classify": classify,
+    "rerank": rerank,
+    "score": score,
+    "serve": serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,3 +136,11 @@ def zero_shot_scores(
         pair = softmax(per_window[..., [contradiction_id, entailment_id]])[..., 1]
         return aggregate(pair, aggregation or Aggregation.MAX)
     return softmax(aggregate(per_window[..., entailment_id], aggregation or Aggregation.MEAN))
+
+
+def relevance(logits: np.ndarray, raw: bool) -> np.ndarray:
+    """Cross-encoder relevance per row: one logit as it is, two as (relevant - not relevant), so that the sigmoid of
+    either is the probability (for two logits, softmax's share of the second). `raw` skips the sigmoid."""
+    logits = check_finite(logits)
+    score = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+    return score if raw else sigmoid(score)
