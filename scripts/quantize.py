@@ -34,7 +34,9 @@ through the engine's own run time on the verification inputs. If it is below the
 sensitivity (the MatMuls that share one input tensor: Q/K/V, attention output, FFN in, FFN out; an embedding table
 is a group of its own) by changing that group alone on a small subset of the inputs, order groups by logit error
 per weight element (the most damaging per unit of speed first), and bisect on how many of them to keep fp32: the
-fewest that reach the bound (agreement grows with the groups kept).
+fewest that reach the bound (agreement grows with the groups kept). The export code may add further checks
+(`Check`: a figure of the candidate graph and its bound, e.g. zero-shot ranking agreement for NLI models); a
+recipe passes only when every one holds, and each figure is recorded with the recipes tried.
 """
 
 from __future__ import annotations
@@ -118,6 +120,16 @@ class Recipe:
             "fp16_embeddings": list(self.embeddings),
             "fp32_always": "Gemm head layers (pooler, classifier)",
         }
+
+
+@dataclass(frozen=True)
+class Check:
+    """A further acceptance test of a candidate graph, given by the export code (e.g. zero-shot ranking
+    agreement): `measure(graph bytes)` must reach `bound`. Recorded under `name` in every tried recipe."""
+
+    name: str
+    bound: float
+    measure: Callable[[bytes], float]
 
 
 @dataclass
@@ -295,8 +307,10 @@ def search(
     workdir: Path,
     min_agreement: float,
     log: Callable[[str], Any] = print,
+    checks: Sequence[Check] = (),
 ) -> SearchResult:
-    """The int8 graph with the fewest fp32 MatMuls whose top-1 agreement with fp32 reaches `min_agreement`."""
+    """The int8 graph with the fewest fp32 MatMuls whose top-1 agreement with fp32 reaches `min_agreement` and
+    that passes every further check."""
     import onnx
 
     problem_type = getattr(config, "problem_type", None)
@@ -310,10 +324,13 @@ def search(
         tables = tuple(dict.fromkeys(t.weight for t in lookups if t.node not in kept))
         return Recipe(name, kept, len(all_targets) - len(matmuls), matmuls, tables)
 
-    def attempt(recipe: Recipe, tag: str) -> tuple[Path, float, float]:
+    def attempt(recipe: Recipe, tag: str) -> tuple[Path, float, float, dict[str, float], bool]:
         path = workdir / f"int8-{tag}.onnx"
         path.write_bytes(rewrite(model, recipe.exclude).SerializeToString())
-        agreement, diff = compare(reference, runtime.logits(path.read_bytes(), items), problem_type)
+        graph = path.read_bytes()
+        agreement, diff = compare(reference, runtime.logits(graph, items), problem_type)
+        extra = {c.name: c.measure(graph) for c in checks}
+        passes = agreement >= min_agreement and all(extra[c.name] >= c.bound for c in checks)
         tried.append(
             {
                 "recipe": recipe.name,
@@ -321,46 +338,49 @@ def search(
                 "fp16_embeddings": len(recipe.embeddings),
                 "top1_agreement": agreement,
                 "max_score_diff": diff,
+                **extra,
             }
         )
         log(
             f"int8 recipe {recipe.name!r} ({len(recipe.kept_matmuls)} of {len(all_targets)} MatMuls kept fp32, "
             f"{len(recipe.embeddings)} embedding table(s) fp16): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
+            + "".join(f", {name} {value:.2%}" for name, value in extra.items())
         )
-        return path, agreement, diff
+        return path, agreement, diff, extra, passes
 
-    def done(path: Path, recipe: Recipe, agreement: float, diff: float) -> SearchResult:
+    def done(path: Path, recipe: Recipe, agreement: float, diff: float, extra: dict[str, float]) -> SearchResult:
         figures = {
             "int8_top1_agreement": agreement,
             "int8_max_score_diff": diff,
             "int8_min_agreement": min_agreement,
             "int8_recipes_tried": tried,
+            **extra,  # the final graph's figure of each further check
         }
         return SearchResult(path, recipe.describe(), figures)
 
     recipe = recipe_keeping("per-token int8", ())
-    path, agreement, diff = attempt(recipe, "all")
-    if agreement >= min_agreement:
-        return done(path, recipe, agreement, diff)
+    path, agreement, diff, extra, passes = attempt(recipe, "all")
+    if passes:
+        return done(path, recipe, agreement, diff, extra)
 
     order = sensitivity_order(model, reference, items, runtime, log)
-    best: tuple[Path, Recipe, float, float] | None = None
+    best: tuple[Path, Recipe, float, float, dict[str, float]] | None = None
     lo, hi = 0, len(order)  # keeping lo groups fails; keeping hi groups (all) is fp32 and passes
     while hi - lo > 1:
         mid = (lo + hi) // 2
         kept = tuple(t.node for g in order[:mid] for t in g)
         recipe = recipe_keeping("per-token int8, sensitive nodes in fp32", kept)
-        path, agreement, diff = attempt(recipe, f"keep{mid}")
-        if agreement >= min_agreement:
-            hi, best = mid, (path, recipe, agreement, diff)
+        path, agreement, diff, extra, passes = attempt(recipe, f"keep{mid}")
+        if passes:
+            hi, best = mid, (path, recipe, agreement, diff, extra)
         else:
             lo = mid
     if best is None:
         kept = tuple(t.node for t in all_targets + lookups)
         recipe = recipe_keeping("fp32 (no int8 recipe kept the decisions)", kept)
-        path, agreement, diff = attempt(recipe, "none")
-        best = (path, recipe, agreement, diff)
+        path, agreement, diff, extra, _ = attempt(recipe, "none")
+        best = (path, recipe, agreement, diff, extra)
     return done(*best)
 
 
