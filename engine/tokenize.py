@@ -185,6 +185,8 @@ class TextTokenizer:
                     continue
                 windows = self._windows(first, budget, long_text.stride)
                 out.append([self._encoded(self._plain.post_process(w, None, add_special_tokens=True)) for w in windows])
+        except InvalidRequestError:
+            raise
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         return out
@@ -239,11 +241,14 @@ class TextTokenizer:
                     continue
                 budget = self.max_length - specials - max(len(h.ids) for h in seconds)
                 if budget < 1:
-                    raise self._error(Exception("too short"))
+                    raise TextTooLongError(
+                        f"a hypothesis leaves no room for the text in the model's window of {self.max_length} "
+                        "tokens; shorten the candidate label or the hypothesis_template"
+                    )
                 windows = self._windows(first, budget, long_text.stride)
                 pairs = [tok.post_process(w, h, add_special_tokens=True) for w in windows for h in seconds]
                 out.append(Premise([self._encoded(p) for p in pairs], len(windows)))
-        except TextTooLongError:
+        except InvalidRequestError:
             raise
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc

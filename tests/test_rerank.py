@@ -152,3 +152,29 @@ def test_tei_rerank_route(served: str, one_logit: Reranker) -> None:
     pair = httpx.post(served + "/models/ms-marco-tiny", json={"inputs": {"text": QUERY, "text_pair": DOCS[0]}})
     (scores,) = pair.json()
     assert scores[0]["score"] == pytest.approx(one_logit.predict_scores(QUERY, DOCS[:1])[0], abs=1e-6)
+
+
+def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
+    """Labels per text and long_text on the HF route (the server of this module also serves an NLI model)."""
+    import httpx
+
+    from engine import ZeroShotClassifier
+
+    zs = ZeroShotClassifier.load(exported("bert-nli"), threads=1)
+    texts, labels = (
+        ["I want a refund now.", "The match was a draw."],
+        [["refund", "legal"], ["sports", "weather", "art"]],
+    )
+    body = {"inputs": [{"text": t, "candidate_labels": ls} for t, ls in zip(texts, labels)]}
+    got = httpx.post(served + "/models/nli", json=body).json()
+    for g, text, ls in zip(got, texts, labels):
+        want = zs.pipeline(text, ls)
+        assert g["sequence"] == text and g["labels"] == want.labels
+        assert g["scores"] == pytest.approx(want.scores, abs=1e-6)
+    long = " ".join(DOCS * 6)
+    chunked = {"inputs": long, "parameters": {"candidate_labels": ["cities", "weather"], "long_text": "chunk"}}
+    got_long = httpx.post(served + "/models/nli", json=chunked).json()
+    want_long = zs.pipeline(long, ["cities", "weather"], long_text="chunk")
+    assert got_long["scores"] == pytest.approx(want_long.scores, abs=1e-6)
+    bad = {**chunked, "parameters": {**chunked["parameters"], "chunk_aggregation": "median"}}
+    assert httpx.post(served + "/models/nli", json=bad).status_code == 422
