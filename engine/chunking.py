@@ -11,18 +11,12 @@ from enum import Enum
 from typing import Any
 
 from .errors import InvalidRequestError
+from .postprocess import Aggregation
 
 
 class LongTextMode(str, Enum):
     TRUNCATE = "truncate"  # one window: the text is cut (and the caller told)
     CHUNK = "chunk"  # every window of the text is scored, and the windows' scores aggregated
-
-
-class Aggregation(str, Enum):
-    """How the windows' scores of one text become its scores."""
-
-    MEAN = "mean"  # softmax models: the mean of the probabilities
-    MAX = "max"  # sigmoid / multi-label: a label is present if any part of the text has it
 
 
 @dataclass(frozen=True)
