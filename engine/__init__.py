@@ -13,10 +13,12 @@ from .errors import (
 )
 from .file_job import ScoreSummary, score_file
 from .postprocess import Activation
+from .rerank import Reranker, RerankResult
 from .scoring import ScoredRow, ScoringOptions, score_records
 from .spec import (
     ClassificationOutput,
     CloudflareTextClassificationInput,
+    LabeledText,
     TextClassificationInput,
     TextClassificationParameters,
     TextPair,
@@ -35,8 +37,11 @@ __all__ = [
     "InferenceError",
     "IntegrityError",
     "InvalidRequestError",
+    "LabeledText",
     "ModelLoadError",
     "Prediction",
+    "RerankResult",
+    "Reranker",
     "ScoreSummary",
     "ScoredRow",
     "ScoringOptions",

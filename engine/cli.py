@@ -1,4 +1,4 @@
-"""The `engine` command: `engine classify`, `engine score` (batch files), `engine serve` (HTTP).
+"""The `engine` command: `engine classify`, `engine rerank`, `engine score` (batch files), `engine serve` (HTTP).
 
 Exit codes: `engine score` takes its codes from errors.OUTCOMES (0 all rows scored, 1 some rows failed, 2 nothing
 done, 3 stopped by --max-errors, 4 failed while running, 130 interrupted); `engine classify` and `engine serve`
@@ -49,6 +49,44 @@ def classify(argv: Sequence[str]) -> int:
     return 0
 
 
+def rerank(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="engine rerank",
+        description="Rank documents by relevance to a query with a cross-encoder; prints one JSON line per "
+        "document, best first: {index, score, text}.",
+    )
+    parser.add_argument("model_dir")
+    parser.add_argument("query")
+    parser.add_argument("documents", nargs="*", help="documents to rank (or --documents-file)")
+    parser.add_argument("--documents-file", help="documents, one per line (- for standard input)")
+    parser.add_argument("--top-k", type=int, default=None, help="best k documents (default: all)")
+    parser.add_argument("--raw-scores", action="store_true", help="logits instead of probabilities")
+    parser.add_argument("--no-truncation", action="store_true", help="a pair too long for the model fails instead")
+    args = parser.parse_args(argv)
+    documents = list(args.documents)
+    if args.documents_file:
+        try:
+            source = sys.stdin if args.documents_file == "-" else open(args.documents_file, encoding="utf-8")  # noqa: SIM115
+            with source:
+                documents += [line.rstrip("\n") for line in source if line.strip()]
+        except OSError as exc:
+            raise InvalidRequestError(f"cannot read --documents-file {args.documents_file}: {exc}") from None
+    from .rerank import Reranker
+
+    reranker = Reranker.load(args.model_dir)
+    results = reranker.rerank(
+        args.query,
+        documents,
+        top_k=args.top_k,
+        return_documents=True,
+        raw_scores=args.raw_scores,
+        truncation=not args.no_truncation,
+    )
+    for r in results:
+        print(json.dumps(r.to_dict(), ensure_ascii=False))
+    return 0
+
+
 # engine score ---------------------------------------------------------------------------------------------------
 
 
@@ -70,12 +108,23 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--pair-column", help="second text of a pair (cross-encoders, rerankers)")
     p.add_argument("--id-column", help="copied to the output (default: a `row` column, the row number from 0)")
     p.add_argument("--candidate-labels", help="comma-separated labels: zero-shot with an NLI model")
+    p.add_argument(
+        "--labels-column", help="zero-shot labels per row: a list column, or a comma-separated string per row"
+    )
     p.add_argument("--multi-label", action="store_true", help="zero-shot: score each label on its own")
     p.add_argument("--hypothesis-template", default=DEFAULT_HYPOTHESIS_TEMPLATE)
     p.add_argument("--top-k", type=int, default=None, help="keep the best k labels (default: all, sorted)")
     p.add_argument("--function-to-apply", choices=[a.value for a in Activation])
     p.add_argument("--no-truncation", action="store_true", help="rows too long for the model fail instead")
     p.add_argument("--truncation-direction", choices=["right", "left"], default="right")
+    p.add_argument(
+        "--long-text",
+        choices=["truncate", "chunk"],
+        default="truncate",
+        help="chunk: score every window of a long text and aggregate (default: cut it to the window)",
+    )
+    p.add_argument("--chunk-stride", type=int, help="tokens of overlap between windows (default: a quarter window)")
+    p.add_argument("--chunk-aggregation", choices=["mean", "max"], help="default: mean for softmax, max for sigmoid")
     p.add_argument("--batch-tokens", type=int, default=batching.DEFAULT_BATCH_TOKENS)
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per sorting window and commit")
     p.add_argument("--threads", type=int, default=None)
@@ -110,6 +159,10 @@ def score(argv: Sequence[str]) -> int:
             truncation=not args.no_truncation,
             truncation_direction=args.truncation_direction,
             chunk_rows=args.chunk_rows,
+            labels_column=args.labels_column,
+            long_text=args.long_text,
+            chunk_stride=args.chunk_stride,
+            chunk_aggregation=args.chunk_aggregation,
         )
         if args.ray is not None:  # scale out: the same job on a Ray cluster (engine/ray.py)
             from .ray import run_from_args
@@ -249,7 +302,12 @@ def serve(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"classify": classify, "score": score, "serve": serve}
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "classify": classify,
+    "rerank": rerank,
+    "score": score,
+    "serve": serve,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

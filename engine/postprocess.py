@@ -14,6 +14,13 @@ import numpy as np
 from .errors import InferenceError, InvalidRequestError
 
 
+class Aggregation(str, Enum):
+    """How the windows' scores of one long text become its scores (long_text="chunk", engine.chunking)."""
+
+    MEAN = "mean"  # softmax models: the mean of the probabilities
+    MAX = "max"  # sigmoid / multi-label: a label is present if any part of the text has it
+
+
 class Activation(str, Enum):
     """`function_to_apply` of the HF task spec."""
 
@@ -103,14 +110,43 @@ def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) 
     return [(labels[i], float(scores[i])) for i in rank(scores, top_k)]
 
 
-def zero_shot_scores(logits: np.ndarray, entailment_id: int, contradiction_id: int, multi_label: bool) -> np.ndarray:
-    """Scores of one text's candidate labels from its (n_labels, n_nli_classes) logits.
+def default_aggregation(activation: Activation) -> Aggregation:
+    """Windows of one text: sigmoid labels are present if any window has them (max); probabilities and raw
+    scores are averaged (mean)."""
+    return Aggregation.MAX if activation is Activation.SIGMOID else Aggregation.MEAN
 
-    multi_label (or a single label): each label on its own, softmax over [contradiction, entailment].
-    Otherwise: softmax of the entailment logits across the labels, so the scores sum to 1.
+
+def aggregate(scores: np.ndarray, how: Aggregation) -> np.ndarray:
+    """(windows, labels) -> (labels,). One window gives its own row back, bit for bit."""
+    return scores.max(axis=0) if how is Aggregation.MAX else scores.mean(axis=0, dtype=np.float32)
+
+
+def zero_shot_scores(
+    logits: np.ndarray,
+    entailment_id: int,
+    contradiction_id: int,
+    multi_label: bool,
+    windows: int = 1,
+    aggregation: Aggregation | None = None,
+) -> np.ndarray:
+    """Scores of one text's candidate labels from its (windows * n_labels, n_nli_classes) logits, window-major.
+
+    multi_label (or a single label): each label on its own, softmax over [contradiction, entailment], then the
+    windows' entailment shares aggregated per label (max by default: the label holds if any window entails it).
+    Otherwise: the entailment logits aggregated per label across windows (mean by default), then softmax across
+    the labels, so the scores sum to 1. With one window both are exactly the reference's scores.
     """
     logits = check_finite(logits)
-    if multi_label or logits.shape[0] == 1:
-        pair = logits[:, [contradiction_id, entailment_id]]
-        return softmax(pair)[:, 1]
-    return softmax(logits[:, entailment_id])
+    per_window = logits.reshape(windows, -1, logits.shape[-1])
+    if multi_label or per_window.shape[1] == 1:
+        pair = softmax(per_window[..., [contradiction_id, entailment_id]])[..., 1]
+        return aggregate(pair, aggregation or Aggregation.MAX)
+    return softmax(aggregate(per_window[..., entailment_id], aggregation or Aggregation.MEAN))
+
+
+def relevance(logits: np.ndarray, raw: bool) -> np.ndarray:
+    """Cross-encoder relevance per row: one logit as it is, two as (relevant - not relevant), so that the sigmoid of
+    either is the probability (for two logits, softmax's share of the second). `raw` skips the sigmoid."""
+    logits = check_finite(logits)
+    score = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+    return score if raw else sigmoid(score)

@@ -17,6 +17,7 @@ from .records import RESULT_COLUMNS, Row, to_json_id
 from .spec import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
+    LabeledText,
     TextClassificationParameters,
     TextPair,
     ZeroShotClassificationParameters,
@@ -42,6 +43,7 @@ class ScoringOptions:
     text_column: str = "text"
     pair_column: str | None = None
     id_column: str | None = None
+    labels_column: str | None = None  # zero-shot labels per row: a list, or a comma-separated string
     text_parameters: TextClassificationParameters = TextClassificationParameters(top_k=None)
     zero_shot_parameters: ZeroShotClassificationParameters | None = None
     truncation: bool = True
@@ -62,28 +64,45 @@ class ScoringOptions:
         truncation: object = True,
         truncation_direction: object = "right",
         chunk_rows: object = DEFAULT_CHUNK_ROWS,
+        labels_column: str | None = None,
+        long_text: object = "truncate",
+        chunk_stride: object = None,
+        chunk_aggregation: object = None,
     ) -> ScoringOptions:
         """From caller-supplied values (keywords of score_records/score_file, command-line arguments)."""
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise InvalidRequestError(f"chunk_rows must be a positive integer, got {chunk_rows!r}")
-        columns = [c for c in (text_column, pair_column, id_column) if c is not None]
+        columns = [c for c in (text_column, pair_column, id_column, labels_column) if c is not None]
         if not all(isinstance(c, str) and c for c in columns):
             raise InvalidRequestError(f"column names must be non-empty strings, got {columns}")
         if len(set(columns)) != len(columns):
-            raise InvalidRequestError(f"the text, pair and id columns must differ, got {columns}")
+            raise InvalidRequestError(f"the text, pair, id and labels columns must differ, got {columns}")
         if id_column in RESULT_COLUMNS:
             raise InvalidRequestError(f"the id column cannot be named {id_column!r}: the output has that column")
-        text_parameters = TextClassificationParameters.parse(function_to_apply, top_k)
+        long = (long_text, chunk_stride, chunk_aggregation)
+        text_parameters = TextClassificationParameters.parse(function_to_apply, top_k, *long)
         trunc = Truncation.parse(truncation, truncation_direction, Strategy.LONGEST_FIRST)
         zero_shot = None
-        if candidate_labels is not None:
-            zero_shot = ZeroShotClassificationParameters.parse(candidate_labels, hypothesis_template, multi_label)
+        if candidate_labels is not None and labels_column is not None:
+            raise InvalidRequestError("give candidate labels or a labels column, not both")
+        if candidate_labels is not None or labels_column is not None:
+            zero_shot = ZeroShotClassificationParameters.parse(
+                candidate_labels, hypothesis_template, multi_label, *long
+            )
             if pair_column is not None:
                 raise InvalidRequestError("zero-shot classification takes single texts: drop the pair column")
             if text_parameters.function_to_apply is not None:
                 raise InvalidRequestError("function_to_apply is for text classification, not zero-shot")
         return cls(
-            text_column, pair_column, id_column, text_parameters, zero_shot, trunc.enabled, trunc.side, chunk_rows
+            text_column,
+            pair_column,
+            id_column,
+            labels_column,
+            text_parameters,
+            zero_shot,
+            trunc.enabled,
+            trunc.side,
+            chunk_rows,
         )
 
     @property
@@ -96,7 +115,7 @@ class ScoringOptions:
 
     @property
     def columns(self) -> list[str]:
-        return [c for c in (self.text_column, self.pair_column, self.id_column) if c is not None]
+        return [c for c in (self.text_column, self.pair_column, self.id_column, self.labels_column) if c is not None]
 
     @property
     def id_name(self) -> str:
@@ -107,7 +126,9 @@ class ScoringOptions:
         """Every result-changing option, as the resume state records it."""
         zs = self.zero_shot_parameters
         activation = self.text_parameters.function_to_apply
-        return {
+        added = {"labels_column": self.labels_column} if self.labels_column else {}  # new keys only when used, so
+        added |= self.text_parameters.long_text.to_dict()  # jobs started before they existed still resume
+        return added | {
             "text_column": self.text_column,
             "pair_column": self.pair_column,
             "id_column": self.id_column,
@@ -157,7 +178,7 @@ def _column_text(record: Mapping[str, Any], column: str) -> str:
     return check_text(value, f"column {column!r}")
 
 
-def _prepare(row: Row, opts: ScoringOptions) -> tuple[Any, str | TextPair | None, str | None]:
+def _prepare(row: Row, opts: ScoringOptions) -> tuple[Any, str | TextPair | LabeledText | None, str | None]:
     """(id, input, problem) of one row: the input is None when the row cannot be scored."""
     ident: Any = row.index
     if row.problem is not None:
@@ -170,9 +191,19 @@ def _prepare(row: Row, opts: ScoringOptions) -> tuple[Any, str | TextPair | None
         text = _column_text(row.record, opts.text_column)
         if opts.pair_column is not None:
             return ident, TextPair(text, _column_text(row.record, opts.pair_column)), None
+        if opts.labels_column is not None:
+            labels = row.record.get(opts.labels_column)
+            if labels is None:
+                raise InvalidRequestError(f"column {opts.labels_column!r} is missing or null")
+            return ident, LabeledText.parse(text, _listed(labels)), None
         return ident, text, None
     except InvalidRequestError as exc:
         return ident, None, str(exc)
+
+
+def _listed(value: object) -> object:
+    """A list column arrives as a list (JSON) or an array (Parquet); a comma string stays a string."""
+    return value.tolist() if hasattr(value, "tolist") and not isinstance(value, str) else value
 
 
 RowResult = tuple[list[ClassificationOutput], bool] | TextTooLongError

@@ -64,6 +64,8 @@ class Server:
         routes = [
             Route("/health", self.health, methods=["GET"]),
             Route("/models", self.list_models, methods=["GET"]),
+            Route("/rerank", self.rerank, methods=["POST"]),
+            Route("/models/{model_id:path}/rerank", self.rerank, methods=["POST"]),
             Route("/models/{model_id:path}", self.describe_model, methods=["GET"]),
             Route("/models/{model_id:path}", self.hf, methods=["POST"]),
             Route("/hf-inference/models/{model_id:path}", self.hf, methods=["POST"]),
@@ -198,6 +200,38 @@ class Server:
         except HTTPError as exc:
             return hf_error(exc)
 
+    async def rerank(self, request: Request) -> Response:
+        """TEI's /rerank (an extension: the HF API has no such task). `POST /rerank` takes the only served
+        cross-encoder; with several models, name one: `POST /models/ID/rerank`."""
+        try:
+            self.authorize(request)
+            if "model_id" in request.path_params:
+                served = self.model(request.path_params["model_id"])
+            else:
+                rerankers = [m for m in self.models if is_cross_encoder(m)]
+                if len(rerankers) != 1:
+                    raise HTTPError(
+                        400,
+                        f"POST /rerank needs exactly one served cross-encoder, found {len(rerankers)}; "
+                        "use POST /models/ID/rerank",
+                    )
+                served = rerankers[0]
+            if not is_cross_encoder(served):
+                raise HTTPError(
+                    400,
+                    f"model {served.name} is a {served.info.task} model with {len(served.info.labels)} labels; "
+                    "/rerank takes cross-encoders (one relevance logit, or two)",
+                )
+            body, size = await self.json_body(request)
+            use_cache = flag(request, "x-use-cache", {}, "use_cache", True)
+            wait = flag(request, "x-wait-for-model", {}, "wait_for_model", False)
+            parsed, texts, return_text = api.parse_rerank(body)
+            return await self.answer(
+                served, parsed, size, use_cache, wait, lambda scores: api.rerank_response(texts, return_text, scores)
+            )
+        except HTTPError as exc:
+            return hf_error(exc)
+
     async def cloudflare(self, request: Request) -> Response:
         """Cloudflare's envelope. Cloudflare has no lazy loading, so this route always waits for the model."""
         try:
@@ -215,6 +249,10 @@ class Server:
             return await self.answer(served, parsed, size, use_cache, True, api.cloudflare_response)
         except HTTPError as exc:
             return JSONResponse(api.cloudflare_error(exc), status_code=exc.status, headers=api.error_headers(exc))
+
+
+def is_cross_encoder(served: ServedModel) -> bool:
+    return served.info.task == "text-classification" and len(served.info.labels) in (1, 2)
 
 
 def flag(request: Request, header: str, options: dict[str, Any], option: str, default: bool) -> bool:

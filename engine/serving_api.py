@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import EngineError, InvalidRequestError, outcome
-from .spec import CloudflareTextClassificationInput, TextClassificationInput, ZeroShotClassificationInput
+from .rerank import RerankParameters, check_documents, ranked
+from .spec import CloudflareTextClassificationInput, TextClassificationInput, TextPair, ZeroShotClassificationInput
 
 TRUE = {"true", "1", "yes"}
 FALSE = {"false", "0", "no"}
@@ -54,7 +55,7 @@ def parse_hf(task: str, body: Any) -> Parsed:
             zs = ZeroShotClassificationInput.from_dict(body)
             texts = zs.inputs if isinstance(zs.inputs, list) else [zs.inputs]
             key = (task, tuple(texts), zs.parameters)
-            cost = len(texts) * len(zs.parameters.candidate_labels)
+            cost = sum(len(zs.parameters.labels_of(t)) for t in texts)
             return Parsed(texts, zs.parameters, cost, zs.inputs is texts, key)
         if isinstance(body, dict) and isinstance(body.get("parameters", {}), dict):
             body = {**body, "parameters": {"top_k": None, **(body.get("parameters") or {})}}
@@ -63,6 +64,43 @@ def parse_hf(task: str, body: Any) -> Parsed:
         raise HTTPError.of(exc) from None
     items = tc.inputs if isinstance(tc.inputs, list) else [tc.inputs]
     return Parsed(items, tc.parameters, len(items), tc.inputs is items, (task, tuple(items), tc.parameters))
+
+
+RERANK_FIELDS = {"query", "texts", "raw_scores", "return_text", "truncate", "truncation_direction"}
+
+
+def parse_rerank(body: Any) -> tuple[Parsed, list[str], bool]:
+    """TEI's /rerank request -> (Parsed, the texts, return_text). `truncate` defaults to true, as everywhere here
+    (TEI's default is its server's --auto-truncate)."""
+    try:
+        if not isinstance(body, dict):
+            raise InvalidRequestError(f"the request must be a JSON object, got {type(body).__name__}")
+        if extra := set(body) - RERANK_FIELDS:
+            raise InvalidRequestError(
+                f"the request has unknown field(s) {sorted(extra)}; allowed: {sorted(RERANK_FIELDS)}"
+            )
+        if "query" not in body or "texts" not in body:
+            raise InvalidRequestError('a rerank request needs "query" and "texts"')
+        query, texts = check_documents(body["query"], body["texts"])
+        truncate = body.get("truncate")
+        params = RerankParameters.parse(
+            body.get("raw_scores", False),
+            True if truncate is None else truncate,
+            body.get("truncation_direction") or "right",
+        )
+        return_text = body.get("return_text", False)
+        if not isinstance(return_text, bool):
+            raise InvalidRequestError(f"return_text must be true or false, got {return_text!r}")
+    except InvalidRequestError as exc:
+        raise HTTPError.of(exc) from None
+    pairs = [TextPair(query, t) for t in texts]
+    parsed = Parsed(pairs, params, len(pairs), True, ("rerank", query, tuple(texts), params, return_text))
+    return parsed, texts, return_text
+
+
+def rerank_response(texts: list[str], return_text: bool, scores: list[float]) -> list[dict[str, Any]]:
+    """TEI's: [{index, score, text?}], best first."""
+    return [r.to_dict() for r in ranked(scores, texts, None, return_text)]
 
 
 def parse_cloudflare(body: Any) -> Parsed:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import batching, manifest
-from .errors import ModelLoadError
+from .errors import InvalidRequestError, ModelLoadError
 from .manifest import MODEL_FILE, ModelInfo
 from .model_ids import automatic_ids
 from .serving_worker import BatchPolicy, ModelWorker, Predictor
@@ -68,9 +68,30 @@ def default_loader(info: ModelInfo, threads: int | None, batch_tokens: int) -> C
 
         clf = TextClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)
         clf.predict([WARM_UP_TEXT])
-        return clf
+        return TextModel(clf)
 
     return load
+
+
+class TextModel:
+    """A text-classification model behind both of its routes: classification, and /rerank for a cross-encoder
+    (one or two logits). The worker hands each group of jobs to `predict` with its parameters; rerank jobs carry
+    RerankParameters."""
+
+    def __init__(self, clf: Any) -> None:
+        from .rerank import Reranker
+
+        self.clf = clf
+        self.reranker = Reranker(clf.model) if clf.model.info.num_labels in (1, 2) else None
+
+    def predict(self, inputs: Sequence[Any], parameters: Any) -> Sequence[Any]:
+        from .rerank import RerankParameters
+
+        if isinstance(parameters, RerankParameters):
+            if self.reranker is None:
+                raise InvalidRequestError("this model has more than two labels: it is not a cross-encoder")
+            return self.reranker.predict(inputs, parameters)
+        return list(self.clf.predict(inputs, parameters))
 
 
 def build_models(
@@ -110,9 +131,7 @@ def build_models(
     served = []
     for info, names in zip(infos, ids):
         load = (loader or (lambda i: default_loader(i, threads, batch_tokens)))(info)
-        size = (
-            (info.path / MODEL_FILE).stat().st_size if (info.path / MODEL_FILE).exists() else 0
-        )
+        size = (info.path / MODEL_FILE).stat().st_size if (info.path / MODEL_FILE).exists() else 0
         worker = ModelWorker(names[0], load, policy, 1.0 + size / LOAD_BYTES_PER_SECOND)
         served.append(ServedModel(info, tuple(names), worker))
     return served

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .chunking import TRUNCATE, LongText
 from .errors import InvalidRequestError
 from .postprocess import Activation, parse_top_k
 
@@ -87,15 +88,25 @@ def parse_inputs(inputs: object) -> tuple[list[TextInput], bool]:
 
 @dataclass(frozen=True)
 class TextClassificationParameters:
-    """`top_k`: best label only by default (1); None returns every label. `function_to_apply`: None = model default."""
+    """`top_k`: best label only by default (1); None returns every label. `function_to_apply`: None = model default.
+    `long_text`: cut to the window (default) or score every window (an extension of the spec)."""
 
     function_to_apply: Activation | None = None
     top_k: int | None = 1
+    long_text: LongText = TRUNCATE
 
     @classmethod
-    def parse(cls, function_to_apply: object = None, top_k: object = 1) -> TextClassificationParameters:
+    def parse(
+        cls,
+        function_to_apply: object = None,
+        top_k: object = 1,
+        long_text: object = "truncate",
+        chunk_stride: object = None,
+        chunk_aggregation: object = None,
+    ) -> TextClassificationParameters:
         """From caller-supplied values: function_to_apply as a string in any case, top_k an int >= 1 or None."""
-        return cls(Activation.parse(function_to_apply), parse_top_k(top_k))
+        chunking = LongText.parse(long_text, chunk_stride, chunk_aggregation)
+        return cls(Activation.parse(function_to_apply), parse_top_k(top_k), chunking)
 
     @classmethod
     def from_dict(cls, obj: object) -> TextClassificationParameters:
@@ -103,14 +114,21 @@ class TextClassificationParameters:
             return cls()
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"parameters must be an object, got {type(obj).__name__}")
-        _check_keys(obj, {"function_to_apply", "top_k"}, set(), "parameters")
-        return cls.parse(obj.get("function_to_apply"), obj.get("top_k", 1))
+        _check_keys(obj, {"function_to_apply", "top_k", *LONG_TEXT_KEYS}, set(), "parameters")
+        return cls.parse(obj.get("function_to_apply"), obj.get("top_k", 1), *_long_text_values(obj))
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"top_k": self.top_k}
         if self.function_to_apply is not None:
             out["function_to_apply"] = self.function_to_apply.value
-        return out
+        return {**out, **self.long_text.to_dict()}
+
+
+LONG_TEXT_KEYS = ("long_text", "chunk_stride", "chunk_aggregation")  # the engine's extension of both tasks' spec
+
+
+def _long_text_values(obj: Mapping[str, Any]) -> tuple[object, object, object]:
+    return obj.get("long_text") or "truncate", obj.get("chunk_stride"), obj.get("chunk_aggregation")
 
 
 @dataclass(frozen=True)
@@ -215,10 +233,29 @@ def check_template(template: object, label: str) -> str:
 
 
 @dataclass(frozen=True)
+class LabeledText:
+    """A zero-shot text with its own candidate labels (an extension: the reference takes one list for all texts)."""
+
+    text: str
+    candidate_labels: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: object, candidate_labels: object) -> LabeledText:
+        return cls(check_text(text, "input text"), parse_candidate_labels(candidate_labels))
+
+
+ZeroShotText = str | LabeledText
+
+
+@dataclass(frozen=True)
 class ZeroShotClassificationParameters:
+    """`candidate_labels` empty: every input is a LabeledText carrying its own. `long_text` as for text
+    classification: the premise is chunked, each window paired with every hypothesis (an extension)."""
+
     candidate_labels: tuple[str, ...]
     hypothesis_template: str = DEFAULT_HYPOTHESIS_TEMPLATE
     multi_label: bool = False
+    long_text: LongText = TRUNCATE
 
     @classmethod
     def parse(
@@ -226,17 +263,31 @@ class ZeroShotClassificationParameters:
         candidate_labels: object,
         hypothesis_template: object = DEFAULT_HYPOTHESIS_TEMPLATE,
         multi_label: object = False,
+        long_text: object = "truncate",
+        chunk_stride: object = None,
+        chunk_aggregation: object = None,
     ) -> ZeroShotClassificationParameters:
-        """From caller-supplied values: labels as a list or one comma-separated string, a template taking `{}`."""
-        labels = parse_candidate_labels(candidate_labels)
-        template = check_template(hypothesis_template, labels[0])
+        """From caller-supplied values: labels as a list or one comma-separated string (None: each input carries
+        its own), a template taking `{}`."""
+        labels = () if candidate_labels is None else parse_candidate_labels(candidate_labels)
+        template = check_template(hypothesis_template, labels[0] if labels else "label")
         if not isinstance(multi_label, bool):
             raise InvalidRequestError(f"multi_label must be true or false, got {multi_label!r}")
-        return cls(labels, template, multi_label)
+        return cls(labels, template, multi_label, LongText.parse(long_text, chunk_stride, chunk_aggregation))
+
+    def labels_of(self, item: ZeroShotText) -> tuple[str, ...]:
+        if isinstance(item, LabeledText):
+            return item.candidate_labels
+        if not self.candidate_labels:
+            raise InvalidRequestError("zero-shot classification needs candidate_labels (for every text)")
+        return self.candidate_labels
 
     @classmethod
-    def from_dict(cls, obj: object, candidate_labels: object = None) -> ZeroShotClassificationParameters:
-        """The spec's snake_case parameters, or the older camelCase ones (labels may come from `inputs`)."""
+    def from_dict(
+        cls, obj: object, candidate_labels: object = None, per_text: bool = False
+    ) -> ZeroShotClassificationParameters:
+        """The spec's snake_case parameters, or the older camelCase ones (labels may come from `inputs`, or from
+        each input when `per_text`)."""
         if obj is None:
             obj = {}
         if not isinstance(obj, Mapping):
@@ -246,7 +297,7 @@ class ZeroShotClassificationParameters:
             "hypothesis_template": "hypothesisTemplate",
             "multi_label": "multiLabel",
         }
-        _check_keys(obj, set(names) | set(names.values()), set(), "parameters")
+        _check_keys(obj, set(names) | set(names.values()) | set(LONG_TEXT_KEYS), set(), "parameters")
         values: dict[str, Any] = {}
         for snake, camel in names.items():
             if snake in obj and camel in obj:
@@ -257,27 +308,34 @@ class ZeroShotClassificationParameters:
             if "candidate_labels" in values:
                 raise InvalidRequestError("candidate labels are given twice (in inputs and in parameters)")
             values["candidate_labels"] = candidate_labels
-        if "candidate_labels" not in values:
+        if per_text and "candidate_labels" in values:
+            raise InvalidRequestError("each input carries its own candidate_labels; drop parameters.candidate_labels")
+        if not per_text and "candidate_labels" not in values:
             raise InvalidRequestError("zero-shot classification needs parameters.candidate_labels")
         for key in ("hypothesis_template", "multi_label"):  # explicit null means the default
             if key in values and values[key] is None:
                 del values[key]
-        return cls.parse(**values)
+        return cls.parse(
+            values.pop("candidate_labels", None), **values, **dict(zip(LONG_TEXT_KEYS, _long_text_values(obj)))
+        )
 
     def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"candidate_labels": list(self.candidate_labels)} if self.candidate_labels else {}
         return {
-            "candidate_labels": list(self.candidate_labels),
+            **out,
             "hypothesis_template": self.hypothesis_template,
             "multi_label": self.multi_label,
+            **self.long_text.to_dict(),
         }
 
 
 @dataclass(frozen=True)
 class ZeroShotClassificationInput:
     """`{"inputs": str, "parameters": {"candidate_labels": [...], ...}}`, or the older
-    `{"inputs": {"text": str, "candidateLabels": [...]}, "parameters": {"hypothesisTemplate", "multiLabel"}}`."""
+    `{"inputs": {"text": str, "candidateLabels": [...]}, "parameters": {"hypothesisTemplate", "multiLabel"}}`.
+    Extension: `inputs` may be a list of `{"text": str, "candidate_labels": [...]}`, one label list per text."""
 
-    inputs: str | list[str]
+    inputs: str | list[str] | list[LabeledText]
     parameters: ZeroShotClassificationParameters
 
     @classmethod
@@ -286,6 +344,9 @@ class ZeroShotClassificationInput:
             raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
         _check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
         inputs, labels = obj["inputs"], None
+        if isinstance(inputs, (list, tuple)) and any(isinstance(x, Mapping) for x in inputs):  # labels per text
+            items = [_labeled(x) for x in inputs]
+            return cls(items, ZeroShotClassificationParameters.from_dict(obj.get("parameters"), per_text=True))
         if isinstance(inputs, Mapping):  # the older spec shape
             _check_keys(inputs, {"text", "candidateLabels", "candidate_labels"}, {"text"}, "inputs")
             labels = inputs.get("candidateLabels", inputs.get("candidate_labels"))
@@ -297,7 +358,25 @@ class ZeroShotClassificationInput:
         return cls(texts if isinstance(inputs, (list, tuple)) else texts[0], params)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"inputs": self.inputs, "parameters": self.parameters.to_dict()}
+        def one(x: str | LabeledText) -> Any:
+            return {"text": x.text, "candidate_labels": list(x.candidate_labels)} if isinstance(x, LabeledText) else x
+
+        inputs = [one(x) for x in self.inputs] if isinstance(self.inputs, list) else self.inputs
+        return {"inputs": inputs, "parameters": self.parameters.to_dict()}
+
+
+def _labeled(value: object) -> LabeledText:
+    if not isinstance(value, Mapping):
+        raise InvalidRequestError(
+            'when one input carries its own labels, every input must: {"text": ..., "candidate_labels": [...]}'
+        )
+    _check_keys(value, {"text", "candidate_labels", "candidateLabels"}, {"text"}, "an input")
+    if "candidate_labels" in value and "candidateLabels" in value:
+        raise InvalidRequestError("an input has both 'candidate_labels' and 'candidateLabels'; give one")
+    labels = value.get("candidate_labels", value.get("candidateLabels"))
+    if labels is None:
+        raise InvalidRequestError("an input is missing its candidate_labels")
+    return LabeledText.parse(value["text"], labels)
 
 
 def parse_texts(inputs: object) -> list[str]:

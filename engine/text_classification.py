@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from . import postprocess
-from .errors import TextTooLongError, first_error
+from .errors import InvalidRequestError, TextTooLongError, first_error
 from .model import LoadedModel
 from .spec import (
     ClassificationOutput,
@@ -26,7 +26,8 @@ class Prediction:
 
     outputs: list[ClassificationOutput]
     truncated: bool
-    num_tokens: int
+    num_tokens: int  # of the (first) window
+    num_chunks: int = 1  # windows scored: more than 1 only with long_text="chunk"
 
 
 class TextClassifier(Task):
@@ -74,21 +75,33 @@ class TextClassifier(Task):
     ) -> list[Prediction | TextTooLongError]:
         parameters = parameters or TextClassificationParameters()
         trunc = Truncation.parse(truncation, truncation_direction, Strategy.LONGEST_FIRST)
-        items = [(x.text, x.text_pair) if isinstance(x, TextPair) else x for x in inputs]
         tokenizer = self.model.tokenizer
-        rows: Sequence[Encoded | TextTooLongError] = (
-            tokenizer.encode_rows(items, trunc) if per_row else tokenizer.encode(items, trunc)
-        )
-        encoded = [r for r in rows if isinstance(r, Encoded)]
-        logits = self.model.logits(encoded)
-        scores = iter(postprocess.activate(logits, parameters.function_to_apply or self.default_activation))
+        windows: list[list[Encoded] | TextTooLongError]
+        if parameters.long_text.chunk:
+            if any(isinstance(x, TextPair) for x in inputs):
+                raise InvalidRequestError('long_text="chunk" takes single texts; text pairs are truncated')
+            windows = tokenizer.encode_chunks([x for x in inputs if isinstance(x, str)], parameters.long_text)
+        else:
+            items = [(x.text, x.text_pair) if isinstance(x, TextPair) else x for x in inputs]
+            rows = tokenizer.encode_rows(items, trunc) if per_row else tokenizer.encode(items, trunc)
+            windows = [r if isinstance(r, TextTooLongError) else [r] for r in rows]
+        if not per_row:
+            first_error(windows)
+        encoded = [w for row in windows if not isinstance(row, TextTooLongError) for w in row]
+        activation = parameters.function_to_apply or self.default_activation
+        scores = postprocess.activate(self.model.logits(encoded), activation)
+        how = parameters.long_text.aggregation or postprocess.default_aggregation(activation)
         out: list[Prediction | TextTooLongError] = []
-        for row in rows:
+        start = 0  # of this input's windows in `encoded`
+        for row in windows:
             if isinstance(row, TextTooLongError):
                 out.append(row)
                 continue
-            ranked = postprocess.ranked_labels(next(scores), self.labels, parameters.top_k)
-            out.append(Prediction([ClassificationOutput(label, s) for label, s in ranked], row.truncated, len(row.ids)))
+            aggregated = postprocess.aggregate(scores[start : start + len(row)], how)
+            start += len(row)
+            ranked = postprocess.ranked_labels(aggregated, self.labels, parameters.top_k)
+            outputs = [ClassificationOutput(label, s) for label, s in ranked]
+            out.append(Prediction(outputs, row[0].truncated, len(row[0].ids), len(row)))
         return out
 
     def __call__(
@@ -99,16 +112,23 @@ class TextClassifier(Task):
         function_to_apply: str | None = None,
         truncation: bool = True,
         truncation_direction: str = "right",
+        long_text: str = "truncate",
+        chunk_stride: int | None = None,
+        chunk_aggregation: str | None = None,
     ) -> list[ClassificationOutput] | list[list[ClassificationOutput]]:
         """Spec-shaped result: a list of outputs for one input, a list of such lists for a list of inputs.
 
-        `inputs` may also be a TextClassificationInput, whose parameters are then used.
+        `long_text="chunk"` scores every window of a long text (`chunk_stride` tokens of overlap, default a
+        quarter of the window) and aggregates them (`chunk_aggregation` "mean" or "max"; default mean for
+        softmax, max for sigmoid). `inputs` may also be a TextClassificationInput, whose parameters are then used.
         """
         if isinstance(inputs, TextClassificationInput):
             params = inputs.parameters
             inputs = inputs.inputs
         else:
-            params = TextClassificationParameters.parse(function_to_apply, top_k)
+            params = TextClassificationParameters.parse(
+                function_to_apply, top_k, long_text, chunk_stride, chunk_aggregation
+            )
         items, is_batch = parse_inputs(inputs)
         predictions = self.predict(items, params, truncation=truncation, truncation_direction=truncation_direction)
         self.warn_truncated([p.truncated for p in predictions])

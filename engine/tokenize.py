@@ -15,11 +15,14 @@ from enum import Enum
 
 from tokenizers import Encoding, Tokenizer
 
+from .chunking import TRUNCATE, LongText
 from .errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
 
 # Texts are cut to this many characters per window token before tokenizing (TEI does the same), so that a
 # 50 MB string is never handed to the tokenizer. Far more than any window needs: a token covers >= 1 character.
 CHARS_PER_TOKEN_CAP = 64
+# long_text="chunk" reads a text whole; past this many characters it is refused (never cut): split it first
+CHUNK_CHARS_CAP = 1_000_000
 
 
 class Side(str, Enum):
@@ -60,6 +63,14 @@ class Encoded:
     ids: list[int]
     type_ids: list[int]
     truncated: bool
+
+
+@dataclass(frozen=True)
+class Premise:
+    """A zero-shot premise's rows: `windows` windows x its hypotheses, window-major (windows=1 unless chunked)."""
+
+    rows: list[Encoded]
+    windows: int
 
 
 class TextTokenizer:
@@ -161,49 +172,137 @@ class TextTokenizer:
             )
         return Encoded(enc.ids, enc.type_ids, cut or bool(enc.overflowing))
 
-    def encode_product(self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation) -> list[Encoded]:
-        """Every (premise, hypothesis) pair, premise-major (see `encode_product_rows`)."""
-        return first_error(self._encode_product(premises, hypotheses, trunc, per_row=False))
+    def encode_chunks(self, texts: Sequence[str], long_text: LongText) -> list[list[Encoded] | TextTooLongError]:
+        """Every window of each single text, special tokens added to each: what long_text="chunk" scores. A text
+        that fits gives exactly the one row `encode` gives; a text too long to chunk comes back as its error."""
+        budget = self.max_length - self._plain.num_special_tokens_to_add(False)
+        firsts = self._tokenized(texts)
+        out: list[list[Encoded] | TextTooLongError] = []
+        try:
+            for first in firsts:
+                if isinstance(first, TextTooLongError):
+                    out.append(first)
+                    continue
+                windows = self._windows(first, budget, long_text.stride)
+                out.append([self._encoded(self._plain.post_process(w, None, add_special_tokens=True)) for w in windows])
+        except InvalidRequestError:
+            raise
+        except Exception as exc:  # tokenizers raises bare Exception
+            raise self._error(exc) from exc
+        return out
 
-    def encode_product_rows(
-        self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation
-    ) -> list[Encoded | TextTooLongError]:
-        return self._encode_product(premises, hypotheses, trunc, per_row=True)
+    def encode_pairs(
+        self,
+        premises: Sequence[str],
+        hypotheses: Sequence[Sequence[str]],
+        trunc: Truncation,
+        long_text: LongText = TRUNCATE,
+    ) -> list[Premise | TextTooLongError]:
+        """Each premise paired with each of its own hypotheses (`hypotheses[i]` for `premises[i]`); with
+        long_text="chunk", each window of the premise with each hypothesis, window-major.
 
-    def _encode_product(
-        self, premises: Sequence[str], hypotheses: Sequence[str], trunc: Truncation, per_row: bool
-    ) -> list[Encoded | TextTooLongError]:
-        """Every (premise, hypothesis) pair, premise-major: premises and hypotheses are each tokenized once and
-        joined by the tokenizer's own post-processor (special tokens, type ids, truncation), which is what
-        encoding the pair as one input does, without re-tokenizing a premise for every label. A pair that does
-        not fit with truncation off comes back as its error; a hypothesis that can never fit raises."""
-        for hypothesis in hypotheses:  # never cut, so a huge one is refused before it reaches the tokenizer
+        Premises and distinct hypotheses are each tokenized once and joined by the tokenizer's own post-processor
+        (special tokens, type ids, truncation), which is what encoding the pair as one input does. Only the
+        premise is ever cut or chunked. A premise that does not fit with truncation off comes back as its error; a
+        hypothesis that can never fit raises."""
+        if len(premises) != len(hypotheses):
+            raise InvalidRequestError(f"{len(premises)} texts but {len(hypotheses)} label lists; give one per text")
+        distinct = list(dict.fromkeys(h for hs in hypotheses for h in hs))
+        for hypothesis in distinct:  # never cut, so a huge one is refused before it reaches the tokenizer
             if len(hypothesis) > self.max_chars:
                 raise TextTooLongError(
                     f"a hypothesis of {len(hypothesis)} characters cannot fit the model's window of "
                     f"{self.max_length} tokens; shorten the candidate label or the hypothesis_template"
                 )
+        try:
+            encoded_h = dict(zip(distinct, self._plain.encode_batch(distinct, add_special_tokens=False)))
+        except Exception as exc:  # tokenizers raises bare Exception
+            raise self._error(exc) from exc
+        if long_text.chunk:
+            firsts = self._tokenized(premises)
+        else:
+            firsts = self._capped_premises(premises, trunc)
+        tok = self._plain if long_text.chunk else self._tokenizer_for(trunc)
+        specials = self._plain.num_special_tokens_to_add(True)
+        out: list[Premise | TextTooLongError] = []
+        try:
+            for first, hs in zip(firsts, hypotheses):
+                if isinstance(first, TextTooLongError):
+                    out.append(first)
+                    continue
+                seconds = [encoded_h[h] for h in hs]
+                if not long_text.chunk:
+                    enc, cut = first
+                    rows = [
+                        self._checked(tok.post_process(enc, h, add_special_tokens=True), cut, trunc) for h in seconds
+                    ]
+                    error = next((r for r in rows if isinstance(r, TextTooLongError)), None)
+                    out.append(error or Premise([r for r in rows if isinstance(r, Encoded)], 1))
+                    continue
+                budget = self.max_length - specials - max(len(h.ids) for h in seconds)
+                if budget < 1:
+                    raise TextTooLongError(
+                        f"a hypothesis leaves no room for the text in the model's window of {self.max_length} "
+                        "tokens; shorten the candidate label or the hypothesis_template"
+                    )
+                windows = self._windows(first, budget, long_text.stride)
+                pairs = [tok.post_process(w, h, add_special_tokens=True) for w in windows for h in seconds]
+                out.append(Premise([self._encoded(p) for p in pairs], len(windows)))
+        except InvalidRequestError:
+            raise
+        except Exception as exc:  # tokenizers raises bare Exception
+            raise self._error(exc) from exc
+        return out
+
+    def _capped_premises(
+        self, premises: Sequence[str], trunc: Truncation
+    ) -> list[tuple[Encoding, bool] | TextTooLongError]:
+        """Premises tokenized without special tokens (truncated by the pair's post-process), after the character cap."""
         capped: list[tuple[str, bool] | TextTooLongError] = []
-        for i, p in enumerate(premises):
+        for p in premises:
             try:
                 capped.append(self._cap(p, trunc))
             except TextTooLongError as exc:
-                if not per_row:
-                    raise TextTooLongError(f"input {i * len(hypotheses)}: {exc}") from None
                 capped.append(exc)
         fitting = [c for c in capped if not isinstance(c, TextTooLongError)]
-        tok = self._tokenizer_for(trunc)
         try:
-            firsts = iter(tok.encode_batch([p for p, _ in fitting], add_special_tokens=False))
-            seconds = tok.encode_batch(list(hypotheses), add_special_tokens=False)
-            rows: list[Encoded | TextTooLongError] = []
-            for c in capped:
-                if isinstance(c, TextTooLongError):
-                    rows += [c] * len(seconds)
-                    continue
-                first, cut = next(firsts), c[1]
-                pairs = [tok.post_process(first, h, add_special_tokens=True) for h in seconds]
-                rows += [self._checked(pair, cut, trunc) for pair in pairs]
+            encodings = iter(self._tokenizer_for(trunc).encode_batch([p for p, _ in fitting], add_special_tokens=False))
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
-        return rows
+        return [c if isinstance(c, TextTooLongError) else (next(encodings), c[1]) for c in capped]
+
+    def _tokenized(self, texts: Sequence[str]) -> list[Encoding | TextTooLongError]:
+        """Whole texts, no special tokens, nothing cut: the input of `_windows`."""
+        out: list[Encoding | TextTooLongError] = []
+        fitting = [t for t in texts if len(t) <= CHUNK_CHARS_CAP]
+        try:
+            encodings = iter(self._plain.encode_batch(fitting, add_special_tokens=False))
+        except Exception as exc:  # tokenizers raises bare Exception
+            raise self._error(exc) from exc
+        for t in texts:
+            if len(t) > CHUNK_CHARS_CAP:
+                out.append(
+                    TextTooLongError(
+                        f"text of {len(t)} characters is over the {CHUNK_CHARS_CAP} characters long_text='chunk' "
+                        "takes; split it into documents first"
+                    )
+                )
+            else:
+                out.append(next(encodings))
+        return out
+
+    @staticmethod
+    def _windows(encoding: Encoding, budget: int, stride: int | None) -> list[Encoding]:
+        """`budget`-token windows of a tokenized text, each repeating `stride` tokens of the previous one: the
+        tokenizer's own overflow (Encoding.truncate with a stride), so windows are slices of one tokenization."""
+        stride = budget // 4 if stride is None else stride
+        if stride >= budget:
+            raise InvalidRequestError(
+                f"chunk_stride {stride} must be smaller than the {budget} text tokens a window holds here"
+            )
+        encoding.truncate(budget, stride=stride)
+        return [encoding, *encoding.overflowing]
+
+    @staticmethod
+    def _encoded(enc: Encoding) -> Encoded:
+        return Encoded(enc.ids, enc.type_ids, False)

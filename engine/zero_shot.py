@@ -15,13 +15,15 @@ from .model import LoadedModel
 from .spec import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
+    LabeledText,
     ZeroShotClassificationInput,
     ZeroShotClassificationParameters,
     ZeroShotPipelineOutput,
+    ZeroShotText,
     parse_texts,
 )
 from .task import Task, single_or_batch
-from .tokenize import Encoded, Side, Strategy, Truncation
+from .tokenize import Premise, Side, Strategy, Truncation
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,7 @@ class ZeroShotPrediction:
     sequence: str
     outputs: list[ClassificationOutput]
     truncated: bool
+    num_chunks: int = 1  # windows of the text scored: more than 1 only with long_text="chunk"
 
     def to_pipeline(self) -> ZeroShotPipelineOutput:
         return ZeroShotPipelineOutput(self.sequence, [o.label for o in self.outputs], [o.score for o in self.outputs])
@@ -60,7 +63,7 @@ class ZeroShotClassifier(Task):
 
     def predict(
         self,
-        texts: Sequence[str],
+        texts: Sequence[ZeroShotText],
         parameters: ZeroShotClassificationParameters,
         *,
         truncation: bool = True,
@@ -71,7 +74,7 @@ class ZeroShotClassifier(Task):
 
     def predict_rows(
         self,
-        texts: Sequence[str],
+        texts: Sequence[ZeroShotText],
         parameters: ZeroShotClassificationParameters,
         *,
         truncation: bool = True,
@@ -82,50 +85,57 @@ class ZeroShotClassifier(Task):
 
     def _predict(
         self,
-        texts: Sequence[str],
+        texts: Sequence[ZeroShotText],
         parameters: ZeroShotClassificationParameters,
         truncation: bool,
         truncation_direction: str | Side,
         per_row: bool,
     ) -> list[ZeroShotPrediction | TextTooLongError]:
         trunc = Truncation.parse(truncation, truncation_direction, Strategy.ONLY_FIRST)
-        labels = parameters.candidate_labels
-        hypotheses = [parameters.hypothesis_template.format(label) for label in labels]
-        tokenizer = self.model.tokenizer
-        pairs: Sequence[Encoded | TextTooLongError] = (
-            tokenizer.encode_product_rows(texts, hypotheses, trunc)
-            if per_row
-            else tokenizer.encode_product(texts, hypotheses, trunc)
-        )
-        n = len(labels)
-        groups = [pairs[i * n : (i + 1) * n] for i in range(len(texts))]
-        errors = [next((p for p in group if isinstance(p, TextTooLongError)), None) for group in groups]
-        encoded = [p for group, e in zip(groups, errors) if e is None for p in group if isinstance(p, Encoded)]
-        logits = self.model.logits(encoded)
+        labels = [parameters.labels_of(t) for t in texts]
+        template = parameters.hypothesis_template
+        premises = [t.text if isinstance(t, LabeledText) else t for t in texts]
+        hypotheses = [[template.format(label) for label in ls] for ls in labels]
+        groups = self.model.tokenizer.encode_pairs(premises, hypotheses, trunc, parameters.long_text)
+        if not per_row:
+            first_error(groups)
+        encoded = [p for g in groups if isinstance(g, Premise) for p in g.rows]
+        logits = self.model.logits(encoded)  # every pair of every text, in one length-sorted run
         out: list[ZeroShotPrediction | TextTooLongError] = []
         start = 0  # of this text's pairs in `encoded`
-        for text, error in zip(texts, errors):
-            if error is not None:
-                out.append(error)
+        for text, text_labels, group in zip(premises, labels, groups):
+            if isinstance(group, TextTooLongError):
+                out.append(group)
                 continue
             scores = postprocess.zero_shot_scores(
-                logits[start : start + n], self.entailment_id, self.contradiction_id, parameters.multi_label
+                logits[start : start + len(group.rows)],
+                self.entailment_id,
+                self.contradiction_id,
+                parameters.multi_label,
+                group.windows,
+                parameters.long_text.aggregation,
             )
-            ranked = postprocess.ranked_labels(scores, labels, None)
+            start += len(group.rows)
+            ranked = postprocess.ranked_labels(scores, text_labels, None)
             outputs = [ClassificationOutput(label, score) for label, score in ranked]
-            out.append(ZeroShotPrediction(text, outputs, encoded[start].truncated))
-            start += n
+            out.append(ZeroShotPrediction(text, outputs, group.rows[0].truncated, group.windows))
         return out
 
     def _call(
-        self, inputs: object, params: ZeroShotClassificationParameters | None, truncation: bool, side: str
+        self, inputs: object, params: ZeroShotClassificationParameters | None, options: _Options
     ) -> tuple[list[ZeroShotPrediction], bool]:
+        texts: list[ZeroShotText]
         if isinstance(inputs, ZeroShotClassificationInput):
             params, inputs = inputs.parameters, inputs.inputs
         if params is None:
             raise InvalidRequestError("zero-shot classification needs candidate_labels")
-        texts = parse_texts(inputs)
-        predictions = self.predict(texts, params, truncation=truncation, truncation_direction=side)
+        if isinstance(inputs, list) and inputs and all(isinstance(x, LabeledText) for x in inputs):
+            texts = list(inputs)
+        else:
+            texts = list(parse_texts(inputs))
+        if _per_text(options.candidate_labels):
+            texts = _labeled(texts, options.candidate_labels, inputs)
+        predictions = self.predict(texts, params, truncation=options.truncation, truncation_direction=options.side)
         self.warn_truncated([p.truncated for p in predictions])
         return predictions, isinstance(inputs, (list, tuple))
 
@@ -138,13 +148,22 @@ class ZeroShotClassifier(Task):
         multi_label: bool = False,
         truncation: bool = True,
         truncation_direction: str = "right",
+        long_text: str = "truncate",
+        chunk_stride: int | None = None,
+        chunk_aggregation: str | None = None,
     ) -> list[ClassificationOutput] | list[list[ClassificationOutput]]:
         """The spec's shape: a sorted list of {label, score} per text (a list of those for a list of texts).
 
+        `candidate_labels` is one list for every text, or one list per text (`[[...], [...]]`, as many as texts).
+        `long_text="chunk"` pairs every window of a long text with every hypothesis and aggregates per label
+        (`chunk_aggregation`: mean of entailment logits by default, max of entailment shares with multi_label).
         `inputs` may also be a ZeroShotClassificationInput, whose parameters are then used.
         """
-        params = _params(inputs, candidate_labels, hypothesis_template, multi_label)
-        predictions, is_batch = self._call(inputs, params, truncation, truncation_direction)
+        options = _Options(candidate_labels, truncation, truncation_direction)
+        params = _params(
+            inputs, candidate_labels, hypothesis_template, multi_label, long_text, chunk_stride, chunk_aggregation
+        )
+        predictions, is_batch = self._call(inputs, params, options)
         outputs: list[list[ClassificationOutput]] = [p.outputs for p in predictions]
         return single_or_batch(outputs, is_batch)
 
@@ -157,24 +176,67 @@ class ZeroShotClassifier(Task):
         multi_label: bool = False,
         truncation: bool = True,
         truncation_direction: str = "right",
+        long_text: str = "truncate",
+        chunk_stride: int | None = None,
+        chunk_aggregation: str | None = None,
     ) -> ZeroShotPipelineOutput | list[ZeroShotPipelineOutput]:
         """The transformers pipeline's shape, {sequence, labels, scores} per text, for code ported from it."""
-        params = _params(inputs, candidate_labels, hypothesis_template, multi_label)
-        predictions, is_batch = self._call(inputs, params, truncation, truncation_direction)
+        options = _Options(candidate_labels, truncation, truncation_direction)
+        params = _params(
+            inputs, candidate_labels, hypothesis_template, multi_label, long_text, chunk_stride, chunk_aggregation
+        )
+        predictions, is_batch = self._call(inputs, params, options)
         return single_or_batch([p.to_pipeline() for p in predictions], is_batch)
 
 
+@dataclass(frozen=True)
+class _Options:
+    candidate_labels: object
+    truncation: bool
+    side: str
+
+
+def _per_text(candidate_labels: object) -> bool:
+    """`[[...], [...]]`: one label list per text."""
+    return (
+        isinstance(candidate_labels, (list, tuple))
+        and bool(candidate_labels)
+        and all(isinstance(x, (list, tuple)) for x in candidate_labels)
+    )
+
+
+def _labeled(texts: list[ZeroShotText], candidate_labels: object, inputs: object) -> list[ZeroShotText]:
+    lists = list(candidate_labels) if isinstance(candidate_labels, (list, tuple)) else []
+    if not isinstance(inputs, (list, tuple)) or len(lists) != len(texts):
+        raise InvalidRequestError(
+            f"candidate_labels has {len(lists)} label lists for "
+            f"{len(texts) if isinstance(inputs, (list, tuple)) else 'a single'} text(s); give a list of texts and "
+            "one label list per text"
+        )
+    return [LabeledText.parse(t, labels) for t, labels in zip(texts, lists)]
+
+
 def _params(
-    inputs: object, candidate_labels: object, template: str, multi_label: bool
+    inputs: object,
+    candidate_labels: object,
+    template: str,
+    multi_label: bool,
+    long_text: str,
+    chunk_stride: int | None,
+    chunk_aggregation: str | None,
 ) -> ZeroShotClassificationParameters | None:
     """Keyword parameters, unless the request object carries its own (then giving both is ambiguous)."""
     if isinstance(inputs, ZeroShotClassificationInput):
-        if candidate_labels is not None or template != DEFAULT_HYPOTHESIS_TEMPLATE or multi_label:
+        given = (candidate_labels, chunk_stride, chunk_aggregation) != (None, None, None) or long_text != "truncate"
+        if given or template != DEFAULT_HYPOTHESIS_TEMPLATE or multi_label:
             raise InvalidRequestError(
-                "the request already carries its parameters; do not pass candidate_labels, hypothesis_template "
-                "or multi_label as well"
+                "the request already carries its parameters; do not pass candidate_labels, hypothesis_template, "
+                "multi_label or long-text options as well"
             )
         return None
     if candidate_labels is None:
         raise InvalidRequestError("zero-shot classification needs candidate_labels")
-    return ZeroShotClassificationParameters.parse(candidate_labels, template, multi_label)
+    shared = None if _per_text(candidate_labels) else candidate_labels
+    return ZeroShotClassificationParameters.parse(
+        shared, template, multi_label, long_text, chunk_stride, chunk_aggregation
+    )

@@ -45,7 +45,13 @@ FP32_ATOL = 1e-4  # torch vs ONNX fp32: same math, so only float reordering may 
 MIN_INT8_AGREEMENT = 0.99
 # hypotheses of the NLI checks ("This example is {topic}."): the pipeline's default template
 NLI_TOPICS = ["politics", "sports", "technology", "a complaint", "good news", "science"]
-ZERO_SHOT_TEXTS = 40  # premises of the int8 zero-shot check, each scored against every topic
+# label sets of the int8 zero-shot gate: every verification premise is ranked against each ("This example is {}.")
+ZERO_SHOT_LABEL_SETS = (
+    tuple(NLI_TOPICS),
+    ("positive", "negative", "neutral"),
+    ("a question", "a complaint", "praise", "a request"),
+)
+MIN_ZERO_SHOT_AGREEMENT = 0.99  # what a zero-shot user sees: the winning label, as fp32 picks it
 
 
 @dataclass(frozen=True)
@@ -187,31 +193,48 @@ def torch_logits(model: Any, tokenizer: Any, items: Sequence[str | tuple[str, st
     return np.stack(out)
 
 
-def zero_shot_figures(
-    runtime: Any, fp32_path: Path, int8_path: Path, items: Sequence[str | tuple[str, str]], entail: int, log: Any
-) -> dict[str, Any]:
-    """int8 vs fp32 as zero-shot users see it: each premise ranked against every topic (softmax of the entailment
-    logits across labels), top-1 agreement and max score difference. Reported, not a gate."""
-    premises = [item[0] for item in items if isinstance(item, tuple)][:ZERO_SHOT_TEXTS]
-    grid = [(p, f"This example is {topic}.") for p in premises for topic in NLI_TOPICS]
+class ZeroShotGrid:
+    """Zero-shot as its users see it: every verification premise against every label set (softmax of the
+    entailment logits across a set's labels; the winner is the argmax). `check` gates the int8 search on how
+    often a candidate graph picks fp32's winner; `figures` describes the final graph."""
 
-    def scores(path: Path) -> np.ndarray:
-        logits = runtime.logits(path.read_bytes(), grid)[:, entail].reshape(len(premises), len(NLI_TOPICS))
-        return postprocess.softmax(logits)
+    def __init__(self, runtime: Any, fp32_path: Path, items: Sequence[str | tuple[str, str]], entail: int) -> None:
+        self.runtime, self.entail = runtime, entail
+        self.premises = [item[0] for item in items if isinstance(item, tuple)]
+        labels = [label for labels in ZERO_SHOT_LABEL_SETS for label in labels]
+        self.grid = [(p, f"This example is {label}.") for p in self.premises for label in labels]
+        self.reference = self.scores(fp32_path.read_bytes())
 
-    ref, got = scores(fp32_path), scores(int8_path)
-    agreement = float((ref.argmax(axis=1) == got.argmax(axis=1)).mean())
-    diff = float(np.abs(ref - got).max())
-    log(
-        f"int8 vs fp32 zero-shot ({len(premises)} texts x {len(NLI_TOPICS)} labels): "
-        f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
-    )
-    return {
-        "int8_zero_shot_top1_agreement": agreement,
-        "int8_zero_shot_max_score_diff": diff,
-        "int8_zero_shot_texts": len(premises),
-        "int8_zero_shot_labels": len(NLI_TOPICS),
-    }
+    def scores(self, graph: bytes) -> list[np.ndarray]:
+        """Per label set: (premises, labels) scores."""
+        logits = self.runtime.logits(graph, self.grid)[:, self.entail].reshape(len(self.premises), -1)
+        bounds = np.cumsum([0, *(len(labels) for labels in ZERO_SHOT_LABEL_SETS)])
+        return [postprocess.softmax(logits[:, a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    def agreement(self, graph: bytes) -> float:
+        got = self.scores(graph)
+        same = [(r.argmax(axis=1) == g.argmax(axis=1)) for r, g in zip(self.reference, got)]
+        return float(np.concatenate(same).mean())
+
+    def check(self, bound: float) -> quantize.Check:
+        return quantize.Check("int8_zero_shot_top1_agreement", bound, self.agreement)
+
+    def figures(self, final_path: Path, bound: float, log: Any) -> dict[str, Any]:
+        graph = final_path.read_bytes()
+        agreement = self.agreement(graph)
+        diff = max(float(np.abs(r - g).max()) for r, g in zip(self.reference, self.scores(graph)))
+        sets = len(ZERO_SHOT_LABEL_SETS)
+        log(
+            f"int8 vs fp32 zero-shot ({len(self.premises)} texts x {sets} label sets): "
+            f"top-1 agreement {agreement:.2%} (bound {bound:.0%}), max score diff {diff:.4f}"
+        )
+        return {
+            "int8_zero_shot_top1_agreement": agreement,
+            "int8_zero_shot_max_score_diff": diff,
+            "int8_zero_shot_min_agreement": bound,
+            "int8_zero_shot_texts": len(self.premises),
+            "int8_zero_shot_label_sets": [list(labels) for labels in ZERO_SHOT_LABEL_SETS],
+        }
 
 
 def export_fp32(model: Any, workdir: Path) -> Path:
@@ -247,13 +270,16 @@ def export(
     calibration_file: Path | None = None,
     log: Any = print,
     min_agreement: float = MIN_INT8_AGREEMENT,
+    min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT,
 ) -> dict[str, Any]:
     """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
 
     `min_agreement` is the int8 gate (top-1 agreement with fp32); lowering it trades decisions for speed, and
-    the manifest records the bound used."""
-    if not 0.0 <= min_agreement <= 1.0:
-        raise ExportError(f"--min-agreement must be between 0 and 1, got {min_agreement!r}")
+    the manifest records the bound used. NLI models are also gated on zero-shot top-1 agreement (the winning label
+    of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off)."""
+    for name, bound in (("--min-agreement", min_agreement), ("--min-zero-shot-agreement", min_zero_shot_agreement)):
+        if not 0.0 <= bound <= 1.0:
+            raise ExportError(f"{name} must be between 0 and 1, got {bound!r}")
     hub_id, alias = resolve(source)
     if alias and alias.precision:
         precision = alias.precision
@@ -290,11 +316,15 @@ def export(
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
         if precision == "int8":
-            result = quantize.search(fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log)
+            grid = ZeroShotGrid(runtime, fp32_path, items, entail) if entail is not None else None
+            checks = [grid.check(min_zero_shot_agreement)] if grid is not None and min_zero_shot_agreement > 0 else []
+            result = quantize.search(
+                fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log, checks
+            )
             final_path, recipe = result.path, result.recipe
             verification.update(result.figures)
-            if entail is not None:
-                verification.update(zero_shot_figures(runtime, fp32_path, final_path, items, entail, log))
+            if grid is not None:
+                verification.update(grid.figures(final_path, min_zero_shot_agreement, log))
 
         info = ModelInfo(
             path=output,
@@ -359,6 +389,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"int8 gate: top-1 agreement with fp32 on the verification texts (default {MIN_INT8_AGREEMENT}); "
         "MatMuls stay fp32 until it holds. 0 quantizes every MatMul whatever it costs",
     )
+    parser.add_argument(
+        "--min-zero-shot-agreement",
+        type=float,
+        default=MIN_ZERO_SHOT_AGREEMENT,
+        help="int8 gate of NLI models: zero-shot top-1 agreement with fp32 (the winning label of each verification "
+        f"premise x label set; default {MIN_ZERO_SHOT_AGREEMENT}); 0 gates on pair top-1 only",
+    )
     parser.add_argument("--list", action="store_true", help="show the known aliases")
     args = parser.parse_args(argv)
     if args.list:
@@ -370,7 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("SOURCE and --output are required (or --list)")
     try:
         manifest = export(
-            args.source, args.output, args.precision, args.calibration_file, min_agreement=args.min_agreement
+            args.source,
+            args.output,
+            args.precision,
+            args.calibration_file,
+            min_agreement=args.min_agreement,
+            min_zero_shot_agreement=args.min_zero_shot_agreement,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)

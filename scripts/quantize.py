@@ -37,7 +37,9 @@ static, the rest fp32, on a small subset of the inputs), order groups by logit e
 bisect on how many of the worst to make dynamic: the fewest that reach the bound. If even every group dynamic
 falls short, the same bisection runs on how many groups (MatMul groups and embedding tables, ordered by their
 dynamic damage) to keep fp32, the rest dynamic. The manifest lists the static, dynamic and fp32 nodes.
-`python -m benchmarks.int8_levers` measures the forms against each other.
+`python -m benchmarks.int8_levers` measures the forms against each other. The export code may add further checks
+(`Check`: a figure of the candidate graph and its bound, e.g. zero-shot ranking agreement for NLI models); a recipe
+passes only when every one holds, and each figure is recorded with the recipes tried.
 """
 
 from __future__ import annotations
@@ -149,6 +151,16 @@ class Recipe:
             "fp16_embeddings": list(self.embeddings),
             "fp32_always": "Gemm head layers (pooler, classifier)",
         }
+
+
+@dataclass(frozen=True)
+class Check:
+    """A further acceptance test of a candidate graph, given by the export code (e.g. zero-shot ranking
+    agreement): `measure(graph bytes)` must reach `bound`. Recorded under `name` in every tried recipe."""
+
+    name: str
+    bound: float
+    measure: Callable[[bytes], float]
 
 
 @dataclass
@@ -361,9 +373,11 @@ def search(
     workdir: Path,
     min_agreement: float,
     log: Callable[[str], Any] = print,
+    checks: Sequence[Check] = (),
 ) -> SearchResult:
-    """The fastest int8 graph the search finds whose top-1 agreement with fp32 reaches `min_agreement`: static
-    scales where they keep the decisions, per-token scales where they do not, fp32 where neither does."""
+    """The fastest int8 graph the search finds whose top-1 agreement with fp32 reaches `min_agreement` and that
+    passes every further check: static scales where they keep the decisions, per-token scales where they do not,
+    fp32 where neither does."""
     import onnx
 
     problem_type = getattr(config, "problem_type", None)
@@ -389,10 +403,15 @@ def search(
         static = set(recipe.static)
         return rewrite(model, recipe.exclude, {t.input: ranges[t.input] for t in all_targets if t.node in static})
 
-    def attempt(recipe: Recipe, tag: str) -> tuple[Path, Recipe, float, float]:
+    Attempt = tuple[Path, Recipe, float, float, dict[str, float], bool]
+
+    def attempt(recipe: Recipe, tag: str) -> Attempt:
         path = workdir / f"int8-{tag}.onnx"
         path.write_bytes(graph(recipe).SerializeToString())
-        agreement, diff = compare(reference, runtime.logits(path.read_bytes(), items), problem_type)
+        candidate = path.read_bytes()
+        agreement, diff = compare(reference, runtime.logits(candidate, items), problem_type)
+        extra = {c.name: c.measure(candidate) for c in checks}
+        passes = agreement >= min_agreement and all(extra[c.name] >= c.bound for c in checks)
         tried.append(
             {
                 "recipe": recipe.name,
@@ -402,29 +421,34 @@ def search(
                 "fp16_embeddings": len(recipe.embeddings),
                 "top1_agreement": agreement,
                 "max_score_diff": diff,
+                **extra,
             }
         )
         log(
             f"int8 recipe {recipe.name!r} (MatMuls: {len(recipe.static)} static, {len(recipe.dynamic)} per-token, "
             f"{len(recipe.kept_matmuls)} fp32; {len(recipe.embeddings)} embedding table(s) fp16): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
+            + "".join(f", {name} {value:.2%}" for name, value in extra.items())
         )
-        return path, recipe, agreement, diff
+        return path, recipe, agreement, diff, extra, passes
 
-    def bisect(order: list[list[Target]], recipe_for: Callable[[int], Recipe]) -> tuple[Path, Recipe, float, float]:
+    def bisect(order: list[list[Target]], recipe_for: Callable[[int], Recipe]) -> Attempt:
         """The smallest k for which recipe_for(k) passes: recipe_for(0) failed, recipe_for(len(order)) passes."""
         lo, hi, best = 0, len(order), None
         while hi - lo > 1:
             mid = (lo + hi) // 2
             result = attempt(recipe_for(mid), f"{len(tried)}")
-            if result[2] >= min_agreement:
+            if result[5]:
                 hi, best = mid, result
             else:
                 lo = mid
         return best or attempt(recipe_for(len(order)), "upper")
 
-    def done(path: Path, recipe: Recipe, agreement: float, diff: float) -> SearchResult:
+    def done(
+        path: Path, recipe: Recipe, agreement: float, diff: float, extra: dict[str, float], _: bool
+    ) -> SearchResult:
         figures = {
+            **extra,  # the final graph's figure of each further check
             "int8_top1_agreement": agreement,
             "int8_max_score_diff": diff,
             "int8_min_agreement": min_agreement,
@@ -433,10 +457,10 @@ def search(
         return SearchResult(path, recipe.describe(), figures)
 
     result = attempt(make("int8, static scales"), "static")
-    if result[2] >= min_agreement:
+    if result[5]:
         return done(*result)
     all_dynamic = attempt(make("int8, per-token scales", dynamic=all_targets), "dynamic")
-    if all_dynamic[2] >= min_agreement:  # the groups a static scale hurts most get per-token scales
+    if all_dynamic[5]:  # the groups a static scale hurts most get per-token scales
         order = sensitivity_order(
             matmul_groups,
             lambda g: rewrite(model, [t.node for t in all_targets if t not in g], {g[0].input: ranges[g[0].input]}),

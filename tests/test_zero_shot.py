@@ -98,7 +98,8 @@ def test_matches_reference_pipeline(pair_of: Any, case: str) -> None:
 def test_long_premise_is_cut_and_hypothesis_kept(pair_of: Any) -> None:
     reference, zs = pair_of
     hypothesis = TEMPLATE.format("a very long label that must survive truncation intact")
-    (enc,) = zs.model.tokenizer.encode_product([LONG], [hypothesis], Truncation(strategy=Strategy.ONLY_FIRST))
+    (premise,) = zs.model.tokenizer.encode_pairs([LONG], [[hypothesis]], Truncation(strategy=Strategy.ONLY_FIRST))
+    (enc,) = premise.rows
     want = reference.tokenizer(LONG, hypothesis, truncation="only_first")  # to model_max_length, like the pipeline
     assert enc.ids == want["input_ids"] and len(enc.ids) == zs.model.info.max_length and enc.truncated
     alone = reference.tokenizer(hypothesis, add_special_tokens=False)["input_ids"]
