@@ -100,7 +100,7 @@ def build_nli(out: Path, quick: bool, seed: int = 0) -> Path:
 
 def export_engine(checkpoint: Path, out: Path, precision: str, min_agreement: float | None = None) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "scripts"))
-    import export_models
+    from engine.export import export as export_models
 
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement
     return export_models.export(str(checkpoint), out, precision, log=lambda _msg: None, min_agreement=bound)
@@ -149,8 +149,8 @@ class Artifacts:
 def export_code() -> str:
     """A hash of the export code: engine exports cached by other code are rebuilt, never measured as this code's."""
     digest = hashlib.sha256()
-    for name in ("export_models.py", "quantize.py"):
-        digest.update((ROOT / "scripts" / name).read_bytes())
+    for name in ("export.py", "quantize.py"):
+        digest.update((ROOT / "engine" / "export" / name).read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -16,7 +16,6 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 # the verified-graph cache of this test session, not the user's (tests/test_model_files.py tests the cache itself)
 os.environ.setdefault("ENGINE_VERIFY_CACHE", str(Path(tempfile.mkdtemp(prefix="engine-verified-")) / "verified.json"))
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkpoints  # noqa: E402
@@ -38,7 +37,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 @pytest.fixture(scope="session")
 def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session)."""
-    import export_models
+    from engine.export import export as export_models
 
     made: dict[tuple[str, str], Path] = {}
 

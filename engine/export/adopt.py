@@ -1,0 +1,492 @@
+"""Adopt a ready-made ONNX export as an engine model directory: no torch, no transformers.
+
+    engine adopt SOURCE --output DIR [--file onnx/model_quantized.onnx] [--requantize] [--revision REV]
+
+SOURCE is a local directory or a Hugging Face Hub id (the `hub` extra: huggingface_hub downloads only the files
+needed, into its usual cache). Two layouts are understood, with config.json, tokenizer.json and
+tokenizer_config.json at the root:
+- optimum: model.onnx (fp32), model_quantized.onnx at the root;
+- transformers.js: onnx/model.onnx, onnx/model_quantized.onnx and the _int8, _uint8, _fp16, _q4, ... variants.
+
+Without --file the fp32 model.onnx is adopted (several graphs and no model.onnx: refused, listing them). The graph
+is checked as a load checks it (engine.onnx_scan), then verified through the engine's own run time on the built-in
+texts: an 8-bit graph against its fp32 sibling, with the export's 99% top-1 gate; --requantize replaces the
+published int8 by the engine's own accuracy-aware recipe (engine.export.quantize, needs the `adopt` extra: onnx)
+and reports the published file beside it. The labels, window and NLI ids come from config.json with the export's
+own rules (engine.export.export), so an adopted directory and an exported one of the same weights agree.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..errors import ModelLoadError
+from ..fileio import read_regular
+from ..manifest import ModelInfo
+from ..onnx_scan import _Corrupt, check_graph, scan_onnx
+from . import quantize
+from .export import (
+    EOS_POOLED_MODELS,
+    MIN_INT8_AGREEMENT,
+    ExportError,
+    nli_ids,
+    tool_versions,
+    verification_inputs,
+    window,
+    write_directory,
+    zero_shot_figures,
+)
+
+FP32_GRAPH = "model.onnx"
+GRAPH_DIRS = ("", "onnx")  # optimum puts graphs at the root, transformers.js under onnx/
+# file name -> precision, as optimum and transformers.js name their variants
+VARIANTS = {
+    "model.onnx": "fp32",
+    "model_quantized.onnx": "int8",
+    "model_int8.onnx": "int8",
+    "model_uint8.onnx": "int8",
+    "model_fp16.onnx": "fp16",
+    "model_q4.onnx": "q4",
+    "model_q4f16.onnx": "q4f16",
+    "model_bnb4.onnx": "bnb4",
+}
+PUBLISHED_INT8 = ("model_quantized.onnx", "model_int8.onnx", "model_uint8.onnx")  # the first present is compared
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+CONFIG_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the files come from: a local directory, or a Hub repository at one commit, fetched on demand."""
+
+    name: str  # the manifest's `source`: the Hub id, or the directory
+    files: tuple[str, ...]  # paths relative to the root, '/'-separated
+    fetch: Callable[[str], Path]
+    revision: str | None = None  # the Hub commit
+
+
+def local_source(directory: Path) -> Source:
+    root = directory.resolve()
+    found = [p for d in GRAPH_DIRS if (root / d).is_dir() for p in (root / d).iterdir() if p.is_file()]
+    files = tuple(sorted(p.relative_to(root).as_posix() for p in found))
+
+    def fetch(rel: str) -> Path:
+        return root / rel
+
+    return Source(str(root), files, fetch)
+
+
+def hub_source(repo: str, revision: str | None) -> Source:
+    """The repository's file list and a fetcher; offline (HF_HUB_OFFLINE=1) both come from the local cache."""
+    try:
+        from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+    except ImportError:
+        raise ExportError(
+            f"{repo!r} is not a local directory; to adopt from the Hugging Face Hub install the hub extra: "
+            "pip install 'offline-textclf-engine[hub]'"
+        ) from None
+    try:  # config.json only: the snapshot folder's name is the commit
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=["config.json"]))
+    except (OSError, ValueError) as exc:  # huggingface_hub's errors derive from these
+        raise ExportError(
+            f"cannot get {repo!r} (revision {revision or 'main'}) from the Hugging Face Hub or its local cache: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    commit = folder.name
+    try:
+        files = tuple(HfApi().list_repo_files(repo, revision=commit))
+    except OSError:  # offline, or no network: what the cache holds
+        files = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
+
+    def fetch(rel: str) -> Path:
+        try:
+            return Path(hf_hub_download(repo, rel, revision=commit))
+        except (OSError, ValueError) as exc:
+            raise ExportError(f"cannot download {rel} of {repo}@{commit}: {type(exc).__name__}: {exc}") from exc
+
+    return Source(repo, files, fetch, commit)
+
+
+def open_source(source: str, revision: str | None) -> Source:
+    path = Path(source)
+    if path.is_dir():
+        return local_source(path)
+    if path.exists():
+        raise ExportError(f"{source} is a file; SOURCE is an export's directory or a Hugging Face Hub id")
+    if not HUB_ID.match(source):
+        raise ExportError(f"{source} is neither a directory nor a Hugging Face Hub id (org/name)")
+    return hub_source(source, revision)
+
+
+def graphs(files: Sequence[str]) -> list[str]:
+    return [f for f in files if f.endswith(".onnx") and PurePosixPath(f).parent.as_posix() in (".", "onnx")]
+
+
+def choose(files: Sequence[str], wanted: str | None) -> str:
+    """The graph to adopt: --file, else the one fp32 model.onnx, else the only graph; anything else is refused."""
+    candidates = graphs(files)
+    if wanted:
+        rel = PurePosixPath(wanted.replace("\\", "/")).as_posix()
+        if rel.startswith(("/", "../")) or "/../" in rel or rel not in files:
+            raise ExportError(f"--file {wanted}: no such file in the source; its graphs: {candidates}")
+        return rel
+    if not candidates:
+        raise ExportError("no ONNX graph found: expected model.onnx (optimum) or onnx/model.onnx (transformers.js)")
+    fp32 = [g for g in candidates if PurePosixPath(g).name == FP32_GRAPH]
+    if len(fp32) == 1:
+        return fp32[0]
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ExportError(f"several graphs and no single fp32 model.onnx: choose one with --file from {candidates}")
+
+
+def sibling(files: Sequence[str], graph: str, names: Sequence[str]) -> str | None:
+    """The first of `names` present in the same folder as `graph`."""
+    folder = PurePosixPath(graph).parent
+    return next((rel for n in names if (rel := (folder / n).as_posix()) in files), None)
+
+
+def read_json(source: Source, name: str, required: bool) -> dict[str, Any]:
+    if name not in source.files:
+        if required:
+            raise ExportError(
+                f"{source.name} has no {name}; an ONNX export needs config.json and tokenizer.json at its root"
+            )
+        return {}
+    path = source.fetch(name)
+    try:
+        data = json.loads(read_regular(path)[0])
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"cannot read {name} of {source.name}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ExportError(f"{name} of {source.name} is not a JSON object")
+    return data
+
+
+def read_graph(source: Source, rel: str) -> bytes:
+    """The graph's bytes, self-contained: external data inside the source is inlined (needs onnx), outside refused."""
+    data = read_regular(source.fetch(rel))[0]
+    try:
+        external = scan_onnx(data).external_tensors
+    except _Corrupt:
+        return data  # check_graph says it clearly
+    return inline_external_data(source, rel, data) if external else data
+
+
+def inline_external_data(source: Source, rel: str, data: bytes) -> bytes:
+    try:
+        import onnx
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+    except ImportError:
+        raise ExportError(
+            f"{rel} keeps its weights in external data files; inlining them needs onnx: "
+            "pip install 'offline-textclf-engine[adopt]'"
+        ) from None
+    model = onnx.ModelProto.FromString(data)
+    folder = PurePosixPath(rel).parent
+    for tensor in _get_all_tensors(model):
+        if not uses_external_data(tensor):
+            continue
+        info = ExternalDataInfo(tensor)
+        location = PurePosixPath(str(info.location).replace("\\", "/"))
+        if location.is_absolute() or ".." in location.parts or not str(location).strip("./"):
+            raise ExportError(
+                f"{rel}: tensor {tensor.name!r} reads external data from {info.location!r}, outside the export's "
+                "directory; refused (external data paths can point anywhere on disk)"
+            )
+        data_rel = (folder / location).as_posix()
+        if data_rel not in source.files:
+            raise ExportError(f"{rel}: external data file {data_rel} of tensor {tensor.name!r} is missing")
+        with source.fetch(data_rel).open("rb") as f:
+            f.seek(info.offset or 0)
+            raw = f.read(info.length) if info.length else f.read()
+        tensor.raw_data = raw
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    try:
+        return bytes(model.SerializeToString())
+    except ValueError as exc:  # protobuf's 2 GB limit
+        raise ExportError(f"{rel} is over 2 GB with its external data inlined; the engine loads one file") from exc
+
+
+@dataclass(frozen=True)
+class Description:
+    """What adopt reads from config.json and tokenizer_config.json, with the export's rules."""
+
+    model_type: str
+    labels: tuple[str, ...]
+    problem_type: str | None
+    max_length: int
+    pad_id: int
+    entailment_id: int | None
+    contradiction_id: int | None
+    pooled_id: int | None
+
+
+def describe(
+    config: dict[str, Any], tokenizer_config: dict[str, Any], tokenizer_json: str, graph: bytes
+) -> Description:
+    model_type = config.get("model_type")
+    if not isinstance(model_type, str):
+        raise ExportError("config.json has no model_type")
+    archs = config.get("architectures") or []
+    if archs and not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise ExportError(
+            f"config.json describes a {archs[0]}, not a sequence classifier (...ForSequenceClassification)"
+        )
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        try:
+            by_id = {int(k): str(v) for k, v in id2label.items()}
+        except ValueError:
+            raise ExportError("config.json: id2label keys must be integers") from None
+        labels = tuple(by_id.get(i, f"LABEL_{i}") for i in range(max(by_id) + 1))
+    else:  # transformers' default names, as many labels as the graph's logits
+        try:
+            out = scan_onnx(graph).outputs
+        except _Corrupt:
+            out = ()
+        width = out[0].shape[1] if out and out[0].shape and len(out[0].shape) == 2 else None
+        if not isinstance(width, int):
+            raise ExportError("config.json has no id2label and the graph does not say how many labels it has")
+        labels = tuple(f"LABEL_{i}" for i in range(width))
+    label2id = config.get("label2id") if isinstance(config.get("label2id"), dict) else None
+    entail, contra = nli_ids(label2id or {label: i for i, label in enumerate(labels)}, len(labels))
+    max_length = window(
+        model_type,
+        config.get("max_position_embeddings"),
+        config.get("pad_token_id"),
+        tokenizer_config.get("model_max_length"),
+    )
+    pooled = config.get("eos_token_id") if model_type in EOS_POOLED_MODELS else None
+    return Description(
+        model_type=model_type,
+        labels=labels,
+        problem_type=config.get("problem_type") if isinstance(config.get("problem_type"), str) else None,
+        max_length=max_length,
+        pad_id=pad_id(config, tokenizer_config, tokenizer_json),
+        entailment_id=entail,
+        contradiction_id=contra,
+        pooled_id=pooled if isinstance(pooled, int) else None,
+    )
+
+
+def pad_id(config: dict[str, Any], tokenizer_config: dict[str, Any], tokenizer_json: str) -> int:
+    """The tokenizer's pad token (as transformers' tokenizer.pad_token_id), else config.json's, else 0."""
+    from tokenizers import Tokenizer
+
+    token = tokenizer_config.get("pad_token")
+    token = token.get("content") if isinstance(token, dict) else token
+    if isinstance(token, str):
+        found = Tokenizer.from_str(tokenizer_json).token_to_id(token)
+        if found is not None:
+            return int(found)
+    padding = json.loads(tokenizer_json).get("padding") or {}
+    if isinstance(padding.get("pad_id"), int) and padding.get("pad_token") is not None:
+        return int(padding["pad_id"])
+    return config["pad_token_id"] if isinstance(config.get("pad_token_id"), int) else 0
+
+
+def adopt(
+    source: str,
+    output: Path,
+    file: str | None = None,
+    requantize: bool = False,
+    revision: str | None = None,
+    calibration_file: Path | None = None,
+    min_agreement: float = MIN_INT8_AGREEMENT,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Check, verify and write the model directory; returns the manifest. Raises ExportError on failure."""
+    if not 0.0 <= min_agreement <= 1.0:
+        raise ExportError(f"--min-agreement must be between 0 and 1, got {min_agreement!r}")
+    src = open_source(source, revision)
+    chosen = choose(src.files, file)
+    precision = VARIANTS.get(PurePosixPath(chosen).name, "unknown")
+    if requantize and precision != "fp32":
+        raise ExportError(f"--requantize starts from the fp32 graph (model.onnx), not {chosen}")
+    config = read_json(src, "config.json", required=True)
+    if "tokenizer.json" not in src.files:
+        raise ExportError(
+            f"{src.name} has no tokenizer.json (the run time reads only that format); save the tokenizer with "
+            "transformers' save_pretrained next to config.json, or use `engine export` on the checkpoint"
+        )
+    tokenizer_json = read_regular(src.fetch("tokenizer.json"))[0].decode("utf-8")
+    graph = read_graph(src, chosen)
+    desc = describe(config, read_json(src, "tokenizer_config.json", required=False), tokenizer_json, graph)
+    try:
+        check_graph(graph, len(desc.labels), Path(chosen))
+    except ModelLoadError as exc:
+        raise ExportError(f"{chosen} is not a graph the engine can serve: {exc}") from None
+
+    fp32_rel = chosen if precision == "fp32" else sibling(src.files, chosen, [FP32_GRAPH])
+    published = None if precision != "fp32" else sibling(src.files, chosen, PUBLISHED_INT8)
+    entail = desc.entailment_id
+    nli = entail is not None
+    items = verification_inputs(calibration_file, pairs=nli or len(desc.labels) == 1, nli=nli)
+    runtime = quantize.Runtime(
+        tokenizer_json, desc.max_length, desc.pad_id, len(desc.labels), nli=nli, pooled_id=desc.pooled_id
+    )
+    verification: dict[str, Any] = {"inputs": len(items)}
+    recipe: dict[str, Any] = {"name": f"as published ({chosen})"}
+    with tempfile.TemporaryDirectory(prefix="adopt-") as tmp:
+        workdir = Path(tmp)
+        final = graph
+        if fp32_rel is None:
+            if min_agreement > 0:
+                raise ExportError(
+                    f"{chosen} has no fp32 model.onnx beside it to be verified against; "
+                    "adopt it unverified with --min-agreement 0"
+                )
+            log(f"{chosen}: no fp32 graph to verify against; adopted unverified (--min-agreement 0)")
+            verification["unverified"] = "no fp32 graph in the source"
+        else:
+            fp32_path = workdir / "fp32.onnx"
+            fp32_path.write_bytes(graph if fp32_rel == chosen else read_graph(src, fp32_rel))
+            reference = runtime.logits(fp32_path.read_bytes(), items)
+            verification["fp32_reference"] = fp32_rel
+            if precision != "fp32":
+                figures = measure(runtime, reference, items, graph, desc, chosen, log)
+                verification.update(gated(figures, min_agreement))
+                if entail is not None:
+                    (workdir / "chosen.onnx").write_bytes(graph)
+                    verification.update(
+                        zero_shot_figures(runtime, fp32_path, workdir / "chosen.onnx", items, entail, log)
+                    )
+            if published:
+                verification["published_int8"] = measure(
+                    runtime, reference, items, read_graph(src, published), desc, published, log
+                )
+            if requantize:
+                result = quantize.search(fp32_path, reference, items, runtime, desc, workdir, min_agreement, log)
+                final, recipe, precision = result.path.read_bytes(), result.recipe, "int8"
+                verification.update(result.figures)
+                if entail is not None:
+                    verification.update(zero_shot_figures(runtime, fp32_path, result.path, items, entail, log))
+        info = ModelInfo(
+            path=output,
+            task="zero-shot-classification" if nli else "text-classification",
+            model_type=desc.model_type,
+            labels=desc.labels,
+            problem_type=desc.problem_type,
+            max_length=desc.max_length,
+            pad_id=desc.pad_id,
+            precision=precision,
+            entailment_id=desc.entailment_id,
+            contradiction_id=desc.contradiction_id,
+            source=src.name,
+            pooled_token_id=desc.pooled_id,
+        )
+        adopted = {"file": chosen, "revision": src.revision, "requantized": requantize}
+        return write_directory(
+            output,
+            final,
+            tokenizer_json,
+            {
+                **info.to_dict(),
+                "source_revision": src.revision,
+                "adopted": adopted,
+                "quantization": recipe,
+                "verification": verification,
+                "tools": tool_versions(),
+            },
+        )
+
+
+def measure(
+    runtime: quantize.Runtime,
+    reference: Any,
+    items: Sequence[quantize.Item],
+    graph: bytes,
+    desc: Description,
+    name: str,
+    log: Callable[[str], Any],
+) -> dict[str, Any]:
+    """Top-1 agreement and max score change of a graph against the fp32 logits, through the engine's run time."""
+    try:
+        check_graph(graph, len(desc.labels), Path(name))
+    except ModelLoadError as exc:
+        raise ExportError(f"{name} is not a graph the engine can serve: {exc}") from None
+    agreement, diff = quantize.compare(reference, runtime.logits(graph, items), desc.problem_type)
+    log(f"{name} vs fp32 on {len(items)} inputs: top-1 agreement {agreement:.2%}, max score diff {diff:.4f}")
+    return {"file": name, "top1_agreement": agreement, "max_score_diff": diff}
+
+
+def gated(figures: dict[str, Any], min_agreement: float) -> dict[str, Any]:
+    """The export's gate on an adopted quantized graph: refuse it below `min_agreement`."""
+    if figures["top1_agreement"] < min_agreement:
+        raise ExportError(
+            f"{figures['file']} agrees with fp32 on {figures['top1_agreement']:.2%} of decisions, below the "
+            f"{min_agreement:.0%} gate; adopt model.onnx, or make a better int8 with --requantize "
+            "(or accept it with a lower --min-agreement)"
+        )
+    return {
+        "int8_top1_agreement": figures["top1_agreement"],
+        "int8_max_score_diff": figures["max_score_diff"],
+        "int8_min_agreement": min_agreement,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="engine adopt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", help="an optimum or transformers.js export: a directory or a Hugging Face Hub id")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--file", help="the graph to adopt, e.g. onnx/model_quantized.onnx (default: model.onnx)")
+    parser.add_argument(
+        "--requantize", action="store_true", help="replace the graph by the engine's own int8 of the fp32 graph"
+    )
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit; default main)")
+    parser.add_argument("--calibration-file", type=Path, help="verification texts, one per line")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_INT8_AGREEMENT,
+        help=f"gate on a quantized graph's top-1 agreement with fp32 (default {MIN_INT8_AGREEMENT}); 0 accepts "
+        "a graph with no fp32 sibling unverified",
+    )
+    args = parser.parse_args(argv)
+    try:
+        manifest = adopt(
+            args.source,
+            args.output,
+            args.file,
+            args.requantize,
+            args.revision,
+            args.calibration_file,
+            args.min_agreement,
+            log=lambda msg: print(msg, file=sys.stderr),
+        )
+    except ExportError as exc:
+        print(f"adopt failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.output} ({manifest['precision']}, from {manifest['adopted']['file']})")
+    for line in summary(manifest["verification"]):
+        print(line)
+    return 0
+
+
+def summary(v: dict[str, Any]) -> list[str]:
+    """The verification figures, published and requantized int8 side by side when both exist."""
+    rows = []
+    if "published_int8" in v:
+        p = v["published_int8"]
+        rows.append((f"published {p['file']}", p["top1_agreement"], p["max_score_diff"]))
+    if "int8_top1_agreement" in v:
+        name = "requantized (engine recipe)" if "int8_recipes_tried" in v else "adopted int8"
+        rows.append((name, v["int8_top1_agreement"], v["int8_max_score_diff"]))
+    if not rows:
+        return []
+    lines = [f"{'int8 vs fp32':40s} {'top-1 agreement':>16s} {'max score diff':>15s}"]
+    lines += [f"{name:40s} {agree:16.2%} {diff:15.4f}" for name, agree, diff in rows]
+    return lines
