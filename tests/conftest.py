@@ -50,3 +50,23 @@ def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
         return made[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def published_layout(
+    checkpoint: Callable[[str], Path], exported: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], Path]:
+    """published_layout(name, "optimum" | "transformers.js") -> a ready-made ONNX export of the tiny checkpoint
+    `name`, laid out as those repositories publish them (tests/published.py); built once per session."""
+    import published
+
+    made: dict[tuple[str, str], Path] = {}
+    builders = {"optimum": published.optimum_layout, "transformers.js": published.transformers_js_layout}
+
+    def get(name: str, kind: str) -> Path:
+        if (name, kind) not in made:
+            out = tmp_path_factory.mktemp(f"published-{name}") / kind
+            made[name, kind] = builders[kind](checkpoint(name), exported(name, "fp32") / "model.onnx", out)
+        return made[name, kind]
+
+    return get

@@ -38,23 +38,6 @@ def adopt(source: Path | str, output: Path, **kwargs: Any) -> dict[str, Any]:
     return adopt_module.adopt(str(source), output, log=QUIET, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def layout(
-    checkpoint: Callable[[str], Path], exported: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
-) -> Callable[[str, str], Path]:
-    """layout(name, "optimum" | "transformers.js") -> a published-style export of the tiny checkpoint `name`."""
-    made: dict[tuple[str, str], Path] = {}
-    builders = {"optimum": published.optimum_layout, "transformers.js": published.transformers_js_layout}
-
-    def get(name: str, kind: str) -> Path:
-        if (name, kind) not in made:
-            out = tmp_path_factory.mktemp(f"published-{name}") / kind
-            made[name, kind] = builders[kind](checkpoint(name), exported(name, "fp32") / "model.onnx", out)
-        return made[name, kind]
-
-    return get
-
-
 def copy_of(layout_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "source"
     shutil.copytree(layout_dir, out)
@@ -79,12 +62,12 @@ def manifest(model_dir: Path) -> dict[str, Any]:
     ],
 )
 def test_adopted_fp32_matches_the_pipeline_and_the_export(
-    layout: Any, checkpoint: Any, exported: Any, name: str, kind: str, tmp_path: Path
+    published_layout: Any, checkpoint: Any, exported: Any, name: str, kind: str, tmp_path: Path
 ) -> None:
     from transformers import pipeline
 
     out = tmp_path / "model"
-    m = adopt(layout(name, kind), out)
+    m = adopt(published_layout(name, kind), out)
     graph = "model.onnx" if kind == "optimum" else "onnx/model.onnx"
     assert m["adopted"]["file"] == graph and m["precision"] == "fp32"
     # the description comes from config.json with the export's own rules
@@ -101,12 +84,12 @@ def test_adopted_fp32_matches_the_pipeline_and_the_export(
         np.testing.assert_allclose([o.score for o in got], [e["score"] for e in expected], rtol=1e-5, atol=1e-5)
 
 
-def test_adopted_pair_model_matches_the_pipeline(layout: Any, checkpoint: Any, tmp_path: Path) -> None:
+def test_adopted_pair_model_matches_the_pipeline(published_layout: Any, checkpoint: Any, tmp_path: Path) -> None:
     """A one-logit cross-encoder (a reranker's shape), scored on text pairs."""
     from transformers import pipeline
 
     out = tmp_path / "model"
-    m = adopt(layout("bert-single", "transformers.js"), out)
+    m = adopt(published_layout("bert-single", "transformers.js"), out)
     assert m["verification"]["inputs"] == 2 * 240  # single texts and pairs, as the export checks pair models
     reference = pipeline("text-classification", model=str(checkpoint("bert-single")), device="cpu")
     clf = TextClassifier.load(out)
@@ -118,12 +101,12 @@ def test_adopted_pair_model_matches_the_pipeline(layout: Any, checkpoint: Any, t
 
 @pytest.mark.parametrize("name, kind", [("bart-nli", "transformers.js"), ("deberta-nli", "optimum")])
 def test_adopted_nli_model_matches_the_zero_shot_pipeline(
-    layout: Any, checkpoint: Any, exported: Any, name: str, kind: str, tmp_path: Path
+    published_layout: Any, checkpoint: Any, exported: Any, name: str, kind: str, tmp_path: Path
 ) -> None:
     from transformers import pipeline
 
     out = tmp_path / "model"
-    m = adopt(layout(name, kind), out)
+    m = adopt(published_layout(name, kind), out)
     made = manifest(exported(name, "fp32"))
     assert m["task"] == "zero-shot-classification"
     for key in ("entailment_id", "contradiction_id", "pooled_token_id", "max_length", "pad_token_id"):
@@ -138,15 +121,15 @@ def test_adopted_nli_model_matches_the_zero_shot_pipeline(
         np.testing.assert_allclose(got.scores, expected["scores"], rtol=1e-5, atol=1e-5)
 
 
-def test_external_data_inside_the_directory_is_inlined(layout: Any, tmp_path: Path) -> None:
-    source = copy_of(layout("bert", "optimum"), tmp_path)
+def test_external_data_inside_the_directory_is_inlined(published_layout: Any, tmp_path: Path) -> None:
+    source = copy_of(published_layout("bert", "optimum"), tmp_path)
     model = onnx.load(str(source / "model.onnx"))
     onnx.save(
         model, str(source / "model.onnx"), save_as_external_data=True, location="model.onnx_data", size_threshold=0
     )
     assert (source / "model.onnx_data").stat().st_size > (source / "model.onnx").stat().st_size
     adopt(source, tmp_path / "inlined")
-    adopt(layout("bert", "optimum"), tmp_path / "plain")
+    adopt(published_layout("bert", "optimum"), tmp_path / "plain")
     assert (tmp_path / "inlined" / "model.onnx").stat().st_size > (source / "model.onnx_data").stat().st_size
     a, b = TextClassifier.load(tmp_path / "inlined"), TextClassifier.load(tmp_path / "plain")
     assert a(TEXTS, top_k=None) == b(TEXTS, top_k=None)
@@ -165,8 +148,8 @@ def agreement_of(source: Path, graph: str, m: dict[str, Any]) -> float:
     return quantize.compare(fp32, got, m["problem_type"])[0]
 
 
-def test_published_int8_figures_are_measured_not_copied(layout: Any, tmp_path: Path) -> None:
-    source = layout("bert", "transformers.js")
+def test_published_int8_figures_are_measured_not_copied(published_layout: Any, tmp_path: Path) -> None:
+    source = published_layout("bert", "transformers.js")
     m = adopt(source, tmp_path / "model", file="onnx/model_quantized.onnx", min_agreement=0.0)
     v = m["verification"]
     assert m["precision"] == "int8" and v["fp32_reference"] == "onnx/model.onnx" and v["int8_min_agreement"] == 0.0
@@ -187,8 +170,8 @@ def damaged_int8(source: Path) -> None:
     onnx.save(model, str(source / "onnx" / "model_quantized.onnx"))
 
 
-def test_gate_refuses_a_quantized_file_that_changes_decisions(layout: Any, tmp_path: Path) -> None:
-    source = copy_of(layout("bert", "transformers.js"), tmp_path)
+def test_gate_refuses_a_quantized_file_that_changes_decisions(published_layout: Any, tmp_path: Path) -> None:
+    source = copy_of(published_layout("bert", "transformers.js"), tmp_path)
     damaged_int8(source)
     out = tmp_path / "model"
     with pytest.raises(ExportError, match="below the 99% gate"):
@@ -201,9 +184,9 @@ def test_gate_refuses_a_quantized_file_that_changes_decisions(layout: Any, tmp_p
 
 @pytest.mark.parametrize("name", ["bert", "bart-nli"])
 def test_requantize_reaches_the_gate_and_reports_the_published_file(
-    layout: Any, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    published_layout: Any, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source = layout(name, "transformers.js")
+    source = published_layout(name, "transformers.js")
     out = tmp_path / "model"
     assert adopt_module.main([str(source), "-o", str(out), "--requantize"]) == 0
     m = manifest(out)
@@ -273,9 +256,9 @@ def external_data_outside(source: Path) -> None:
     ],
 )
 def test_refusals_are_clear_and_write_nothing(
-    layout: Any, tmp_path: Path, damage: Any, kwargs: dict[str, Any], message: str
+    published_layout: Any, tmp_path: Path, damage: Any, kwargs: dict[str, Any], message: str
 ) -> None:
-    source = copy_of(layout("bert", "optimum"), tmp_path)
+    source = copy_of(published_layout("bert", "optimum"), tmp_path)
     damage(source)
     out = tmp_path / "model"
     with pytest.raises(ExportError, match=message):
@@ -283,23 +266,23 @@ def test_refusals_are_clear_and_write_nothing(
     assert not out.exists()
 
 
-def test_head_less_architecture_is_refused(layout: Any, tmp_path: Path) -> None:
-    source = copy_of(layout("bert", "optimum"), tmp_path)
+def test_head_less_architecture_is_refused(published_layout: Any, tmp_path: Path) -> None:
+    source = copy_of(published_layout("bert", "optimum"), tmp_path)
     config = json.loads((source / "config.json").read_text())
     (source / "config.json").write_text(json.dumps({**config, "architectures": ["BertModel"]}))
     with pytest.raises(ExportError, match="BertModel, not a sequence classifier"):
         adopt(source, tmp_path / "model")
 
 
-def test_quantized_file_alone_is_adopted_only_unverified_on_request(layout: Any, tmp_path: Path) -> None:
-    source = copy_of(layout("bert", "optimum"), tmp_path)
+def test_quantized_file_alone_is_adopted_only_unverified_on_request(published_layout: Any, tmp_path: Path) -> None:
+    source = copy_of(published_layout("bert", "optimum"), tmp_path)
     (source / "model.onnx").unlink()
     m = adopt(source, tmp_path / "model", min_agreement=0.0)  # the only graph: chosen without --file
     assert m["adopted"]["file"] == "model_quantized.onnx" and m["verification"]["unverified"]
 
 
-def test_command_line_refusal_exits_1_without_traceback(layout: Any, tmp_path: Path) -> None:
-    source = copy_of(layout("bert", "transformers.js"), tmp_path)
+def test_command_line_refusal_exits_1_without_traceback(published_layout: Any, tmp_path: Path) -> None:
+    source = copy_of(published_layout("bert", "transformers.js"), tmp_path)
     (source / "tokenizer.json").unlink()
     done = subprocess.run(
         [sys.executable, "-m", "engine.cli", "adopt", str(source), "-o", str(tmp_path / "m")],
@@ -320,9 +303,9 @@ def run_offline(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_hub_id_from_the_local_cache(layout: Any, tmp_path: Path) -> None:
+def test_hub_id_from_the_local_cache(published_layout: Any, tmp_path: Path) -> None:
     cache = tmp_path / "hub"
-    snapshot = published.hub_cache(layout("bert", "transformers.js"), cache, "tiny-org/tiny-bert-onnx")
+    snapshot = published.hub_cache(published_layout("bert", "transformers.js"), cache, "tiny-org/tiny-bert-onnx")
     out = tmp_path / "model"
     done = run_offline(
         cache,

@@ -317,7 +317,10 @@ def adopt(
             f"{src.name} has no tokenizer.json (the run time reads only that format); save the tokenizer with "
             "transformers' save_pretrained next to config.json, or use `engine export` on the checkpoint"
         )
-    tokenizer_json = read_regular(src.fetch("tokenizer.json"))[0].decode("utf-8")
+    try:
+        tokenizer_json = read_regular(src.fetch("tokenizer.json"))[0].decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"cannot read tokenizer.json of {src.name}: {exc}") from exc
     graph = read_graph(src, chosen)
     desc = describe(config, read_json(src, "tokenizer_config.json", required=False), tokenizer_json, graph)
     try:
