@@ -18,6 +18,7 @@ own rules (engine.export.export), so an adopted directory and an exported one of
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import tempfile
@@ -311,6 +312,8 @@ def adopt(
     precision = VARIANTS.get(PurePosixPath(chosen).name, "unknown")
     if requantize and precision != "fp32":
         raise ExportError(f"--requantize starts from the fp32 graph (model.onnx), not {chosen}")
+    if requantize and importlib.util.find_spec("onnx") is None:
+        raise ExportError("--requantize rewrites the graph with onnx: pip install 'offline-textclf-engine[adopt]'")
     config = read_json(src, "config.json", required=True)
     if "tokenizer.json" not in src.files:
         raise ExportError(
@@ -328,53 +331,19 @@ def adopt(
     except ModelLoadError as exc:
         raise ExportError(f"{chosen} is not a graph the engine can serve: {exc}") from None
 
-    fp32_rel = chosen if precision == "fp32" else sibling(src.files, chosen, [FP32_GRAPH])
-    published = None if precision != "fp32" else sibling(src.files, chosen, PUBLISHED_INT8)
     entail = desc.entailment_id
-    nli = entail is not None
-    items = verification_inputs(calibration_file, pairs=nli or len(desc.labels) == 1, nli=nli)
-    runtime = quantize.Runtime(
-        tokenizer_json, desc.max_length, desc.pad_id, len(desc.labels), nli=nli, pooled_id=desc.pooled_id
+    items = verification_inputs(
+        calibration_file, pairs=entail is not None or len(desc.labels) == 1, nli=entail is not None
     )
-    verification: dict[str, Any] = {"inputs": len(items)}
-    recipe: dict[str, Any] = {"name": f"as published ({chosen})"}
+    runtime = quantize.Runtime(
+        tokenizer_json, desc.max_length, desc.pad_id, len(desc.labels), entail is not None, desc.pooled_id
+    )
     with tempfile.TemporaryDirectory(prefix="adopt-") as tmp:
-        workdir = Path(tmp)
-        final = graph
-        if fp32_rel is None:
-            if min_agreement > 0:
-                raise ExportError(
-                    f"{chosen} has no fp32 model.onnx beside it to be verified against; "
-                    "adopt it unverified with --min-agreement 0"
-                )
-            log(f"{chosen}: no fp32 graph to verify against; adopted unverified (--min-agreement 0)")
-            verification["unverified"] = "no fp32 graph in the source"
-        else:
-            fp32_path = workdir / "fp32.onnx"
-            fp32_path.write_bytes(graph if fp32_rel == chosen else read_graph(src, fp32_rel))
-            reference = runtime.logits(fp32_path.read_bytes(), items)
-            verification["fp32_reference"] = fp32_rel
-            if precision != "fp32":
-                figures = measure(runtime, reference, items, graph, desc, chosen, log)
-                verification.update(gated(figures, min_agreement))
-                if entail is not None:
-                    (workdir / "chosen.onnx").write_bytes(graph)
-                    verification.update(
-                        zero_shot_figures(runtime, fp32_path, workdir / "chosen.onnx", items, entail, log)
-                    )
-            if published:
-                verification["published_int8"] = measure(
-                    runtime, reference, items, read_graph(src, published), desc, published, log
-                )
-            if requantize:
-                result = quantize.search(fp32_path, reference, items, runtime, desc, workdir, min_agreement, log)
-                final, recipe, precision = result.path.read_bytes(), result.recipe, "int8"
-                verification.update(result.figures)
-                if entail is not None:
-                    verification.update(zero_shot_figures(runtime, fp32_path, result.path, items, entail, log))
+        check = Verification(src, chosen, desc, items, runtime, Path(tmp), min_agreement, log)
+        final, precision, recipe, verification = check.run(graph, precision, requantize)
         info = ModelInfo(
             path=output,
-            task="zero-shot-classification" if nli else "text-classification",
+            task="text-classification" if entail is None else "zero-shot-classification",
             model_type=desc.model_type,
             labels=desc.labels,
             problem_type=desc.problem_type,
@@ -402,23 +371,72 @@ def adopt(
         )
 
 
-def measure(
-    runtime: quantize.Runtime,
-    reference: Any,
-    items: Sequence[quantize.Item],
-    graph: bytes,
-    desc: Description,
-    name: str,
-    log: Callable[[str], Any],
-) -> dict[str, Any]:
-    """Top-1 agreement and max score change of a graph against the fp32 logits, through the engine's run time."""
-    try:
-        check_graph(graph, len(desc.labels), Path(name))
-    except ModelLoadError as exc:
-        raise ExportError(f"{name} is not a graph the engine can serve: {exc}") from None
-    agreement, diff = quantize.compare(reference, runtime.logits(graph, items), desc.problem_type)
-    log(f"{name} vs fp32 on {len(items)} inputs: top-1 agreement {agreement:.2%}, max score diff {diff:.4f}")
-    return {"file": name, "top1_agreement": agreement, "max_score_diff": diff}
+@dataclass(frozen=True)
+class Verification:
+    """The checks of an adopted graph against its fp32 sibling, through the engine's own run time."""
+
+    source: Source
+    chosen: str
+    desc: Description
+    items: Sequence[quantize.Item]
+    runtime: quantize.Runtime
+    workdir: Path
+    min_agreement: float
+    log: Callable[[str], Any]
+
+    def run(self, graph: bytes, precision: str, requantize: bool) -> tuple[bytes, str, dict[str, Any], dict[str, Any]]:
+        """(graph to write, its precision, the quantization recipe, the verification figures)."""
+        files, chosen, entail = self.source.files, self.chosen, self.desc.entailment_id
+        recipe: dict[str, Any] = {"name": f"as published ({chosen})"}
+        verification: dict[str, Any] = {"inputs": len(self.items)}
+        fp32_rel = chosen if precision == "fp32" else sibling(files, chosen, [FP32_GRAPH])
+        if fp32_rel is None:
+            if self.min_agreement > 0:
+                raise ExportError(
+                    f"{chosen} has no fp32 model.onnx beside it to be verified against; "
+                    "adopt it unverified with --min-agreement 0"
+                )
+            self.log(f"{chosen}: no fp32 graph to verify against; adopted unverified (--min-agreement 0)")
+            return graph, precision, recipe, {**verification, "unverified": "no fp32 graph in the source"}
+        fp32_path = self.workdir / "fp32.onnx"
+        fp32_path.write_bytes(graph if fp32_rel == chosen else read_graph(self.source, fp32_rel))
+        reference = self.runtime.logits(fp32_path.read_bytes(), self.items)
+        verification["fp32_reference"] = fp32_rel
+        if precision != "fp32":  # a published 8-bit (or other) graph: the export's gate
+            verification.update(gated(self.measure(reference, graph, chosen), self.min_agreement))
+            if entail is not None:
+                (self.workdir / "chosen.onnx").write_bytes(graph)
+                verification.update(self.zero_shot(fp32_path, self.workdir / "chosen.onnx", entail))
+            return graph, precision, recipe, verification
+        published = sibling(files, chosen, PUBLISHED_INT8)
+        if published:  # what the published int8 file would have cost, beside the fp32 or requantized graph
+            verification["published_int8"] = self.measure(reference, read_graph(self.source, published), published)
+        if not requantize:
+            return graph, precision, recipe, verification
+        # quantize.search reads only `problem_type` of its config argument: the description has it
+        result = quantize.search(
+            fp32_path, reference, self.items, self.runtime, self.desc, self.workdir, self.min_agreement, self.log
+        )
+        verification.update(result.figures)
+        if entail is not None:
+            verification.update(self.zero_shot(fp32_path, result.path, entail))
+        return result.path.read_bytes(), "int8", result.recipe, verification
+
+    def measure(self, reference: Any, graph: bytes, name: str) -> dict[str, Any]:
+        """Top-1 agreement and max score change of a graph against the fp32 logits."""
+        try:
+            check_graph(graph, len(self.desc.labels), Path(name))
+        except ModelLoadError as exc:
+            raise ExportError(f"{name} is not a graph the engine can serve: {exc}") from None
+        logits = self.runtime.logits(graph, self.items)
+        agreement, diff = quantize.compare(reference, logits, self.desc.problem_type)
+        self.log(
+            f"{name} vs fp32 on {len(self.items)} inputs: top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
+        )
+        return {"file": name, "top1_agreement": agreement, "max_score_diff": diff}
+
+    def zero_shot(self, fp32_path: Path, int8_path: Path, entail: int) -> dict[str, Any]:
+        return zero_shot_figures(self.runtime, fp32_path, int8_path, self.items, entail, self.log)
 
 
 def gated(figures: dict[str, Any], min_agreement: float) -> dict[str, Any]:
