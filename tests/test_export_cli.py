@@ -111,6 +111,12 @@ def test_torch_free_venv_adopts_both_layouts_and_classifies(
     where, missing = run(python, "-c", probe, cwd=tmp_path).stdout.split(" ", 1)
     assert where.startswith(str(torch_free_venv)) and missing.strip() == "[]"  # the wheel's engine, and no torch
 
+    # without the export extra, `engine export` says which extra to install
+    done = subprocess.run(
+        [engine, "export", "no-org/no-model", "-o", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
+    assert done.returncode == 1 and "[export]" in done.stderr and "Traceback" not in done.stderr
+
     optimum, tjs = tmp_path / "optimum-model", tmp_path / "tjs-model"
     run(engine, "adopt", published_layout("bert", "optimum"), "-o", optimum, cwd=tmp_path)
     done = run(engine, "adopt", published_layout("bert", "transformers.js"), "-o", tjs, "--requantize", cwd=tmp_path)
