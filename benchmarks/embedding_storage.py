@@ -60,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "scripts"))
     import onnx
-    import quantize
     from onnx import numpy_helper
+
+    from engine.export import quantize
 
     manifest = json.loads((args.model / "manifest.json").read_text())
     runtime = quantize.Runtime(

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
     import checkpoints
-    import export_models
+
+    from engine.export import export as export_models
 
     print(
         "| model | type | inputs | fp32 vs torch max logit diff | int8 agreement, every MatMul | int8 agreement, "

@@ -122,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import onnx
-    import quantize  # scripts/quantize.py
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from engine import TextClassifier, batching
+    from engine.export import quantize
     from engine.session import OnnxSession, default_threads
     from engine.tokenize import Truncation
 

@@ -26,11 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args(argv)
-    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
+    sys.path[:0] = [str(ROOT / "tests")]
     import checkpoints
-    import export_models
 
     from engine import TextClassificationParameters, TextClassifier
+    from engine.export import export as export_models
 
     with tempfile.TemporaryDirectory(prefix="long-text-") as tmp:
         ckpt = checkpoints.minilm_spread(Path(tmp) / "ckpt")

@@ -100,7 +100,7 @@ def export_engine(
     """The engine's export as a user runs it; `calibration` texts go through --calibration-file, as a user with
     their own data would do (NNCF gets the same texts)."""
     sys.path.insert(0, str(ROOT / "scripts"))
-    import export_models
+    from engine.export import export as export_models
 
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement
     calibration_file = None
@@ -187,8 +187,8 @@ class Artifacts:
 
 
 def export_code() -> str:
-    """A hash of the export code (every file in scripts/: export_models.py, quantize.py, the verification texts
-    there): engine exports cached by other code are rebuilt, never measured as this code's."""
+    """A hash of the export code (every file in engine/export/ and scripts/: the export, the int8 recipe, the
+    verification texts): engine exports cached by other code are rebuilt, never measured as this code's."""
     digest = hashlib.sha256()
     files = [p for d in (ROOT / "scripts", ROOT / "engine" / "export") if d.is_dir() for p in d.rglob("*")]
     for path in sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts):

@@ -49,7 +49,8 @@ def model_dir(workdir: Path, name: str, precision: str) -> Path:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
     import checkpoints
-    import export_models
+
+    from engine.export import export as export_models
 
     ckpt = workdir / f"ckpt-{name}"
     if not (ckpt / "config.json").exists():

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def texts(n: int) -> list[str]:
-    lines = [t for t in (ROOT / "scripts" / "verification_texts.txt").read_text("utf-8").splitlines()]
+    lines = [t for t in (ROOT / "engine" / "export" / "verification_texts.txt").read_text("utf-8").splitlines()]
     base = [t for t in lines if t and not t.startswith("#")]
     return [f"{base[i % len(base)]} ({i})" for i in range(n)]  # distinct: no two requests are the same
 
@@ -130,7 +130,8 @@ def make_minilm(out: Path) -> None:
 
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
     import checkpoints  # type: ignore[import-not-found]
-    import export_models  # type: ignore[import-not-found]
+
+    from engine.export import export as export_models
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoints.minilm_spread(Path(tmp) / "ckpt")

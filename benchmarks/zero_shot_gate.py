@@ -16,9 +16,10 @@ NLI = ["bart-nli", "deberta-nli", "bert-nli"]
 
 
 def main() -> int:
-    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
+    sys.path[:0] = [str(ROOT / "tests")]
     import checkpoints
-    import export_models
+
+    from engine.export import export as export_models
 
     print(
         "| model | gate | pair top-1 | zero-shot top-1 (premises x label sets) | zero-shot max score diff | "

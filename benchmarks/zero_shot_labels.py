@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import checkpoints
-    import export_models
     import torch
     from transformers import pipeline
 
     from engine import ZeroShotClassifier
+    from engine.export import export as export_models
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="zs-bench-") as tmp:

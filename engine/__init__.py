@@ -1,6 +1,7 @@
 """Local, offline text classification and zero-shot classification on ONNX Runtime.
 
-Run time needs only onnxruntime, tokenizers and numpy; models are made by scripts/export_models.py.
+Run time needs only onnxruntime, tokenizers and numpy; models are made by `engine export` (engine/export/,
+imported only by that command) or adopted from ready-made ONNX exports by `engine adopt`.
 """
 
 from .errors import (

@@ -1,8 +1,10 @@
-"""The `engine` command: `engine classify`, `engine rerank`, `engine score` (batch files), `engine serve` (HTTP).
+"""The `engine` command: `engine classify`, `engine rerank`, `engine score` (batch files), `engine serve` (HTTP),
+`engine export` (a transformers checkpoint, the export extra) and `engine adopt` (a ready-made ONNX export, no torch).
 
 Exit codes: `engine score` takes its codes from errors.OUTCOMES (0 all rows scored, 1 some rows failed, 2 nothing
 done, 3 stopped by --max-errors, 4 failed while running, 130 interrupted); `engine classify` and `engine serve`
-exit 1 on any engine error (they keep no partial work), 2 on a usage error.
+exit 1 on any engine error (they keep no partial work), 2 on a usage error; `engine export` and `engine adopt`
+exit 1 when the model could not be made or failed its checks.
 """
 
 from __future__ import annotations
@@ -302,11 +304,38 @@ def serve(argv: Sequence[str]) -> int:
     return 0
 
 
+# engine export, engine adopt: making model directories ---------------------------------------------------------
+
+
+def export(argv: Sequence[str]) -> int:
+    """engine/export/export.py; torch, transformers and optimum come with the export extra."""
+    try:
+        from .export.export import main as export_main
+
+        return export_main(argv)
+    except ModuleNotFoundError as exc:
+        print(
+            f"error: engine export needs the export extra (missing module {exc.name!r}): "
+            "pip install 'offline-textclf-engine[export]'",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def adopt(argv: Sequence[str]) -> int:
+    """engine/export/adopt.py: a ready-made ONNX export, no torch."""
+    from .export.adopt import main as adopt_main
+
+    return adopt_main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "classify": classify,
     "rerank": rerank,
     "score": score,
     "serve": serve,
+    "export": export,
+    "adopt": adopt,
 }
 
 

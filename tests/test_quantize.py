@@ -1,4 +1,4 @@
-"""int8 quantization (scripts/quantize.py): agreement with fp32, row independence, manifest, no int16 saturation."""
+"""int8 quantization (engine/export/quantize.py): agreement with fp32, row independence, no int16 saturation."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import checkpoints
-import export_models
 import numpy as np
 import onnx
 import pytest
-import quantize
+
+from engine.export import export as export_models
+from engine.export import quantize
 
 TINY = ["distilbert", "bert", "roberta", "bert-single", "distilbert-multilabel", "bert-regression"]
 MAX_SCORE_DIFF = 0.25  # largest int8-vs-fp32 change of a score (probability units) on the verification inputs

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import checkpoints
-import export_models
 import numpy as np
 import pytest
-import quantize
 
 from engine import ZeroShotClassificationParameters, ZeroShotClassifier
+from engine.export import export as export_models
+from engine.export import quantize
 
 NLI = ["bart-nli", "deberta-nli", "bert-nli"]
 

@@ -1,0 +1,441 @@
+"""Export a Hugging Face sequence classifier to a self-contained, verified ONNX model directory.
+
+    engine export SOURCE --output DIR [--precision int8|fp32] [--calibration-file F]
+    engine export --list
+
+SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
+directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
+check the fp32 graph against torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py)
+and check int8 against fp32 through the engine's own run time, then write model.onnx + tokenizer.json +
+manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR atomically.
+
+Needs the export extra: pip install "offline-textclf-engine[export]". torch, transformers and optimum are imported
+inside the functions that use them, so `engine adopt` reuses this module's checks and writer without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import postprocess
+from ..errors import EngineError
+from ..fileio import fsync_dir, write_atomic
+from ..manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from ..model_files import sha256_bytes
+from . import quantize
+
+HERE = Path(__file__).resolve().parent
+VERIFICATION_TEXTS = HERE / "verification_texts.txt"
+FP32_ATOL = 1e-4  # torch vs ONNX fp32: same math, so only float reordering may differ
+MIN_INT8_AGREEMENT = 0.99
+# hypotheses of the NLI checks ("This example is {topic}."): the pipeline's default template
+NLI_TOPICS = ["politics", "sports", "technology", "a complaint", "good news", "science"]
+# label sets of the int8 zero-shot gate: every verification premise is ranked against each ("This example is {}.")
+ZERO_SHOT_LABEL_SETS = (
+    tuple(NLI_TOPICS),
+    ("positive", "negative", "neutral"),
+    ("a question", "a complaint", "praise", "a request"),
+)
+MIN_ZERO_SHOT_AGREEMENT = 0.99  # what a zero-shot user sees: the winning label, as fp32 picks it
+
+
+@dataclass(frozen=True)
+class Alias:
+    hub_id: str
+    pairs: bool = False  # cross-encoders and NLI models score text pairs
+    precision: str | None = None  # forced precision (Cloudflare ids name one)
+
+
+ALIASES: dict[str, Alias] = {
+    "distilbert-sst-2": Alias("distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
+    "finbert": Alias("ProsusAI/finbert"),
+    "twitter-roberta-sentiment": Alias("cardiffnlp/twitter-roberta-base-sentiment-latest"),
+    "xlm-roberta-langdetect": Alias("papluca/xlm-roberta-base-language-detection"),
+    "mxbai-rerank-base": Alias("mixedbread-ai/mxbai-rerank-base-v1", pairs=True),
+    "bart-large-mnli": Alias("facebook/bart-large-mnli", pairs=True),
+    "mdeberta-xnli": Alias("MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7", pairs=True),
+    "@cf/huggingface/distilbert-sst-2-int8": Alias(
+        "distilbert/distilbert-base-uncased-finetuned-sst-2-english", precision="int8"
+    ),
+}
+
+# Position embeddings of these models start after the padding index, so the window is shorter by that offset.
+PADDING_OFFSET_MODELS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text"}
+# sequence-classification heads that pool the hidden state of the last EOS token (and need equal EOS counts per batch)
+EOS_POOLED_MODELS = {"bart", "mbart", "plbart", "mvp", "led", "bigbird_pegasus"}
+
+
+class ExportError(EngineError):
+    """The export could not be done or did not pass its checks; the message says why."""
+
+
+def resolve(source: str) -> tuple[str, Alias | None]:
+    """Alias or Cloudflare id -> hub id; a local directory or a hub id is returned as is."""
+    if source in ALIASES:
+        return ALIASES[source].hub_id, ALIASES[source]
+    if source.startswith("@cf/"):
+        raise ExportError(f"unknown Cloudflare model id {source!r}; known ids: {[a for a in ALIASES if a[0] == '@']}")
+    return source, None
+
+
+def load_checkpoint(source: str) -> tuple[Any, Any, Any]:
+    """(config, tokenizer, torch model) from a hub id or a local directory, with clear errors."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+
+    local = Path(source).is_dir()
+    if not local and Path(source).exists():
+        raise ExportError(f"{source} is a file; SOURCE must be a checkpoint directory, a hub id or an alias")
+    if local and not (Path(source) / "config.json").is_file():  # else transformers guesses a type from the name
+        raise ExportError(f"{source} is not a Hugging Face checkpoint directory: it has no config.json")
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except OSError as exc:
+        if local:
+            raise ExportError(
+                f"{source} is not a Hugging Face checkpoint directory (no usable config.json): {exc}"
+            ) from exc
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = "HF_HUB_OFFLINE=1 is set" if offline else "no network, or no such model id"
+        raise ExportError(
+            f"cannot get {source!r} from the Hugging Face Hub ({hint}). Use an alias from --list, a correct "
+            f"model id with network access, or a local checkpoint directory. Detail: {exc}"
+        ) from exc
+    except ValueError as exc:  # unknown model_type
+        raise ExportError(f"{source}: unsupported architecture: {exc}") from exc
+    if config.model_type not in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES:
+        raise ExportError(f"{source}: model type {config.model_type!r} has no sequence-classification head")
+    archs = getattr(config, "architectures", None) or []
+    if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ExportError(
+            f"{source} is a {archs[0]}, not a sequence classifier (…ForSequenceClassification); "
+            "its classification head would be random. Export a fine-tuned classification checkpoint."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # transformers raises many kinds for missing or unconvertible tokenizer files
+        raise ExportError(f"{source}: cannot load its tokenizer ({type(exc).__name__}: {exc})") from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ExportError(f"{source}: no fast tokenizer (tokenizer.json) could be built; the run time needs one")
+    model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+    return config, tokenizer, model
+
+
+def window(model_type: str, max_positions: object, pad_token_id: object, model_max_length: object) -> int:
+    """The longest input in tokens: the tokenizer's limit (ignoring transformers' 1e30 "no limit" placeholder),
+    capped by the position embeddings (RoBERTa-family positions start after the padding index)."""
+    limits = []
+    if isinstance(model_max_length, int | float) and 0 < model_max_length < 100_000:
+        limits.append(int(model_max_length))
+    if isinstance(max_positions, int) and not isinstance(max_positions, bool) and max_positions > 0:
+        offset = (
+            (pad_token_id if isinstance(pad_token_id, int) else 0) + 1 if model_type in PADDING_OFFSET_MODELS else 0
+        )
+        limits.append(max_positions - offset)
+    return min(limits) if limits else 512
+
+
+def nli_ids(label2id: Mapping[str, int], num_labels: int) -> tuple[int | None, int | None]:
+    """(entailment id, contradiction id) as the zero-shot pipeline finds them; (None, None) if not NLI."""
+    for label, idx in label2id.items():
+        if label.lower().startswith("entail"):
+            entail = int(idx)
+            contradiction = num_labels - 1 if entail == 0 else 0  # the reference's -1 means the last
+            return entail, contradiction
+    return None, None
+
+
+def verification_inputs(path: Path | None, pairs: bool, nli: bool) -> list[str | tuple[str, str]]:
+    """The texts every check runs on: singles, plus pairs for pair models. NLI models get (premise, hypothesis)
+    pairs only, as zero-shot runs them (BART's head also needs the same number of </s> in every row of a batch)."""
+    source = path or VERIFICATION_TEXTS
+    try:
+        texts = [t.strip() for t in source.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"cannot read verification texts from {source}: {exc}") from exc
+    texts = [t for t in texts if t and not t.startswith("#")]
+    if len(texts) < 20:
+        raise ExportError(f"{source} has {len(texts)} texts; the checks need at least 20 non-empty lines")
+    if nli:
+        return [(t, f"This example is {NLI_TOPICS[i % len(NLI_TOPICS)]}.") for i, t in enumerate(texts)]
+    items: list[str | tuple[str, str]] = list(texts)
+    if pairs:
+        items += [(texts[i], texts[(i + 1) % len(texts)]) for i in range(len(texts))]
+    return items
+
+
+def torch_logits(model: Any, tokenizer: Any, items: Sequence[str | tuple[str, str]], max_length: int) -> np.ndarray:
+    import inspect
+
+    import torch
+
+    accepted = set(inspect.signature(model.forward).parameters)
+    out = []
+    with torch.no_grad():
+        for item in items:  # one at a time, unpadded, as the reference pipeline runs
+            a, b = item if isinstance(item, tuple) else (item, None)
+            enc = tokenizer(a, b, return_tensors="pt", truncation="only_first" if b else True, max_length=max_length)
+            feed = {k: v for k, v in enc.items() if k in accepted}
+            out.append(model(**feed).logits[0].float().numpy())
+    return np.stack(out)
+
+
+class ZeroShotGrid:
+    """Zero-shot as its users see it: every verification premise against every label set (softmax of the
+    entailment logits across a set's labels; the winner is the argmax). `check` gates the int8 search on how
+    often a candidate graph picks fp32's winner; `figures` describes the final graph."""
+
+    def __init__(self, runtime: Any, fp32_path: Path, items: Sequence[str | tuple[str, str]], entail: int) -> None:
+        self.runtime, self.entail = runtime, entail
+        self.premises = [item[0] for item in items if isinstance(item, tuple)]
+        labels = [label for labels in ZERO_SHOT_LABEL_SETS for label in labels]
+        self.grid = [(p, f"This example is {label}.") for p in self.premises for label in labels]
+        self.reference = self.scores(fp32_path.read_bytes())
+
+    def scores(self, graph: bytes) -> list[np.ndarray]:
+        """Per label set: (premises, labels) scores."""
+        logits = self.runtime.logits(graph, self.grid)[:, self.entail].reshape(len(self.premises), -1)
+        bounds = np.cumsum([0, *(len(labels) for labels in ZERO_SHOT_LABEL_SETS)])
+        return [postprocess.softmax(logits[:, a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    def agreement(self, graph: bytes) -> float:
+        got = self.scores(graph)
+        same = [(r.argmax(axis=1) == g.argmax(axis=1)) for r, g in zip(self.reference, got)]
+        return float(np.concatenate(same).mean())
+
+    def check(self, bound: float) -> quantize.Check:
+        return quantize.Check("int8_zero_shot_top1_agreement", bound, self.agreement)
+
+    def figures(self, final_path: Path, bound: float, log: Any) -> dict[str, Any]:
+        graph = final_path.read_bytes()
+        agreement = self.agreement(graph)
+        diff = max(float(np.abs(r - g).max()) for r, g in zip(self.reference, self.scores(graph)))
+        sets = len(ZERO_SHOT_LABEL_SETS)
+        log(
+            f"int8 vs fp32 zero-shot ({len(self.premises)} texts x {sets} label sets): "
+            f"top-1 agreement {agreement:.2%} (bound {bound:.0%}), max score diff {diff:.4f}"
+        )
+        return {
+            "int8_zero_shot_top1_agreement": agreement,
+            "int8_zero_shot_max_score_diff": diff,
+            "int8_zero_shot_min_agreement": bound,
+            "int8_zero_shot_texts": len(self.premises),
+            "int8_zero_shot_label_sets": [list(labels) for labels in ZERO_SHOT_LABEL_SETS],
+        }
+
+
+def export_fp32(model: Any, workdir: Path) -> Path:
+    from optimum.exporters.onnx import onnx_export_from_model
+
+    out = workdir / "fp32"
+    try:
+        onnx_export_from_model(model, out, task="text-classification", do_validation=False)
+    except Exception as exc:  # optimum raises many kinds
+        raise ExportError(f"optimum could not export this architecture to ONNX: {exc}") from exc
+    onnx_path = out / "model.onnx"
+    if not onnx_path.exists() or any(p.suffix in (".data", ".onnx_data") for p in out.iterdir()):
+        raise ExportError("the export produced external-data files; models over 2 GB are not supported")
+    return onnx_path
+
+
+def tool_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def export(
+    source: str,
+    output: Path,
+    precision: str = "int8",
+    calibration_file: Path | None = None,
+    log: Any = print,
+    min_agreement: float = MIN_INT8_AGREEMENT,
+    min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT,
+) -> dict[str, Any]:
+    """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
+
+    `min_agreement` is the int8 gate (top-1 agreement with fp32); lowering it trades decisions for speed, and
+    the manifest records the bound used. NLI models are also gated on zero-shot top-1 agreement (the winning label
+    of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off)."""
+    for name, bound in (("--min-agreement", min_agreement), ("--min-zero-shot-agreement", min_zero_shot_agreement)):
+        if not 0.0 <= bound <= 1.0:
+            raise ExportError(f"{name} must be between 0 and 1, got {bound!r}")
+    hub_id, alias = resolve(source)
+    if alias and alias.precision:
+        precision = alias.precision
+    if precision not in ("int8", "fp32"):
+        raise ExportError(f"--precision must be int8 or fp32, got {precision!r}")
+    config, tokenizer, model = load_checkpoint(hub_id)
+    max_length = window(
+        config.model_type,
+        getattr(config, "max_position_embeddings", None),
+        config.pad_token_id,
+        tokenizer.model_max_length,
+    )
+    entail, contra = nli_ids(config.label2id, config.num_labels)
+    pairs = bool(alias and alias.pairs) or entail is not None
+    items = verification_inputs(calibration_file, pairs, nli=entail is not None)
+    labels = {str(i): config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (config.pad_token_id or 0)
+    pooled_id = int(config.eos_token_id) if config.model_type in EOS_POOLED_MODELS else None
+
+    with tempfile.TemporaryDirectory(prefix="export-") as tmp:
+        workdir = Path(tmp)
+        tokenizer.save_pretrained(workdir / "tok")
+        tokenizer_json = (workdir / "tok" / "tokenizer.json").read_text(encoding="utf-8")
+        fp32_path = export_fp32(model, workdir)
+
+        runtime = quantize.Runtime(
+            tokenizer_json, max_length, pad_id, config.num_labels, nli=entail is not None, pooled_id=pooled_id
+        )
+        reference = torch_logits(model, tokenizer, items, max_length)
+        fp32_logits = runtime.logits(fp32_path.read_bytes(), items)
+        fp32_diff = float(np.abs(fp32_logits - reference).max())
+        log(f"fp32 ONNX vs torch on {len(items)} inputs: max |logit diff| = {fp32_diff:.2e} (bound {FP32_ATOL:.0e})")
+        if not fp32_diff <= FP32_ATOL * max(1.0, float(np.abs(reference).max())):
+            raise ExportError(f"fp32 ONNX does not match torch: max logit difference {fp32_diff:.3e}")
+        verification: dict[str, Any] = {
+            "inputs": len(items),
+            "fp32_vs_torch_max_logit_diff": fp32_diff,
+        }
+        recipe: dict[str, Any] = {"name": "none (fp32)"}
+        final_path = fp32_path
+        if precision == "int8":
+            grid = ZeroShotGrid(runtime, fp32_path, items, entail) if entail is not None else None
+            checks = [grid.check(min_zero_shot_agreement)] if grid is not None and min_zero_shot_agreement > 0 else []
+            result = quantize.search(
+                fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log, checks
+            )
+            final_path, recipe = result.path, result.recipe
+            verification.update(result.figures)
+            if grid is not None:
+                verification.update(grid.figures(final_path, min_zero_shot_agreement, log))
+
+        info = ModelInfo(
+            path=output,
+            task="zero-shot-classification" if entail is not None else "text-classification",
+            model_type=config.model_type,
+            labels=tuple(labels[str(i)] for i in range(config.num_labels)),
+            problem_type=getattr(config, "problem_type", None),
+            max_length=max_length,
+            pad_id=int(pad_id),
+            precision=precision,
+            entailment_id=entail,
+            contradiction_id=contra,
+            source=hub_id,
+            pooled_token_id=pooled_id,
+        )
+        manifest = write_directory(
+            output,
+            final_path.read_bytes(),
+            tokenizer_json,
+            {**info.to_dict(), "quantization": recipe, "verification": verification, "tools": tool_versions()},
+        )
+    return manifest
+
+
+def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write into a sibling temp dir, then swap it in: DIR is never left half-written."""
+    output = output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        tok_bytes = tokenizer_json.encode("utf-8")
+        write_atomic(staging / MODEL_FILE, onnx_bytes)
+        write_atomic(staging / TOKENIZER_FILE, tok_bytes)
+        files = {MODEL_FILE: sha256_bytes(onnx_bytes), TOKENIZER_FILE: sha256_bytes(tok_bytes)}
+        manifest = {**manifest, "files": files}
+        write_atomic(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+        if output.exists():
+            old = output.with_name(f".{output.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            output.rename(old)
+            staging.rename(output)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(output)
+        fsync_dir(output.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="engine export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("source", nargs="?", help="alias, Cloudflare id, Hugging Face id or local checkpoint dir")
+    parser.add_argument("--output", "-o", type=Path, help="model directory to write")
+    parser.add_argument("--precision", choices=["int8", "fp32"], default="int8")
+    parser.add_argument("--calibration-file", type=Path, help="verification texts, one per line")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_INT8_AGREEMENT,
+        help=f"int8 gate: top-1 agreement with fp32 on the verification texts (default {MIN_INT8_AGREEMENT}); "
+        "MatMuls stay fp32 until it holds. 0 quantizes every MatMul whatever it costs",
+    )
+    parser.add_argument(
+        "--min-zero-shot-agreement",
+        type=float,
+        default=MIN_ZERO_SHOT_AGREEMENT,
+        help="int8 gate of NLI models: zero-shot top-1 agreement with fp32 (the winning label of each verification "
+        f"premise x label set; default {MIN_ZERO_SHOT_AGREEMENT}); 0 gates on pair top-1 only",
+    )
+    parser.add_argument("--list", action="store_true", help="show the known aliases")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, alias in ALIASES.items():
+            extra = f" (precision {alias.precision})" if alias.precision else ""
+            print(f"{name:40s} {alias.hub_id}{extra}")
+        return 0
+    if not args.source or not args.output:
+        parser.error("SOURCE and --output are required (or --list)")
+    try:
+        manifest = export(
+            args.source,
+            args.output,
+            args.precision,
+            args.calibration_file,
+            min_agreement=args.min_agreement,
+            min_zero_shot_agreement=args.min_zero_shot_agreement,
+        )
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    v = manifest["verification"]
+    print(f"wrote {args.output} ({manifest['precision']}, recipe: {manifest['quantization']['name']})")
+    if "int8_top1_agreement" in v:
+        print(
+            f"int8 vs fp32: top-1 agreement {v['int8_top1_agreement']:.2%}, "
+            f"max score diff {v['int8_max_score_diff']:.4f}"
+        )
+    if "int8_zero_shot_top1_agreement" in v:
+        print(
+            f"int8 vs fp32 zero-shot ranking: top-1 agreement {v['int8_zero_shot_top1_agreement']:.2%}, "
+            f"max score diff {v['int8_zero_shot_max_score_diff']:.4f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
