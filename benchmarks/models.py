@@ -105,7 +105,7 @@ def export_engine(
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement
     calibration_file = None
     if calibration:
-        calibration_file = out.parent / f"{out.name}-calibration.txt"
+        calibration_file = out.parent / f"calibration-{out.name}.txt"
         calibration_file.write_text("\n".join(t.replace("\n", " ") for t in calibration) + "\n", encoding="utf-8")
     return export_models.export(
         str(checkpoint), out, precision, calibration_file, log=lambda _msg: None, min_agreement=bound
@@ -233,7 +233,7 @@ def build_all(
     if root.exists() and (not code.exists() or code.read_text().strip() != export_code()):
         for stale in root.glob("engine-*"):
             log(f"  export code changed: removing {stale.name}")
-            shutil.rmtree(stale)
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     root.mkdir(parents=True, exist_ok=True)
     code.write_text(export_code())
     data_file = root / "data.json"
