@@ -104,7 +104,7 @@ def export_engine(
 
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement
     calibration_file = None
-    if calibration:
+    if calibration and len(calibration) >= 20:  # the export needs 20 texts (--quick has fewer: default texts)
         calibration_file = out.parent / f"calibration-{out.name}.txt"
         calibration_file.write_text("\n".join(t.replace("\n", " ") for t in calibration) + "\n", encoding="utf-8")
     return export_models.export(

@@ -107,8 +107,11 @@ class Runtime:
             values = session.run(list(tensors), {name: getattr(batch, name) for name in inputs})
             real = batch.attention_mask.astype(bool)
             for name, value in zip(tensors, values, strict=True):
-                lo[name] = min(lo[name], float(value[real].min()))
-                hi[name] = max(hi[name], float(value[real].max()))
+                # a per-token tensor [batch, tokens, ...]: its real tokens; anything else (DeBERTa's relative
+                # position embeddings feed MatMuls too) does not depend on the batch: all of it
+                tokens = value[real] if value.shape[:2] == real.shape else value
+                lo[name] = min(lo[name], float(tokens.min()))
+                hi[name] = max(hi[name], float(tokens.max()))
         return {name: (lo[name], hi[name]) for name in tensors}
 
 
