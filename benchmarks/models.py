@@ -99,7 +99,6 @@ def export_engine(
 ) -> dict[str, Any]:
     """The engine's export as a user runs it; `calibration` texts go through --calibration-file, as a user with
     their own data would do (NNCF gets the same texts)."""
-    sys.path.insert(0, str(ROOT / "scripts"))
     from engine.export import export as export_models
 
     bound = export_models.MIN_INT8_AGREEMENT if min_agreement is None else min_agreement

@@ -32,7 +32,6 @@ from typing import Any
 from . import batching
 from .errors import EngineError, IntegrityError, InvalidRequestError
 from .manifest import MANIFEST_FILE
-from .model_files import sha256_bytes
 from .records import Format, RecordFileError, Writer, pyarrow_modules, to_json_id
 from .text_classification import TextClassifier
 from .zero_shot import ZeroShotClassifier
@@ -61,7 +60,8 @@ def load_model(model_dir: str | Path, options: ScoringOptions, threads: int | No
 
 
 def manifest_sha256(model: Classifier) -> str:
-    return sha256_bytes((Path(model.model.info.path) / MANIFEST_FILE).read_bytes())
+    """The digest of the manifest this load verified (not a second read of the file, which could differ)."""
+    return model.model.manifest_sha256
 
 
 def _actor_cpus() -> int | None:
