@@ -117,4 +117,4 @@ def classifier_split(quick: bool) -> Split:
 def nli_split(quick: bool) -> Split:
     if quick:
         return split(pydoc_by_topic(4), {i: f"docs-{i}" for i in range(4)}, train=24, test=8, calibration=4)
-    return split(glosses_by_lexfile(), NLI_TOPICS, train=100, test=20, calibration=5, seed=1)
+    return split(glosses_by_lexfile(), NLI_TOPICS, train=300, test=20, calibration=5, seed=1)

@@ -117,9 +117,10 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"CPU: {cpu['model']}, {cpu['cores']} cores; {flags}. onnxruntime int8 preset: {figs['int8_preset']}.",
         f"Timing corpus: {c['sentences']} sentences of the CPython docs, {c['mean_tokens']:.1f} tokens on average, the "
-        f"same length-sorted {data['plan']['batch_tokens']}-token batches for every system; {data['plan']['reps']} "
-        f"repetitions (medians). Agreement and accuracy: {data['held_out']['texts']} held-out texts "
-        f"({data['held_out']['source']}), not the timing corpus. Load average at the end: "
+        f"same length-sorted {data['plan']['batch_tokens']}-token batches for every system; "
+        f"{data['plan']['rounds']} rounds, every system once per round in alternating order, {data['plan']['reps']} "
+        f"repetitions per round (medians of medians). Agreement and accuracy: {data['held_out']['texts']} held-out "
+        f"texts ({data['held_out']['source']}), not the timing corpus. Load average at the end: "
         f"{data['load_average_after'][0]:.1f} (a shared machine: read the ratios, not the absolute figures).",
         "",
     ]

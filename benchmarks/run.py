@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,12 +41,13 @@ class Plan:
     zs_texts: tuple[int, ...]  # texts per label count
     batch_tokens: int
     jobs: int  # worker processes at once: 1 for honest timings
+    rounds: int  # every system measured once per round, in alternating order; timings are medians over rounds
 
 
-FULL = Plan(512, 3, 100, 600, 100, 3, (4, 20), (64, 16), 256, 1)
+FULL = Plan(512, 3, 100, 600, 100, 3, (4, 20), (64, 16), 256, 1, 3)
 # a busy shared machine: a quarter of the timing work, agreement still on 300 held-out texts
-BUSY = Plan(128, 2, 30, 300, 50, 2, (4, 20), (16, 4), 256, 1)
-QUICK = Plan(32, 1, 6, 32, 8, 2, (2, 4), (4, 2), 256, 3)
+BUSY = Plan(128, 2, 30, 300, 50, 2, (4, 20), (16, 4), 256, 1, 2)
+QUICK = Plan(32, 1, 6, 32, 8, 2, (2, 4), (4, 2), 256, 3, 1)
 
 
 def run_worker(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -80,6 +82,44 @@ def in_parallel(specs: list[dict[str, Any]], workdir: Path, jobs: int, log: Any)
         return list(pool.map(one, specs))
 
 
+def in_rounds(
+    specs: list[dict[str, Any]], rounds: int, workdir: Path, jobs: int, log: Any
+) -> list[list[dict[str, Any]]]:
+    """Each spec's results, one per round. The speed of a shared machine drifts by tens of percent within minutes
+    (measured here: the same worker 1.7x apart an hour later), so one pass in a fixed order can hand a whole
+    drift to whichever system ran in the slow minutes. Rounds alternate the order (A B C, C B A, ...) so that a
+    steady drift falls on every system alike, and the medians over rounds drop a burst."""
+    out: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for r in range(rounds):
+        order = list(range(len(specs)))[:: -1 if r % 2 else 1]
+        log(f" round {r + 1}/{rounds}")
+        for i, res in zip(order, in_parallel([specs[i] for i in order], workdir, jobs, log)):
+            out[i].append(res)
+    return out
+
+
+def merge_classify(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One system's rounds as one result: labels from the first, timings the median over rounds (each round's
+    own figure the median of its repetitions), peak RSS the highest."""
+    merged = dict(results[0])
+    for key in ("sentences_per_s", "latency_ms_p50", "latency_ms_p99"):
+        merged[key] = statistics.median(r[key] for r in results)
+        merged[f"{key}_rounds"] = [r[key] for r in results]
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return merged
+
+
+def merge_zero_shot(results: list[dict[str, Any]]) -> dict[str, Any]:
+    merged = dict(results[0])
+    merged["by_labels"] = {
+        count: {**first, "texts_per_s": statistics.median(r["by_labels"][count]["texts_per_s"] for r in results)}
+        | {"texts_per_s_rounds": [r["by_labels"][count]["texts_per_s"] for r in results]}
+        for count, first in results[0]["by_labels"].items()
+    }
+    merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    return merged
+
+
 def mean_tokens(tokenizer_json: Path, texts: Sequence[str]) -> float:
     """Mean tokens per sentence as the engine feeds them (no padding, window 512)."""
     from tokenizers import Tokenizer
@@ -111,15 +151,16 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifi
         for m in classifiers
         for s in SYSTEMS
     ]
-    log("throughput, batch-1 latency, held-out agreement (one process per model and system)")
-    results = in_parallel(specs, workdir, plan.jobs, log)
+    log(f"throughput, batch-1 latency, held-out agreement (one process per model and system, {plan.rounds} rounds)")
+    results = in_rounds(specs, plan.rounds, workdir, plan.jobs, log)
     classify = {m: {} for m in classifiers}  # type: dict[str, dict[str, Any]]
-    for spec, res in zip(specs, results):
-        classify[spec["model"]][spec["system"]] = res
+    cold = {m: {} for m in classifiers}  # type: dict[str, dict[str, list[float]]]
+    for spec, rounds in zip(specs, results):
+        classify[spec["model"]][spec["system"]] = merge_classify(rounds)
+        cold[spec["model"]][spec["system"]] = [r["cold_start_s"] for r in rounds]
 
     log("cold start: import + load + first result, fresh processes")
-    cold_specs = [{**spec, "cold_only": True} for _ in range(plan.cold_reps - 1) for spec in specs]
-    cold = {m: {s: [classify[m][s]["cold_start_s"]] for s in SYSTEMS} for m in classifiers}
+    cold_specs = [{**spec, "cold_only": True} for _ in range(plan.cold_reps - plan.rounds) for spec in specs]
     for spec, res in zip(cold_specs, in_parallel(cold_specs, workdir, plan.jobs, log)):
         cold[spec["model"]][spec["system"]].append(res["cold_start_s"])
 
@@ -139,7 +180,7 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifi
         for s in SYSTEMS
     ]
     log("zero-shot texts/s with the NLI model")
-    zero_shot = dict(zip(SYSTEMS, in_parallel(zs_specs, workdir, plan.jobs, log)))
+    zero_shot = dict(zip(SYSTEMS, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log))))
     return {
         "plan": asdict(plan),
         "corpus": {

@@ -348,7 +348,7 @@ def train_nli(out: Path, data: Split, quick: bool, log: Callable[[str], None] = 
     model, tok = _start(NLI_LABELS, quick)
     pairs, labels = nli_pairs(data, data.train)
     log(f"    fine-tuning on {len(pairs)} (text, hypothesis) pairs, {len(data.labels)} topics")
-    epochs = 1 if not quick else 3
+    epochs = 2 if not quick else 3
     fit(model, tok, pairs, cross_entropy(labels), epochs=epochs, lr=8e-5, head_lr=2e-4, max_length=64, log=log)
     test_pairs, test_labels = nli_pairs(data, data.test, seed=1)
     pred = logits(model, tok, test_pairs).argmax(-1).tolist()

@@ -90,3 +90,32 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
     table = (tmp_path / "t.md").read_text()
     assert "| engine int8 |" in table and "OpenVINO + NNCF static int8" in table and "Targets" in table
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rounds_alternate_the_order_and_merge_to_medians(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+
+    def fake(specs: list[dict], workdir: Path, jobs: int, log: object) -> list[dict]:
+        calls.append([s["system"] for s in specs])
+        return [{"system": s["system"], "round": len(calls)} for s in specs]
+
+    monkeypatch.setattr(run, "in_parallel", fake)
+    specs = [{"system": name} for name in ("a", "b", "c")]
+    out = run.in_rounds(specs, 3, Path("."), 1, lambda _msg: None)
+    assert calls == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"]]
+    assert [[r["system"] for r in rounds] for rounds in out] == [["a"] * 3, ["b"] * 3, ["c"] * 3]
+    assert [r["round"] for r in out[2]] == [1, 2, 3]
+
+    rounds = [
+        {"sentences_per_s": v, "latency_ms_p50": p, "latency_ms_p99": 2 * p, "peak_rss_mb": m, "held_out_labels": [i]}
+        for i, (v, p, m) in enumerate([(100.0, 3.0, 50.0), (300.0, 1.0, 70.0), (200.0, 9.0, 60.0)])
+    ]
+    merged = run.merge_classify(rounds)
+    assert (merged["sentences_per_s"], merged["latency_ms_p50"], merged["latency_ms_p99"]) == (200.0, 3.0, 6.0)
+    assert merged["peak_rss_mb"] == 70.0 and merged["held_out_labels"] == [0]
+    assert merged["sentences_per_s_rounds"] == [100.0, 300.0, 200.0]
+    zs = run.merge_zero_shot(
+        [{"by_labels": {"4": {"texts_per_s": v, "best_labels": [v]}}, "peak_rss_mb": v} for v in (5.0, 1.0, 3.0)]
+    )
+    assert zs["by_labels"]["4"]["texts_per_s"] == 3.0 and zs["by_labels"]["4"]["best_labels"] == [5.0]
+    assert zs["peak_rss_mb"] == 5.0
