@@ -277,6 +277,7 @@ def build_all(
         steps.append((nncf_dir, lambda o=onnx_dir, n=nncf_dir, m=m: export_nncf(o, n, calibration[m])))
         systems[m] = {
             "engine-int8": str(root / f"engine-int8-{m}"),
+            "engine-int8-concurrent": str(root / f"engine-int8-{m}"),
             "engine-fp32": str(root / f"engine-fp32-{m}"),
             "transformers": str(ckpt[m]),
             "ort-fp32": str(onnx_dir),

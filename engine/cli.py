@@ -129,7 +129,14 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-aggregation", choices=["mean", "max"], help="default: mean for softmax, max for sigmoid")
     p.add_argument("--batch-tokens", type=int, default=batching.DEFAULT_BATCH_TOKENS)
     p.add_argument("--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help="rows per sorting window and commit")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="cores to use (default: all this process may use)")
+    p.add_argument(
+        "--concurrent-batches",
+        type=int,
+        default=None,
+        help="batches run at once, the cores split between them (default: one per core: the most rows/s; "
+        "1 = one batch at a time on every core)",
+    )
     p.add_argument("--max-errors", type=int, default=None, help="stop once more than N rows have failed")
     p.add_argument("--restart", action="store_true", help="throw away an unfinished job's state and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar (tqdm, the `progress` extra), no summary")
@@ -142,6 +149,7 @@ def _score_parser() -> argparse.ArgumentParser:
 def score(argv: Sequence[str]) -> int:
     from .file_job import score_file
     from .scoring import ScoringOptions
+    from .session import default_threads
 
     args = _score_parser().parse_args(argv)
 
@@ -180,6 +188,11 @@ def score(argv: Sequence[str]) -> int:
                 restart=args.restart,
                 threads=args.threads,
                 batch_tokens=args.batch_tokens,
+                concurrent_batches=(
+                    args.concurrent_batches
+                    if args.concurrent_batches is not None
+                    else args.threads or default_threads()
+                ),
                 progress=not args.quiet,
             )
     except KeyboardInterrupt:

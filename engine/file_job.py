@@ -77,11 +77,13 @@ class _Progress:
             self.bar.close()
 
 
-def _load(model: Classifier | str | Path, opts: ScoringOptions, threads: int | None, batch_tokens: int) -> Classifier:
+def _load(
+    model: Classifier | str | Path, opts: ScoringOptions, threads: int | None, batch_tokens: int, concurrent: int
+) -> Classifier:
     if isinstance(model, (TextClassifier, ZeroShotClassifier)):
         return model
     cls = ZeroShotClassifier if opts.zero_shot else TextClassifier
-    return cls.load(model, threads=threads, batch_tokens=batch_tokens)
+    return cls.load(model, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent)
 
 
 def _error_record(record: Mapping[str, Any], opts: ScoringOptions) -> dict[str, Any]:
@@ -134,6 +136,7 @@ def score_file(
     restart: bool = False,
     threads: int | None = None,
     batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
+    concurrent_batches: int = 1,
     progress: bool = False,
     **fields: Any,
 ) -> ScoreSummary:
@@ -142,6 +145,7 @@ def score_file(
     `model` is a model directory or a loaded classifier; options are a ScoringOptions or its `parse` keywords.
     Rows that cannot be scored go to OUTPUT.errors.jsonl; more than `max_errors` of them raise
     TooManyErrorsError (finished chunks are kept: calling again resumes). Memory stays within a few chunks.
+    `concurrent_batches` > 1 runs that many batches at once (more rows/s on many cores; see engine.model).
     """
     opts = options or ScoringOptions.parse(**fields)
     input_path, output_path = Path(input), Path(output)
@@ -153,7 +157,7 @@ def score_file(
     if output_path.resolve() == input_path.resolve():
         raise RecordFileError("OUTPUT is the INPUT file; write the results to another file")
     reader = Reader(input_path, opts.columns)
-    classifier = _load(model, opts, threads, batch_tokens)
+    classifier = _load(model, opts, threads, batch_tokens, concurrent_batches)
     check_model(classifier, opts)
     identity = _job_identity(reader, classifier, opts, output_path)
     state = JobState.open(state_path(output_path), identity, restart=restart)

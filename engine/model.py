@@ -1,9 +1,18 @@
-"""A loaded model: verified files + tokenizer + session, and the batched forward pass both tasks share."""
+"""A loaded model: verified files + tokenizer + session, and the batched forward pass both tasks share.
+
+Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator (the
+default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores split between them:
+no threads wait at each operator's end, so more texts per second on many short batches (measured on the benchmark
+corpus, one process per setting, 2 cores: +12% MiniLM-L6, +6% DistilBERT-base; a lone text then gets fewer cores).
+Either way every batch is computed exactly as it would be alone, so rows stay independent of their neighbours.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +20,7 @@ import numpy as np
 from . import batching, model_files
 from .errors import InvalidRequestError
 from .manifest import ModelInfo
-from .session import OnnxSession
+from .session import OnnxSession, default_threads
 from .tokenize import Encoded, TextTokenizer
 
 
@@ -22,6 +31,8 @@ class LoadedModel:
     session: OnnxSession
     batch_tokens: int
     manifest_sha256: str = ""  # identifies the export (scoring jobs record it)
+    concurrent_batches: int = 1
+    _pool: ThreadPoolExecutor | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -31,19 +42,45 @@ class LoadedModel:
         threads: int | None = None,
         batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
         verify: bool = True,
+        concurrent_batches: int = 1,
     ) -> LoadedModel:
-        if isinstance(batch_tokens, bool) or not isinstance(batch_tokens, int) or batch_tokens < 1:
-            raise InvalidRequestError(f"batch_tokens must be a positive integer, got {batch_tokens!r}")
+        """`threads`: the cores to use (default: all this process may use); `concurrent_batches`: how many
+        batches run at once, each on threads // concurrent_batches of them (see the module doc)."""
+        for name, value in (("batch_tokens", batch_tokens), ("concurrent_batches", concurrent_batches)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidRequestError(f"threads must be a positive integer or None, got {threads!r}")
         files = model_files.load(path, verify=verify)
         info = files.info
         tokenizer = TextTokenizer(files.tokenizer_json, info.max_length, info.pad_id)
-        session = OnnxSession(files.onnx_path, info.num_labels, threads)
+        per_run = max(1, (threads or default_threads()) // concurrent_batches)
+        session = OnnxSession(files.onnx_path, info.num_labels, per_run)
         files.check_unchanged()
-        return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256)
+        pool = ThreadPoolExecutor(concurrent_batches, "engine-batch") if concurrent_batches > 1 else None
+        return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256, concurrent_batches, pool)
 
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Raw logits (len(encoded), num_labels) in input order, computed in length-sorted token-budget batches."""
         out = np.empty((len(encoded), self.info.num_labels), dtype=np.float32)
-        for batch in batching.batches(encoded, self.info.pad_id, self.batch_tokens, self.info.pooled_token_id):
-            out[batch.index] = self.session.run(batch)
+        batches = batching.batches(encoded, self.info.pad_id, self.batch_tokens, self.info.pooled_token_id)
+        if self._pool is None:
+            for batch in batches:
+                out[batch.index] = self.session.run(batch)
+        else:
+            for batch, logits in self._concurrently(batches, self._pool):
+                out[batch.index] = logits
         return out
+
+    def _concurrently(self, batches: Iterator[batching.Batch], pool: ThreadPoolExecutor) -> Iterator[tuple]:
+        """(batch, logits) with up to `concurrent_batches` runs under way and as many padded batches waiting, so
+        memory stays bounded whatever the call's size; an error is raised once the runs before it are done."""
+        pending: deque[tuple[batching.Batch, Future[np.ndarray]]] = deque()
+        for batch in batches:
+            pending.append((batch, pool.submit(self.session.run, batch)))
+            if len(pending) >= 2 * self.concurrent_batches:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()

@@ -2,7 +2,7 @@
 
 Layout: model.onnx, tokenizer.json, manifest.json (schema: engine.manifest). The graph's bytes are hashed and
 scanned (engine.onnx_scan), then released, and onnxruntime reads the file from its path: handing onnxruntime the
-Python copy instead held both at once and doubled peak memory and load time (`python benchmarks/profile_memory.py
+Python copy instead held both at once and doubled peak memory and load time (`python -m benchmarks.profile_memory
 MODEL_DIR` shows the steps). The file's identity (inode, size, change times) is taken when it is read and checked
 again after the session is built, so a file replaced or written in between is an IntegrityError, not a silently
 different model. (Not a memory map: a file truncated while mapped kills the process with SIGBUS.)

@@ -110,6 +110,14 @@ def ranked_labels(scores: np.ndarray, labels: Sequence[str], top_k: int | None) 
     return [(labels[i], float(scores[i])) for i in rank(scores, top_k)]
 
 
+def ranked_rows(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[list[tuple[str, float]]]:
+    """ranked_labels of every row of (rows, labels) scores, sorted in one call: per row in Python it cost ~5% of
+    a MiniLM int8 call's time."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    values = np.take_along_axis(scores, order, axis=1).tolist()
+    return [[(labels[i], v) for i, v in zip(idx, vals)] for idx, vals in zip(order.tolist(), values)]
+
+
 def default_aggregation(activation: Activation) -> Aggregation:
     """Windows of one text: sigmoid labels are present if any window has them (max); probabilities and raw
     scores are averaged (mean)."""

@@ -36,9 +36,15 @@ class Task:
         threads: int | None = None,
         batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
         verify: bool = True,
+        concurrent_batches: int = 1,
     ) -> TaskT:
-        """Load a directory made by scripts/export_models.py; its sha256 manifest is checked unless verify=False."""
-        return cls(LoadedModel.load(path, threads=threads, batch_tokens=batch_tokens, verify=verify))
+        """Load a directory made by `engine export`; its sha256 manifest is checked unless verify=False.
+        `threads`: cores to use (default: all); `concurrent_batches` > 1 runs that many batches at once, for
+        throughput over latency (engine.model)."""
+        model = LoadedModel.load(
+            path, threads=threads, batch_tokens=batch_tokens, verify=verify, concurrent_batches=concurrent_batches
+        )
+        return cls(model)
 
     def warn_truncated(self, truncated: Sequence[bool]) -> None:
         """Truncation is on by default, as in the reference pipelines; say so when it changed an input."""

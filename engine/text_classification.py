@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from . import postprocess
 from .errors import InvalidRequestError, TextTooLongError, first_error
 from .model import LoadedModel
@@ -91,16 +93,17 @@ class TextClassifier(Task):
         activation = parameters.function_to_apply or self.default_activation
         scores = postprocess.activate(self.model.logits(encoded), activation)
         how = parameters.long_text.aggregation or postprocess.default_aggregation(activation)
+        kept = [row for row in windows if not isinstance(row, TextTooLongError)]
+        if len(kept) < len(encoded):  # some texts have several windows: one aggregated row per text
+            bounds = np.cumsum([0] + [len(row) for row in kept])
+            scores = np.stack([postprocess.aggregate(scores[a:b], how) for a, b in zip(bounds[:-1], bounds[1:])])
+        ranked = iter(postprocess.ranked_rows(scores, self.labels, parameters.top_k))
         out: list[Prediction | TextTooLongError] = []
-        start = 0  # of this input's windows in `encoded`
         for row in windows:
             if isinstance(row, TextTooLongError):
                 out.append(row)
                 continue
-            aggregated = postprocess.aggregate(scores[start : start + len(row)], how)
-            start += len(row)
-            ranked = postprocess.ranked_labels(aggregated, self.labels, parameters.top_k)
-            outputs = [ClassificationOutput(label, s) for label, s in ranked]
+            outputs = [ClassificationOutput(label, s) for label, s in next(ranked)]
             out.append(Prediction(outputs, row[0].truncated, len(row[0].ids), len(row)))
         return out
 

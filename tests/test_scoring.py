@@ -298,6 +298,24 @@ def test_options_are_checked_before_anything_runs(fields: dict[str, Any], messag
         ScoringOptions.parse(**fields)
 
 
+def test_batches_at_once_write_the_one_at_a_time_output(tmp_path: Path, model: Path) -> None:
+    """`engine score` runs one batch per core at once by default; --concurrent-batches 1 runs them in turn on
+    every core. Same rows, same labels, scores within float rounding (the runs' thread counts differ)."""
+    inp = write_input(tmp_path / "in.jsonl", [{"id": i, "text": t} for i, t in enumerate(texts(80))])
+    outs = []
+    for setting in (["--concurrent-batches", "1"], [], ["--concurrent-batches", "3", "--threads", "3"]):
+        out = tmp_path / f"out{len(outs)}.jsonl"
+        result = run_cli(model, inp, out, "--id-column", "id", *setting)
+        assert result.returncode == 0, result.stderr
+        outs.append(read_output(out))
+    for other in outs[1:]:
+        assert [(r["id"], r["labels"]) for r in other] == [(r["id"], r["labels"]) for r in outs[0]]
+        for a, b in zip(other, outs[0]):
+            assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
+    bad = run_cli(model, inp, tmp_path / "bad.jsonl", "--id-column", "id", "--concurrent-batches", "0")
+    assert bad.returncode == 2 and "concurrent_batches must be a positive integer" in bad.stderr
+
+
 def test_usage_errors_exit_2(tmp_path: Path, model: Path) -> None:
     inp = write_input(tmp_path / "in.csv", [{"body": "x"}])
     result = run_cli(model, inp, tmp_path / "out.csv")
