@@ -5,7 +5,8 @@
 
 SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
 directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
-check the fp32 graph against torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py)
+fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), check the fp32 graph against
+torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py)
 and check int8 against fp32 through the engine's own run time, then write model.onnx + tokenizer.json +
 manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR atomically.
 
@@ -34,6 +35,7 @@ from ..fileio import fsync_dir, write_atomic
 from ..manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from ..model_files import sha256_bytes
 from . import quantize
+from .fuse import fuse_attention
 
 HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
@@ -249,6 +251,26 @@ def export_fp32(model: Any, workdir: Path) -> Path:
     return onnx_path
 
 
+def fused_graph(
+    fp32_path: Path, config: Any, logits: Any, reference: np.ndarray, bound: float, log: Any
+) -> tuple[Path, int]:
+    """The fp32 graph with its attention fused (engine/export/fuse.py) when that still matches torch within
+    `bound`, else the graph as exported; and how many attention layers were fused."""
+    import onnx
+
+    model, count = fuse_attention(onnx.load(str(fp32_path)), config)
+    if not count:
+        return fp32_path, 0
+    path = fp32_path.with_name("model-fused.onnx")
+    onnx.save(model, str(path))
+    diff = float(np.abs(logits(path) - reference).max())
+    if diff <= bound:
+        log(f"attention fused in {count} layers (onnxruntime MultiHeadAttention)")
+        return path, count
+    log(f"fused attention moved the logits by {diff:.2e}, over the bound: keeping the graph as exported")
+    return fp32_path, 0
+
+
 def tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -307,14 +329,19 @@ def export(
             tokenizer_json, max_length, pad_id, config.num_labels, nli=entail is not None, pooled_id=pooled_id
         )
         reference = torch_logits(model, tokenizer, items, max_length)
+        bound = FP32_ATOL * max(1.0, float(np.abs(reference).max()))
+        fp32_path, fused = fused_graph(
+            fp32_path, config, lambda path: runtime.logits(path.read_bytes(), items), reference, bound, log
+        )
         fp32_logits = runtime.logits(fp32_path.read_bytes(), items)
         fp32_diff = float(np.abs(fp32_logits - reference).max())
         log(f"fp32 ONNX vs torch on {len(items)} inputs: max |logit diff| = {fp32_diff:.2e} (bound {FP32_ATOL:.0e})")
-        if not fp32_diff <= FP32_ATOL * max(1.0, float(np.abs(reference).max())):
+        if not fp32_diff <= bound:
             raise ExportError(f"fp32 ONNX does not match torch: max logit difference {fp32_diff:.3e}")
         verification: dict[str, Any] = {
             "inputs": len(items),
             "fp32_vs_torch_max_logit_diff": fp32_diff,
+            "fused_attention_layers": fused,
         }
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
