@@ -80,3 +80,9 @@ def test_a_fusion_that_moves_the_logits_is_not_used(
     assert "MultiHeadAttention" not in ops(out)
     assert manifest(out)["verification"]["fused_attention_layers"] == 0
     assert any("keeping the graph as exported" in line for line in said)
+
+
+def test_the_fused_graph_declares_its_domain_for_onnx_tools(exported: Any) -> None:
+    model = onnx.load(str(Path(exported("bert", "fp32")) / "model.onnx"))
+    assert any(o.domain == "com.microsoft" for o in model.opset_import)
+    onnx.shape_inference.infer_shapes(model, strict_mode=False)  # raised "No opset import for domain" before

@@ -60,4 +60,8 @@ def fuse_attention(model: Any, config: Any) -> tuple[Any, int]:
     finally:
         logging.disable(logging.NOTSET)
     count = sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node)
-    return (fused, count) if count else (model, 0)
+    if not count:
+        return model, 0
+    if not any(o.domain == "com.microsoft" for o in fused.opset_import):  # declared, for onnx's own tools
+        fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
+    return fused, count
