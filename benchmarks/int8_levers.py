@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             weight_type=QuantType.QInt8,
             per_channel=False,
             reduce_range=False,
-            extra_options={"MatMulConstBOnly": True},
+            # DefaultTensorType: no inferred types after the export's fused attention (a contrib op)
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         return session(out)
 
