@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ModelLoadError
@@ -34,10 +35,12 @@ from ..onnx_scan import _Corrupt, check_graph, scan_onnx
 from . import quantize
 from .export import (
     EOS_POOLED_MODELS,
+    FP32_ATOL,
     MIN_INT8_AGREEMENT,
     MIN_ZERO_SHOT_AGREEMENT,
     ExportError,
     ZeroShotGrid,
+    fused_graph,
     nli_ids,
     tool_versions,
     verification_inputs,
@@ -340,7 +343,7 @@ def adopt(
         tokenizer_json, desc.max_length, desc.pad_id, len(desc.labels), entail is not None, desc.pooled_id
     )
     with tempfile.TemporaryDirectory(prefix="adopt-") as tmp:
-        check = Verification(src, chosen, desc, items, runtime, Path(tmp), min_agreement, log)
+        check = Verification(src, chosen, desc, config, items, runtime, Path(tmp), min_agreement, log)
         final, precision, recipe, verification = check.run(graph, precision, requantize)
         info = ModelInfo(
             path=output,
@@ -379,6 +382,7 @@ class Verification:
     source: Source
     chosen: str
     desc: Description
+    config: dict[str, Any]
     items: Sequence[quantize.Item]
     runtime: quantize.Runtime
     workdir: Path
@@ -414,6 +418,13 @@ class Verification:
             verification["published_int8"] = self.measure(reference, read_graph(self.source, published), published)
         if not requantize:
             return graph, precision, recipe, verification
+        # the export's attention fusion, held to the published fp32 graph as the export holds it to torch
+        bound = FP32_ATOL * max(1.0, float(abs(reference).max()))
+        config = SimpleNamespace(**self.config)
+        fp32_path, fused = fused_graph(
+            fp32_path, config, lambda p: self.runtime.logits(p.read_bytes(), self.items), reference, bound, self.log
+        )
+        verification["fused_attention_layers"] = fused
         # quantize.search reads only `problem_type` of its config argument: the description has it
         # NLI models: the export's zero-shot ranking gate too (the winning label over candidate sets)
         grid = ZeroShotGrid(self.runtime, fp32_path, self.items, entail) if entail is not None else None
