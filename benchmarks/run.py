@@ -29,7 +29,7 @@ SYSTEMS = peers.ENGINES + peers.PEERS
 
 @dataclass(frozen=True)
 class Plan:
-    """Sizes of one run. The full plan takes ~15 minutes on 2 cores; quick only checks that the harness works."""
+    """Sizes of one run. The full plan measures for ~8 minutes on 2 cores; quick only checks that the harness works."""
 
     corpus_size: int  # timing sentences
     reps: int
