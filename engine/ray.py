@@ -530,9 +530,14 @@ def add_arguments(parser: Any) -> None:
 
 def run_from_args(args: Any, options: ScoringOptions) -> RayJobSummary:
     """`engine score --ray`, from the parsed arguments of `engine score`."""
-    for flag, given in (("--max-errors", args.max_errors is not None), ("--restart", args.restart)):
+    refused = (
+        ("--max-errors", args.max_errors is not None, "a --ray job always starts over"),
+        ("--restart", args.restart, "a --ray job always starts over"),
+        ("--concurrent-batches", args.concurrent_batches is not None, "more actors run more batches at once"),
+    )
+    for flag, given, why in refused:
         if given:
-            raise InvalidRequestError(f"{flag} is not supported with --ray (a --ray job always starts over)")
+            raise InvalidRequestError(f"{flag} is not supported with --ray ({why})")
     return run_job(
         args.model_dir,
         args.input,

@@ -204,6 +204,17 @@ def test_rerun_after_a_failed_job_restarts_cleanly(cluster: Any, exported: Any, 
     same_rows(rows, read(tmp_path / "local.jsonl"), "id")
 
 
+@pytest.mark.parametrize("flag", [["--max-errors", "3"], ["--restart"], ["--concurrent-batches", "2"]])
+def test_cli_refuses_local_only_flags_before_starting_ray(
+    exported: Any, tmp_path: Path, capsys: Any, flag: list[str]
+) -> None:
+    inp = write(tmp_path / "in.jsonl", [{"doc": "d", "text": "a text"}])
+    args = ["score", str(exported("distilbert", "fp32")), str(inp), str(tmp_path / "o.jsonl"), "--id-column", "doc"]
+    assert main([*args, "--ray", *flag]) == 2
+    assert f"{flag[0]} is not supported with --ray" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
 def test_cli_scores_on_ray(cluster: Any, exported: Any, tmp_path: Path, capsys: Any) -> None:
     model = exported("distilbert", "fp32")
     inp = write(tmp_path / "in.jsonl", [{"doc": f"d{i}", "text": sentence(i)} for i in range(20)] + [{"doc": "x"}])
