@@ -28,7 +28,7 @@ from engine.cli import main
 from engine.export import export as export_models
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNTIME_PACKAGES = ["onnxruntime", "tokenizers", "numpy", "onnx"]
+RUNTIME_PACKAGES = ["onnxruntime", "tokenizers", "numpy", "onnx", "sympy"]  # the run time + the adopt extra
 
 
 @pytest.fixture(scope="module")

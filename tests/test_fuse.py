@@ -86,3 +86,17 @@ def test_the_fused_graph_declares_its_domain_for_onnx_tools(exported: Any) -> No
     model = onnx.load(str(Path(exported("bert", "fp32")) / "model.onnx"))
     assert any(o.domain == "com.microsoft" for o in model.opset_import)
     onnx.shape_inference.infer_shapes(model, strict_mode=False)  # raised "No opset import for domain" before
+
+
+def test_without_the_fusions_dependencies_the_export_says_so_and_goes_on(
+    checkpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(model: Any, config: Any) -> tuple[Any, int]:
+        raise ImportError("missing 'sympy' (install with: pip install sympy)")
+
+    monkeypatch.setattr(export_models, "fuse_attention", missing)
+    said: list[str] = []
+    out = tmp_path / "model"
+    export_models.export(str(checkpoint("bert")), out, "fp32", log=said.append)
+    assert "MultiHeadAttention" not in ops(out)
+    assert any("attention not fused" in line and "sympy" in line for line in said)

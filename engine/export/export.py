@@ -258,7 +258,11 @@ def fused_graph(
     `bound`, else the graph as exported; and how many attention layers were fused."""
     import onnx
 
-    model, count = fuse_attention(onnx.load(str(fp32_path)), config)
+    try:
+        model, count = fuse_attention(onnx.load(str(fp32_path)), config)
+    except ImportError as exc:  # onnxruntime.transformers' shape helper needs sympy (the export and adopt extras)
+        log(f"attention not fused: {exc}")
+        return fp32_path, 0
     if not count:
         return fp32_path, 0
     path = fp32_path.with_name("model-fused.onnx")
