@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import corpus
+from .qdq import qdq_file
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -121,59 +122,6 @@ class ConcurrentRuns:
         return list(self.pool.map(self.runner.run, batches))
 
 
-def qdq_form(model: Any) -> Any:
-    """The engine's int8 graph in the standard QDQ form that OpenVINO's low-precision transformations run as int8:
-    a static group's QuantizeLinear feeds a DequantizeLinear, each MatMulIntegerToFloat becomes a MatMul of that
-    and the dequantized 7-bit weights, plus the bias. A per-token group has no static form: it becomes an fp32
-    MatMul of its original input with the dequantized weights (what OpenVINO runs for it is then more exact)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
-    nodes: list[Any] = []
-    extra: list[Any] = []
-    dequantized: set[str] = set()
-    replaced: set[str] = set()  # outputs of the per-token groups' offset Adds, now made by the fp32 MatMul
-    for node in graph.node:
-        if node.op_type != "MatMulIntegerToFloat":
-            nodes.append(node)
-            continue
-        xq, w, a_scale, w_scale, a_zero = node.input[:5]
-        p = node.output[0] + "/qdq/"
-        if a_scale in inits:  # static
-            if xq not in dequantized:
-                dequantized.add(xq)
-                nodes.append(helper.make_node("DequantizeLinear", [xq, a_scale, a_zero], [xq + "/dq"]))
-            extra.append(numpy_helper.from_array(np.zeros(inits[w_scale].dims, np.int8), p + "wz"))
-            nodes.append(helper.make_node("DequantizeLinear", [w, w_scale, p + "wz"], [p + "w"], axis=1))
-            bias = node.input[6] if len(node.input) > 6 else ""
-            nodes.append(helper.make_node("MatMul", [xq + "/dq", p + "w"], [p + "mm" if bias else node.output[0]]))
-            if bias:
-                nodes.append(helper.make_node("Add", [p + "mm", bias], [node.output[0]]))
-            continue
-        # per token: x from the token's ReduceMax; out = x (wq ws) + bias, the bias being the offset's second row
-        x = producer[xq.removesuffix("q") + "hi"].input[0]
-        add = next(n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input)
-        offset = next(i for i in add.input if i != node.output[0])
-        bias = array(producer[offset].input[1])[1]
-        weights = array(w).astype(np.float32) * array(w_scale) * 255  # the kernel's scale was ws / 255
-        extra += [numpy_helper.from_array(weights, p + "w"), numpy_helper.from_array(bias.astype(np.float32), p + "b")]
-        nodes += [
-            helper.make_node("MatMul", [x, p + "w"], [p + "mm"]),
-            helper.make_node("Add", [p + "mm", p + "b"], [add.output[0]]),
-        ]
-        replaced.add(add.output[0])
-    nodes = [n for n in nodes if not (n.op_type == "Add" and n.output[0] in replaced and n.input[0].endswith("/int"))]
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend(extra)
-    return model
-
-
 def nncf_static(fp32_onnx: Path, calibration: list[Any]) -> Any:
     import nncf
     import openvino as ov
@@ -223,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     def session(graph: bytes | Path) -> OnnxSession:
         return OnnxSession(graph, labels, threads)
 
+    tmp = Path(tempfile.mkdtemp(prefix="int8-levers-"))
+
+    def qdq() -> str:
+        return str(qdq_file(args.int8, tmp / "qdq.onnx"))
+
     systems: dict[str, Callable[[], Any]] = {
         "onnxruntime fp32": lambda: session(args.fp32 / "model.onnx"),
         "engine int8 export, raw session": lambda: session(args.int8 / "model.onnx"),
@@ -232,12 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "every MatMul int8, per-token scales": lambda: session(quantize.rewrite(fp32_model).SerializeToString()),
         "OpenVINO fp32 ONNX, default hint": lambda: OpenVinoRunner(str(args.fp32 / "model.onnx"), threads),
         # the optional-OpenVINO-backend lever: OpenVINO running the engine's own int8 graph (QDQ form)
-        "OpenVINO on the engine int8 graph (QDQ form), f32 hint": lambda: OpenVinoRunner(
-            qdq_form(onnx.load(str(args.int8 / "model.onnx"))), threads, "f32"
-        ),
-        "OpenVINO on the engine int8 graph (QDQ form), default hint": lambda: OpenVinoRunner(
-            qdq_form(onnx.load(str(args.int8 / "model.onnx"))), threads
-        ),
+        "OpenVINO on the engine int8 graph (QDQ form), f32 hint": lambda: OpenVinoRunner(qdq(), threads, "f32"),
+        "OpenVINO on the engine int8 graph (QDQ form), default hint": lambda: OpenVinoRunner(qdq(), threads),
         f"engine int8 export, {threads} single-thread runs at once": lambda: ConcurrentRuns(
             OnnxSession(args.int8 / "model.onnx", labels, 1), threads
         ),
@@ -247,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     for extra in args.extra:
         systems[f"engine int8 {extra.name}, raw session"] = lambda extra=extra: session(extra / "model.onnx")
-    tmp = Path(tempfile.mkdtemp(prefix="int8-levers-"))
 
     def dynamic() -> OnnxSession:
         out = tmp / "dynamic.onnx"

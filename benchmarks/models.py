@@ -278,6 +278,7 @@ def build_all(
         systems[m] = {
             "engine-int8": str(root / f"engine-int8-{m}"),
             "engine-int8-concurrent": str(root / f"engine-int8-{m}"),
+            "openvino-engine-graph": str(root / f"engine-int8-{m}"),
             "engine-fp32": str(root / f"engine-fp32-{m}"),
             "transformers": str(ckpt[m]),
             "ort-fp32": str(onnx_dir),

@@ -21,6 +21,8 @@ Feed = dict[str, np.ndarray]
 Logits = Callable[[Feed], np.ndarray]
 Item = str | tuple[str, str]
 PEERS = ("transformers", "ort-fp32", "ort-int8", "openvino", "openvino-nncf-int8")
+# a lever, not a peer: the engine's own int8 export run by OpenVINO (benchmarks/qdq.py), f32 precision hint
+LEVERS = ("openvino-engine-graph",)
 # engine-int8-concurrent: the same export with as many batches at once as cores (TextClassifier.load(...,
 # concurrent_batches=N)), the throughput setting; engine-int8 is the default, one batch at a time
 ENGINES = ("engine-int8", "engine-int8-concurrent", "engine-fp32")
@@ -104,12 +106,13 @@ def load_ort(path: str) -> Logits:
 OPENVINO_INFO: dict[str, Any] = {}
 
 
-def load_openvino(path: str) -> Logits:
-    """OpenVINO's CPU plugin with its defaults (precision hint and all); the hint it chose goes to OPENVINO_INFO."""
+def load_openvino(path: str, hint: str | None = None) -> Logits:
+    """OpenVINO's CPU plugin with its defaults (precision hint and all, unless `hint`); the hint it chose goes to
+    OPENVINO_INFO."""
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(path, "CPU")
+    compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": hint} if hint else {})
     OPENVINO_INFO["inference_precision_hint"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     OPENVINO_INFO["performance_hint"] = str(compiled.get_property("PERFORMANCE_HINT"))
     OPENVINO_INFO["version"] = ov.get_version()
@@ -166,6 +169,16 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
             return [p[0].label for p in preds], np.array([p[0].score for p in preds])  # type: ignore[index]
 
         return Classifier(predict_engine, _unsupported)
+    if system == "openvino-engine-graph":
+        import tempfile
+
+        from .qdq import qdq_file
+
+        directory = Path(path)
+        graph = qdq_file(directory, Path(tempfile.mkdtemp(prefix="qdq-")) / "model.onnx")
+        manifest = json.loads((directory / "manifest.json").read_text())
+        labels = [manifest["id2label"][str(i)] for i in range(len(manifest["id2label"]))]
+        return _classifier(load_openvino(str(graph), "f32"), directory, batch_tokens, labels)
     loader = {"transformers": load_torch, "ort-fp32": load_ort, "ort-int8": load_ort}.get(system, load_openvino)
     files = {
         "transformers": None,
@@ -176,8 +189,12 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
     }
     directory = Path(path)
     run = loader(str(directory / files[system]) if files[system] else path)
+    return _classifier(run, directory, batch_tokens, _labels(directory))
+
+
+def _classifier(run: Logits, directory: Path, batch_tokens: int, names: list[str]) -> Classifier:
+    """A peer's classifier: the engine's batches of `directory`'s tokenizer.json through `run`."""
     batcher = Batcher(directory / "tokenizer.json", batch_tokens)
-    names = _labels(directory)
 
     def predict(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
         probs = _softmax(batcher.logits(run, texts, len(names)))

@@ -18,6 +18,7 @@ NAMES = {
     "ort-int8": "onnxruntime dynamic int8",
     "openvino": "OpenVINO (default hint)",
     "openvino-nncf-int8": "OpenVINO + NNCF static int8",
+    "openvino-engine-graph": "engine int8 graph on OpenVINO (lever)",
 }
 TITLES = {
     "minilm": "MiniLM-L6 fine-tuned",

@@ -24,7 +24,7 @@ from . import corpus, models, peers, report
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "offline-textclf-engine" / "benchmarks"
-SYSTEMS = peers.ENGINES + peers.PEERS
+SYSTEMS = peers.ENGINES + peers.PEERS + peers.LEVERS
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,75 @@
+"""The engine's int8 graph in standard QDQ form, for OpenVINO: the lever of an OpenVINO backend for the engine.
+
+OpenVINO's ONNX reader takes onnxruntime's MatMulIntegerToFloat as plain float math; QuantizeLinear ->
+DequantizeLinear -> MatMul is the pattern its low-precision transformations run as int8 (as they run NNCF's
+graphs). Used by `python -m benchmarks` (system "engine int8 graph on OpenVINO") and `benchmarks.int8_levers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def qdq_form(model: Any) -> Any:
+    """The engine's int8 graph in the standard QDQ form that OpenVINO's low-precision transformations run as int8:
+    a static group's QuantizeLinear feeds a DequantizeLinear, each MatMulIntegerToFloat becomes a MatMul of that
+    and the dequantized 7-bit weights, plus the bias. A per-token group has no static form: it becomes an fp32
+    MatMul of its original input with the dequantized weights (what OpenVINO runs for it is then more exact)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
+    nodes: list[Any] = []
+    extra: list[Any] = []
+    dequantized: set[str] = set()
+    replaced: set[str] = set()  # outputs of the per-token groups' offset Adds, now made by the fp32 MatMul
+    for node in graph.node:
+        if node.op_type != "MatMulIntegerToFloat":
+            nodes.append(node)
+            continue
+        xq, w, a_scale, w_scale, a_zero = node.input[:5]
+        p = node.output[0] + "/qdq/"
+        if a_scale in inits:  # static
+            if xq not in dequantized:
+                dequantized.add(xq)
+                nodes.append(helper.make_node("DequantizeLinear", [xq, a_scale, a_zero], [xq + "/dq"]))
+            extra.append(numpy_helper.from_array(np.zeros(inits[w_scale].dims, np.int8), p + "wz"))
+            nodes.append(helper.make_node("DequantizeLinear", [w, w_scale, p + "wz"], [p + "w"], axis=1))
+            bias = node.input[6] if len(node.input) > 6 else ""
+            nodes.append(helper.make_node("MatMul", [xq + "/dq", p + "w"], [p + "mm" if bias else node.output[0]]))
+            if bias:
+                nodes.append(helper.make_node("Add", [p + "mm", bias], [node.output[0]]))
+            continue
+        # per token: x from the token's ReduceMax; out = x (wq ws) + bias, the bias being the offset's second row
+        x = producer[xq.removesuffix("q") + "hi"].input[0]
+        add = next(n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input)
+        offset = next(i for i in add.input if i != node.output[0])
+        bias = array(producer[offset].input[1])[1]
+        weights = array(w).astype(np.float32) * array(w_scale) * 255  # the kernel's scale was ws / 255
+        extra += [numpy_helper.from_array(weights, p + "w"), numpy_helper.from_array(bias.astype(np.float32), p + "b")]
+        nodes += [
+            helper.make_node("MatMul", [x, p + "w"], [p + "mm"]),
+            helper.make_node("Add", [p + "mm", p + "b"], [add.output[0]]),
+        ]
+        replaced.add(add.output[0])
+    nodes = [n for n in nodes if not (n.op_type == "Add" and n.output[0] in replaced and n.input[0].endswith("/int"))]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(extra)
+    return model
+
+
+def qdq_file(engine_dir: Path, out: Path) -> Path:
+    """`engine_dir`'s model.onnx in QDQ form, written to `out` (once)."""
+    import onnx
+
+    if not out.exists():
+        onnx.save(qdq_form(onnx.load(str(engine_dir / "model.onnx"))), str(out))
+    return out
