@@ -2,9 +2,9 @@
 
 Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator (the
 default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores split between them:
-no threads wait at each operator's end, so more texts per second where a graph has many small operators (2 cores,
-`python -m benchmarks`: zero-shot with the benchmark's NLI model +22%, MiniLM-L6 +2%, DistilBERT-base -2%; +11% and
-+4.5% before the export fused attention); a lone text then gets fewer cores.
+no threads wait at each operator's end, so more texts per second on calls of many batches (2 cores, `python -m
+benchmarks`: MiniLM-L6 +2%, DistilBERT-base -2%, zero-shot +22% on a steady machine; +34%, +20%, +42% while the
+shared machine was slow, when the threads of one run waited longest for each other); a lone text gets fewer cores.
 Either way every batch is computed exactly as it would be alone, so rows stay independent of their neighbours.
 """
 
