@@ -1,6 +1,6 @@
 """The engine's run-time levers, one at a time, each in a fresh process: session options and token budget.
 
-    python -m benchmarks.levers [--model DIR] [--texts N]
+    python -m benchmarks.levers [--model DIR] [--texts N] [--rounds 3] [--only NAME ...]
 
 For each variant: load time, sentences/s over the corpus, single-request p50, peak RSS (VmHWM) after scoring.
 A variant changes one option of the engine's own onnxruntime session as it is created; everything else is the
@@ -28,6 +28,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "graph opt: extended": {"level": "ORT_ENABLE_EXTENDED"},
     "graph opt: basic": {"level": "ORT_ENABLE_BASIC"},
     "1 intra-op thread": {"threads": 1},
+    "memory patterns on (before this round)": {"pattern": True},
+    "dynamic block base 4": {"config": {"session.dynamic_block_base": "4"}},
+    "2 batches at once (1 thread each)": {"concurrent": 2},
     "batch_tokens 256": {"batch_tokens": 256},
     "batch_tokens 512": {"batch_tokens": 512},
     "batch_tokens 1024": {"batch_tokens": 1024},
@@ -52,13 +55,18 @@ def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any
         if "level" in variant:
             opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, variant["level"])
         opts.enable_cpu_mem_arena = variant.get("arena", True)
+        opts.enable_mem_pattern = variant.get("pattern", opts.enable_mem_pattern)
         for key, value in variant.get("config", {}).items():
             opts.add_session_config_entry(key, value)
         return real(graph, opts, **kwargs)
 
     ort.InferenceSession = with_variant  # type: ignore[misc]
     start = time.perf_counter()
-    clf = engine.TextClassifier.load(model, batch_tokens=variant.get("batch_tokens", batching.DEFAULT_BATCH_TOKENS))
+    clf = engine.TextClassifier.load(
+        model,
+        batch_tokens=variant.get("batch_tokens", batching.DEFAULT_BATCH_TOKENS),
+        concurrent_batches=variant.get("concurrent", 1),
+    )
     clf(texts[:1])
     load_s = time.perf_counter() - start
     rates = []
@@ -85,24 +93,33 @@ def main() -> int:
     parser.add_argument("--model", default=str(run.DEFAULT_CACHE / "full-trained" / "engine-int8-distilbert"))
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", help="variant names to run (default: all)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print("RESULT " + json.dumps(one(args.model, VARIANTS[args.child], args.texts, args.reps)))
         return 0
+    from .int8_levers import cpu
+
+    print(cpu())
+    names = args.only or list(VARIANTS)
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for r in range(args.rounds):  # every variant once per round, the order alternating (see benchmarks/run.py)
+        for name in names[:: -1 if r % 2 else 1]:
+            cmd = [sys.executable, "-m", "benchmarks.levers", "--model", args.model, "--texts", str(args.texts)]
+            proc = subprocess.run([*cmd, "--reps", str(args.reps), "--child", name], capture_output=True, text=True)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if not line:
+                raise SystemExit(f"{name} failed: {proc.stderr[-300:]}")
+            results[name].append(json.loads(line[-1][7:]))
+    print(f"{len(names)} variants, {args.rounds} rounds in alternating order; medians over rounds\n")
     print("| variant | load+first (s) | sentences/s | p50 (ms) | peak RSS (MB) |\n|---|---:|---:|---:|---:|")
-    for name in args.only or VARIANTS:
-        cmd = [sys.executable, "-m", "benchmarks.levers", "--model", args.model, "--texts", str(args.texts)]
-        proc = subprocess.run([*cmd, "--reps", str(args.reps), "--child", name], capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if not line:
-            print(f"| {name} | failed: {proc.stderr[-300:]} |")
-            continue
-        r = json.loads(line[-1][7:])
+    for name, rounds in results.items():
+        med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
         print(
-            f"| {name} | {r['load_and_first_s']:.2f} | {r['sentences_per_s']:.1f} | {r['latency_ms_p50']:.1f} "
-            f"| {r['peak_rss_mb']:.0f} |",
+            f"| {name} | {med['load_and_first_s']:.2f} | {med['sentences_per_s']:.1f} | {med['latency_ms_p50']:.1f} "
+            f"| {med['peak_rss_mb']:.0f} |",
             flush=True,
         )
     return 0
