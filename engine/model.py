@@ -21,7 +21,7 @@ import numpy as np
 from . import batching, model_files
 from .errors import InvalidRequestError
 from .manifest import ModelInfo
-from .session import OnnxSession, default_threads
+from .session import OnnxSession, resolve_threads
 from .tokenize import Encoded, TextTokenizer
 
 
@@ -50,12 +50,11 @@ class LoadedModel:
         for name, value in (("batch_tokens", batch_tokens), ("concurrent_batches", concurrent_batches)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidRequestError(f"{name} must be a positive integer, got {value!r}")
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InvalidRequestError(f"threads must be a positive integer or None, got {threads!r}")
+        cores = resolve_threads(threads)
         files = model_files.load(path, verify=verify)
         info = files.info
         tokenizer = TextTokenizer(files.tokenizer_json, info.max_length, info.pad_id)
-        per_run = max(1, (threads or default_threads()) // concurrent_batches)
+        per_run = max(1, cores // concurrent_batches)
         session = OnnxSession(files.onnx_path, info.num_labels, per_run)
         files.check_unchanged()
         pool = ThreadPoolExecutor(concurrent_batches, "engine-batch") if concurrent_batches > 1 else None

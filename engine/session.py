@@ -27,14 +27,19 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def resolve_threads(threads: int | None) -> int:
+    """`threads` checked (a positive integer), or default_threads() for None."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidRequestError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads or default_threads()
+
+
 class OnnxSession:
     """A CPU session over a graph (a file's path, or bytes), with its input names and dtypes read once."""
 
     def __init__(self, graph: bytes | Path, num_labels: int, threads: int | None = None) -> None:
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise InvalidRequestError(f"threads must be a positive integer or None, got {threads!r}")
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or default_threads()
+        opts.intra_op_num_threads = resolve_threads(threads)
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
