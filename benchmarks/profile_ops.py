@@ -39,7 +39,7 @@ def profile(model_dir: Path, texts: list[str], batch_tokens: int, threads: int |
         opts.intra_op_num_threads = clf.model.session.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession((model_dir / "model.onnx").read_bytes(), opts, ["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model_dir / "model.onnx"), opts, ["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
 
         def run_all() -> float:

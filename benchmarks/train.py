@@ -325,15 +325,17 @@ def distil(
     )
 
 
-def nli_pairs(data: Split, items: Sequence[tuple[str, int]], seed: int = 0) -> tuple[list[Item], list[int]]:
-    """Each text with its own topic (entailment) and with one other topic drawn at random (contradiction)."""
+def nli_pairs(
+    data: Split, items: Sequence[tuple[str, int]], seed: int = 0, negatives: int = 1
+) -> tuple[list[Item], list[int]]:
+    """Each text with its own topic (entailment) and with `negatives` other topics drawn at random (contradiction)."""
     rng = random.Random(seed)
     pairs: list[Item] = []
     labels: list[int] = []
     for text, y in items:
-        other = rng.choice([i for i in range(len(data.labels)) if i != y])
-        pairs += [(text, TEMPLATE.format(data.labels[y])), (text, TEMPLATE.format(data.labels[other]))]
-        labels += [1, 0]
+        others = rng.sample([i for i in range(len(data.labels)) if i != y], negatives)
+        pairs += [(text, TEMPLATE.format(data.labels[y]))] + [(text, TEMPLATE.format(data.labels[o])) for o in others]
+        labels += [1] + [0] * negatives
     return pairs, labels
 
 

@@ -8,6 +8,7 @@ the new one whenever the process dies.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 FileIdentity = tuple[int, int, int, int, int]  # (dev, inode, size, mtime_ns, ctime_ns)
+HASH_CHUNK = 1 << 20
 
 
 def identity(st: os.stat_result) -> FileIdentity:
@@ -38,6 +40,22 @@ def read_regular(path: Path) -> tuple[bytes, FileIdentity]:
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFileError(f"{path} is not a regular file")
         return f.read(), identity(st)
+
+
+def hash_regular(path: Path) -> tuple[str, FileIdentity]:
+    """The sha256 of a regular file's bytes, read in chunks (a large weights file is never held in memory), and
+    its identity when read. Same opening rules and errors as read_regular."""
+    if path.exists() and not path.is_file():
+        raise NotRegularFileError(f"{path} is not a regular file")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+        digest = hashlib.sha256()
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+        return digest.hexdigest(), identity(st)
 
 
 def fsync_dir(path: Path) -> None:

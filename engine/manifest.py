@@ -18,6 +18,7 @@ from .fileio import NotRegularFileError, read_regular
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
+DATA_FILE = "model.onnx.data"  # the graph's large tensors (optional), memory-mapped by onnxruntime
 TOKENIZER_FILE = "tokenizer.json"
 FORMAT = "engine-model/1"
 TASKS = ("text-classification", "zero-shot-classification")
@@ -149,11 +150,12 @@ def read(directory: str | Path) -> Manifest:
     files = manifest.get("files")
     if (
         not isinstance(files, dict)
-        or set(files) != {MODEL_FILE, TOKENIZER_FILE}
+        or set(files) - {DATA_FILE} != {MODEL_FILE, TOKENIZER_FILE}
         or not all(isinstance(v, str) for v in files.values())
     ):
         raise ModelLoadError(
-            f"{where}: 'files' must list exactly {MODEL_FILE} and {TOKENIZER_FILE}; re-export the model"
+            f"{where}: 'files' must list exactly {MODEL_FILE} and {TOKENIZER_FILE} (and {DATA_FILE} if the graph "
+            "keeps its weights there); re-export the model"
         )
     return Manifest(info, dict(files), hashlib.sha256(data).hexdigest())
 

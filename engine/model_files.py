@@ -1,25 +1,30 @@
 """Loading a model directory made by scripts/export_models.py: manifest, integrity check, graph check.
 
-Layout: model.onnx, tokenizer.json, manifest.json (schema: engine.manifest). The graph's bytes are hashed and
-scanned (engine.onnx_scan), then released, and onnxruntime reads the file from its path: handing onnxruntime the
+Layout: model.onnx, tokenizer.json, manifest.json (schema: engine.manifest), and model.onnx.data when the graph
+keeps its large tensors outside (every export since the weights file was introduced). The graph's bytes are hashed
+and scanned (engine.onnx_scan), then released, and onnxruntime reads the file from its path: handing onnxruntime the
 Python copy instead held both at once and doubled peak memory and load time (`python -m benchmarks.profile_memory
-MODEL_DIR` shows the steps). The file's identity (inode, size, change times) is taken when it is read and checked
-again after the session is built, so a file replaced or written in between is an IntegrityError, not a silently
-different model. (Not a memory map: a file truncated while mapped kills the process with SIGBUS.)
+MODEL_DIR` shows the steps). The weights file is hashed in chunks and never held: onnxruntime memory-maps it, so
+weights it pre-packs are not kept twice and the embedding rows no text uses are never read (a third of the
+resident memory of a single-file graph). Every file's identity (inode, size, change times) is taken when it is
+read and checked again after the session is built, so a file replaced or written in between is an IntegrityError,
+not a silently different model. A mapped file must not be truncated or rewritten in place while a process uses
+it (the process would die of SIGBUS): replace a model by writing a new directory, as the export does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import manifest, verify_cache
 from .errors import IntegrityError, ModelLoadError
-from .fileio import FileIdentity, identity, read_regular
-from .manifest import MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from .fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular
+from .manifest import DATA_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from .onnx_scan import check_graph
 
 
@@ -33,18 +38,24 @@ class ModelFiles:
     onnx_identity: FileIdentity
     tokenizer_json: str
     manifest_sha256: str
+    data_path: Path | None = None  # model.onnx.data, when the manifest lists it
+    data_identity: FileIdentity | None = None
 
     def check_unchanged(self) -> None:
-        """Raise IntegrityError if model.onnx was replaced or written since it was verified (call after loading it)."""
-        try:
-            now: FileIdentity | None = identity(os.stat(self.onnx_path))
-        except OSError:
-            now = None
-        if now != self.onnx_identity:
-            raise IntegrityError(
-                f"{self.onnx_path} changed while it was being loaded; load again once nothing writes to the model "
-                "directory."
-            )
+        """Raise IntegrityError if model.onnx or its weights file was replaced or written since it was verified
+        (call after loading it)."""
+        checked = [(self.onnx_path, self.onnx_identity)]
+        if self.data_path is not None:
+            checked.append((self.data_path, self.data_identity))
+        for path, was in checked:
+            try:
+                now: FileIdentity | None = identity(os.stat(path))
+            except OSError:
+                now = None
+            if now != was:
+                raise IntegrityError(
+                    f"{path} changed while it was being loaded; load again once nothing writes to the model directory."
+                )
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -74,19 +85,46 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
         tokenizer_json = tokenizer.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ModelLoadError(f"{info.path / TOKENIZER_FILE} is not UTF-8 text; re-export the model") from exc
+    data_path = info.path / DATA_FILE if DATA_FILE in found.files else None
+    data_identity = None if data_path is None else _check_data_file(data_path, found, verify)
     onnx_identity = verify_cache.lookup(graph_path, found.files[MODEL_FILE], found.sha256) if verify else None
     if onnx_identity is None:
-        onnx_identity = _check_graph_file(graph_path, found, verify)
-    return ModelFiles(info, graph_path, onnx_identity, tokenizer_json, found.sha256)
+        onnx_identity = _check_graph_file(graph_path, found, verify, data_identity)
+    return ModelFiles(info, graph_path, onnx_identity, tokenizer_json, found.sha256, data_path, data_identity)
 
 
-def _check_graph_file(graph_path: Path, found: manifest.Manifest, verify: bool) -> FileIdentity:
+def _check_data_file(data_path: Path, found: manifest.Manifest, verify: bool) -> FileIdentity:
+    """Hash the weights file in chunks (or only take its identity when verify=False or it is already verified)."""
+    sha = found.files[DATA_FILE]
+    try:
+        if not verify:
+            st = os.stat(data_path)
+            if not stat.S_ISREG(st.st_mode):
+                raise NotRegularFileError(f"{data_path} is not a regular file")
+            return identity(st)
+        cached = verify_cache.lookup(data_path, sha, found.sha256)
+        if cached is not None:
+            return cached
+        read_start = time.time_ns()
+        digest, data_identity = hash_regular(data_path)
+    except OSError as exc:
+        raise manifest.cannot_read(data_path, exc) from exc
+    if digest != sha:
+        raise _mismatch(data_path)
+    verify_cache.remember(data_path, data_identity, sha, found.sha256, read_start)
+    return data_identity
+
+
+def _check_graph_file(
+    graph_path: Path, found: manifest.Manifest, verify: bool, data_identity: FileIdentity | None
+) -> FileIdentity:
     """Read, hash and scan the graph; its bytes are released when this returns, before onnxruntime reads it."""
     read_start = time.time_ns()
     graph, onnx_identity = _read(graph_path)
     if verify and sha256_bytes(graph) != found.files[MODEL_FILE]:
         raise _mismatch(graph_path)
-    check_graph(graph, found.info.num_labels, graph_path)
+    data_size = 0 if data_identity is None else data_identity[2]
+    check_graph(graph, found.info.num_labels, graph_path, None if data_identity is None else DATA_FILE, data_size)
     if verify:
         verify_cache.remember(graph_path, onnx_identity, found.files[MODEL_FILE], found.sha256, read_start)
     return onnx_identity

@@ -26,7 +26,8 @@ _FLOAT_ELEMS = {1: "float", 10: "float16", 11: "double", 16: "bfloat16"}
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 # message kind -> {field number: kind of sub-message}, for every path from ModelProto down to a TensorProto
 _CHILDREN: dict[str, dict[int, str]] = {
-    "model": {7: "graph", 20: "training", 25: "function"},
+    "model": {7: "main", 20: "training", 25: "function"},
+    "main": {1: "node", 5: "initializer", 15: "sparse"},  # the model's graph: its initializers may be external
     "training": {1: "graph", 2: "graph"},
     "function": {7: "node"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
@@ -88,10 +89,23 @@ class GraphValue:
 
 
 @dataclass(frozen=True)
+class ExternalTensor:
+    """A tensor whose data lives in another file: where it sits in the graph ("initializer" of the model's graph,
+    else "other") and its external_data entries (location, offset, length, ...)."""
+
+    name: str
+    kind: str
+    entries: tuple[tuple[str, str], ...]
+
+    def entry(self, key: str) -> str | None:
+        return next((v for k, v in self.entries if k == key), None)
+
+
+@dataclass(frozen=True)
 class GraphSummary:
     inputs: tuple[GraphValue, ...]
     outputs: tuple[GraphValue, ...]
-    external_tensors: tuple[str, ...] = field(default=())
+    external_tensors: tuple[ExternalTensor, ...] = field(default=())
 
 
 def _dim(buf: memoryview) -> int | str:
@@ -121,17 +135,25 @@ def _graph_value(buf: memoryview) -> GraphValue:
     return GraphValue(name, elem_type, shape)
 
 
-def _external_tensors(model: memoryview) -> list[str]:
-    """Names of every TensorProto that keeps its data outside the file: initializers, constants and sparse tensors,
-    in the main graph, in nested subgraphs (If, Loop, Scan), in functions and in training graphs."""
-    found: list[str] = []
+def _entry(buf: memoryview) -> tuple[str, str]:
+    """StringStringEntryProto: key = 1, value = 2."""
+    fields = dict(_fields(buf))
+    return _string(fields.get(1, memoryview(b""))), _string(fields.get(2, memoryview(b"")))
+
+
+def _external_tensors(model: memoryview) -> list[ExternalTensor]:
+    """Every TensorProto that keeps its data outside the file: initializers, constants and sparse tensors, in the
+    main graph, in nested subgraphs (If, Loop, Scan), in functions and in training graphs."""
+    found: list[ExternalTensor] = []
     stack: list[tuple[str, memoryview]] = [("model", model)]
     while stack:  # no recursion: a hostile file may nest subgraphs deeper than Python's stack
         kind, buf = stack.pop()
-        if kind == "tensor":  # TensorProto: name = 8, external_data = 13, data_location = 14
+        if kind in ("tensor", "initializer"):  # TensorProto: name = 8, external_data = 13, data_location = 14
             fields = list(_fields(buf))
             if any(n == 13 or (n == 14 and v == _EXTERNAL) for n, v in fields):
-                found.append(next((_string(v) for n, v in fields if n == 8), "?"))
+                name = next((_string(v) for n, v in fields if n == 8), "?")
+                entries = tuple(_entry(_message(v)) for n, v in fields if n == 13)
+                found.append(ExternalTensor(name, "initializer" if kind == "initializer" else "other", entries))
             continue
         children = _CHILDREN[kind]
         for number, value in _fields(buf):
@@ -166,18 +188,43 @@ def _describe(value: GraphValue) -> str:
     return f"{kind} {list(value.shape) if value.shape is not None else '(no shape)'}"
 
 
-def check_graph(data: bytes, num_labels: int, where: Path) -> GraphSummary:
-    """Refuse a graph that is corrupt, reads external data, or does not look like a sequence classifier with
+def _external_refusal(tensor: ExternalTensor, data_file: str | None, data_size: int) -> str | None:
+    """Why an external tensor is refused, or None. Allowed: an initializer of the model's graph whose bytes are a
+    range inside the export's own data file (external data paths can point anywhere on disk)."""
+    if data_file is None:
+        return "the manifest lists no weights file"
+    if tensor.kind != "initializer":
+        return "only the graph's initializers may be external"
+    keys = [k for k, _ in tensor.entries]
+    known = {"location", "offset", "length"}
+    if tensor.entry("location") != data_file or len(set(keys)) != len(keys) or set(keys) - known:
+        return f"its data must be in {data_file}, given by location, offset and length only"
+    try:
+        offset, length = int(tensor.entry("offset") or 0), int(tensor.entry("length") or -1)
+    except ValueError:
+        return "its offset or length is not a number"
+    if offset < 0 or length < 0 or offset + length > data_size:
+        return f"its range (offset {offset}, length {length}) is not inside {data_file} ({data_size} bytes)"
+    return None
+
+
+def check_graph(
+    data: bytes, num_labels: int, where: Path, data_file: str | None = None, data_size: int = 0
+) -> GraphSummary:
+    """Refuse a graph that is corrupt, reads external data other than ranges of `data_file` (the export's own
+    weights file, `data_size` bytes, beside the graph), or does not look like a sequence classifier with
     `num_labels` outputs, before onnxruntime parses it."""
     try:
         graph = scan_onnx(data)
     except _Corrupt:
         raise ModelLoadError(f"{where} is not a valid ONNX model (truncated or corrupt); re-export the model") from None
-    if graph.external_tensors:
-        raise ModelLoadError(
-            f"{where} keeps tensor(s) {list(graph.external_tensors[:3])} in external data files; the engine loads only "
-            "self-contained graphs (external data paths can point anywhere on disk). Re-export the model."
-        )
+    for tensor in graph.external_tensors:
+        why = _external_refusal(tensor, data_file, data_size)
+        if why is not None:
+            raise ModelLoadError(
+                f"{where} keeps tensor {tensor.name!r} in external data ({dict(tensor.entries)}): {why}. The engine "
+                "loads only its own layout (external data paths can point anywhere on disk). Re-export the model."
+            )
     expected = f"a sequence classifier takes only {', '.join(GRAPH_INPUTS)} as [batch, sequence] integer tensors"
     for value in graph.inputs:
         if (

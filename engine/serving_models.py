@@ -17,7 +17,7 @@ from typing import Any
 
 from . import batching, manifest
 from .errors import InvalidRequestError, ModelLoadError
-from .manifest import MODEL_FILE, ModelInfo
+from .manifest import DATA_FILE, MODEL_FILE, ModelInfo
 from .model_ids import automatic_ids
 from .serving_worker import BatchPolicy, ModelWorker, Predictor
 
@@ -131,7 +131,7 @@ def build_models(
     served = []
     for info, names in zip(infos, ids):
         load = (loader or (lambda i: default_loader(i, threads, batch_tokens)))(info)
-        size = (info.path / MODEL_FILE).stat().st_size if (info.path / MODEL_FILE).exists() else 0
+        size = sum((info.path / f).stat().st_size for f in (MODEL_FILE, DATA_FILE) if (info.path / f).exists())
         worker = ModelWorker(names[0], load, policy, 1.0 + size / LOAD_BYTES_PER_SECOND)
         served.append(ServedModel(info, tuple(names), worker))
     return served

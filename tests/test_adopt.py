@@ -121,7 +121,11 @@ def test_adopted_nli_model_matches_the_zero_shot_pipeline(
         np.testing.assert_allclose(got.scores, expected["scores"], rtol=1e-5, atol=1e-5)
 
 
-def test_external_data_inside_the_directory_is_inlined(published_layout: Any, tmp_path: Path) -> None:
+def test_external_data_inside_the_directory_is_taken_into_the_engines_layout(
+    published_layout: Any, tmp_path: Path
+) -> None:
+    """A published graph whose weights sit in a file of its own naming is read whole, then written in the engine's
+    layout: model.onnx with its large tensors in model.onnx.data, each hashed in the manifest."""
     source = copy_of(published_layout("bert", "optimum"), tmp_path)
     model = onnx.load(str(source / "model.onnx"))
     onnx.save(
@@ -130,7 +134,9 @@ def test_external_data_inside_the_directory_is_inlined(published_layout: Any, tm
     assert (source / "model.onnx_data").stat().st_size > (source / "model.onnx").stat().st_size
     adopt(source, tmp_path / "inlined")
     adopt(published_layout("bert", "optimum"), tmp_path / "plain")
-    assert (tmp_path / "inlined" / "model.onnx").stat().st_size > (source / "model.onnx_data").stat().st_size
+    files = json.loads((tmp_path / "inlined" / "manifest.json").read_text())["files"]
+    assert set(files) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
+    assert (tmp_path / "inlined" / "model.onnx.data").stat().st_size > (source / "model.onnx").stat().st_size
     a, b = TextClassifier.load(tmp_path / "inlined"), TextClassifier.load(tmp_path / "plain")
     assert a(TEXTS, top_k=None) == b(TEXTS, top_k=None)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import checkpoints
+import numpy as np
 import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
@@ -161,7 +162,6 @@ def test_failing_fp32_parity_exits_nonzero_and_keeps_the_old_directory(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -185,6 +185,49 @@ def test_failing_fp32_parity_exits_nonzero_and_keeps_the_old_directory(
     assert untouched(out, files)
 
 
+def graph_with_weights(rows: int = 128) -> bytes:
+    """y = x @ W with W [rows, 128] float32 (64 KiB at 128 rows: large enough for the weights file)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(rows * 128, dtype=np.float32).reshape(rows, 128), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"]), helper.make_node("Add", ["y", "b0"], ["z"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, rows])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 128])],
+        [w, numpy_helper.from_array(np.zeros(128, dtype=np.float32), "b0")],
+    )
+    return onnx.helper.make_model(graph).SerializeToString()
+
+
+def test_split_weights_moves_large_tensors_to_page_aligned_ranges() -> None:
+    """Tensors of 64 KiB and more go to the weights file, each at a page-aligned offset; the rest stay inline;
+    onnx reads the pair back to the same tensors."""
+    import onnx
+    from onnx import numpy_helper
+
+    from engine.export.export import PAGE, WEIGHTS_MIN_BYTES, split_weights
+
+    original = onnx.load_from_string(graph_with_weights())
+    graph, weights = split_weights(graph_with_weights())
+    model = onnx.load_from_string(graph)
+    external = {t.name: {e.key: e.value for e in t.external_data} for t in model.graph.initializer if t.external_data}
+    assert list(external) == ["W"] and external["W"]["location"] == "model.onnx.data"
+    assert int(external["W"]["offset"]) % PAGE == 0 and int(external["W"]["length"]) == WEIGHTS_MIN_BYTES
+    assert len(graph) < 4096 <= WEIGHTS_MIN_BYTES <= len(weights)
+    _, more = split_weights(onnx.load_from_string(graph_with_weights(130)).SerializeToString())
+    assert len(more) == 130 * 128 * 4  # one tensor, at offset 0
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "model.onnx").write_bytes(graph)
+        Path(tmp, "model.onnx.data").write_bytes(weights)
+        back = onnx.load(str(Path(tmp, "model.onnx")))
+    for a, b in zip(original.graph.initializer, back.graph.initializer):
+        assert a.name == b.name and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+
+
 @pytest.mark.parametrize("exists", [False, True])
 def test_output_is_written_atomically(exists: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure while the directory is being written (here: the disk refuses fsync, after every file was
@@ -198,7 +241,7 @@ def test_output_is_written_atomically(exists: bool, tmp_path: Path, monkeypatch:
 
     monkeypatch.setattr(export_models.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space left"):
-        export_models.write_directory(out, b"new graph", "{}", {"format": "engine-model/1"})
+        export_models.write_directory(out, graph_with_weights(), "{}", {"format": "engine-model/1"})
     if exists:
         assert untouched(out, files)
     else:
@@ -212,7 +255,7 @@ def test_successful_export_replaces_the_old_directory(
     argv = [str(checkpoint("bert")), "-o", str(out), "--precision", "fp32", "--calibration-file", str(few_texts)]
     assert export_models.main(argv) == 0
     assert f"wrote {out}" in capsys.readouterr().out
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
     assert [p.name for p in out.parent.iterdir()] == [out.name]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["verification"]["inputs"] == 20 and manifest["source"] == str(checkpoint("bert"))

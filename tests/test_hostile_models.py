@@ -171,6 +171,44 @@ EXTERNAL_GRAPHS: dict[str, Callable[[], bytes]] = {
 }
 
 
+def in_weights(tensor: TensorProto, offset: int = 0, length: int | None = None, **extra: str) -> TensorProto:
+    """The tensor's data moved to a range of the export's own weights file (model.onnx.data)."""
+    size = len(tensor.raw_data)
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entries = {"location": "model.onnx.data", "offset": str(offset), "length": str(size if length is None else length)}
+    for key, val in [*entries.items(), *extra.items()]:
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, val
+    return tensor
+
+
+def with_weights(model_dir: Path, graph: bytes) -> None:
+    """The graph, and a weights file holding W's 8 bytes at offset 0, both listed in the manifest."""
+    replace_file(model_dir, "model.onnx.data", weight().raw_data)
+    replace_file(model_dir, "model.onnx", graph)
+
+
+def duplicated_location() -> TensorProto:
+    tensor = in_weights(weight())
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../../../../etc/passwd"  # onnxruntime would read the last one
+    return tensor
+
+
+WEIGHTS_FILE_GRAPHS: dict[str, Callable[[], bytes]] = {  # each names model.onnx.data, yet must be refused
+    "range past the end": lambda: classifier(initializers=[in_weights(weight(), offset=4)]),
+    "negative offset": lambda: classifier(initializers=[in_weights(weight(), offset=-8)]),
+    "an entry besides location, offset, length": lambda: classifier(initializers=[in_weights(weight(), checksum="x")]),
+    "location given twice": lambda: classifier(initializers=[duplicated_location()]),
+    "constant node": lambda: classifier(initializers=[], nodes=[constant_w(in_weights(weight()))]),
+    "If subgraph": lambda: classifier(
+        initializers=with_cond(),
+        nodes=[nested_if(1, helper.make_node("Constant", [], ["W"], value=in_weights(weight())))],
+    ),
+}
+
+
 def _located_only(tensor: TensorProto) -> TensorProto:
     tensor.ClearField("raw_data")
     tensor.data_location = TensorProto.EXTERNAL
@@ -201,7 +239,23 @@ def test_handmade_graph_loads_and_classifies(model_dir: Path, ort_calls: list[An
 def test_external_data_is_refused_before_onnxruntime(model_dir: Path, ort_calls: list[Any], case: str) -> None:
     replace_file(model_dir, "model.onnx", EXTERNAL_GRAPHS[case]())
     error = refused(model_dir, "external data", ort_calls)
-    assert "self-contained" in str(error)
+    assert "its own layout" in str(error)
+
+
+def test_initializers_in_the_weights_file_load_and_classify(model_dir: Path, ort_calls: list[Any]) -> None:
+    """The export's own layout: an initializer of the graph read from a range of model.onnx.data."""
+    replace_file(model_dir, "model.onnx", classifier())
+    expected = TextClassifier.load(model_dir)(["hi", "a longer text"], top_k=None)
+    with_weights(model_dir, classifier(initializers=[in_weights(weight())]))
+    assert TextClassifier.load(model_dir)(["hi", "a longer text"], top_k=None) == expected
+    assert len(ort_calls) == 2
+
+
+@pytest.mark.parametrize("case", list(WEIGHTS_FILE_GRAPHS))
+def test_weights_file_misuse_is_refused_before_onnxruntime(model_dir: Path, ort_calls: list[Any], case: str) -> None:
+    with_weights(model_dir, WEIGHTS_FILE_GRAPHS[case]())
+    error = refused(model_dir, "external data", ort_calls)
+    assert "its own layout" in str(error)
 
 
 def test_loader_does_not_import_onnx(exported: Any) -> None:

@@ -61,10 +61,62 @@ def test_label_count_must_match_graph_output(model_copy: Path) -> None:
 def test_manifest_records_what_the_run_time_needs(model_copy: Path) -> None:
     manifest = json.loads((model_copy / "manifest.json").read_text())
     assert manifest["max_length"] == 64 and manifest["precision"] == "int8"
-    assert set(manifest["files"]) == {"model.onnx", "tokenizer.json"}
+    assert set(manifest["files"]) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
     assert {"torch", "transformers", "onnxruntime"} <= set(manifest["tools"])
     assert manifest["verification"]["int8_top1_agreement"] >= 0.99
-    assert sorted(p.name for p in model_copy.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+    names = sorted(p.name for p in model_copy.iterdir())
+    assert names == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
+
+
+def test_changed_byte_in_the_weights_file_is_an_integrity_error(model_copy: Path) -> None:
+    weights = model_copy / "model.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="model.onnx.data does not match the sha256"):
+        TextClassifier.load(model_copy)
+
+
+def test_missing_weights_file_names_it(model_copy: Path) -> None:
+    (model_copy / "model.onnx.data").unlink()
+    with pytest.raises(ModelLoadError, match="model.onnx.data is missing"):
+        TextClassifier.load(model_copy)
+
+
+def test_weights_file_must_be_regular(model_copy: Path) -> None:
+    (model_copy / "model.onnx.data").unlink()
+    (model_copy / "model.onnx.data").mkdir()
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        TextClassifier.load(model_copy)
+    with pytest.raises(ModelLoadError, match="not a regular file"):
+        TextClassifier.load(model_copy, verify=False)
+
+
+def test_weights_file_not_in_the_manifest_is_refused(model_copy: Path) -> None:
+    """The graph reads model.onnx.data only when the manifest lists (and so hashes) it."""
+    manifest = json.loads((model_copy / "manifest.json").read_text())
+    del manifest["files"]["model.onnx.data"]
+    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelLoadError, match="the manifest lists no weights file"):
+        TextClassifier.load(model_copy)
+
+
+def test_single_file_exports_still_load(model_copy: Path, tmp_path: Path) -> None:
+    """Exports made before the weights file (one self-contained model.onnx) load and score the same."""
+    import hashlib
+
+    import onnx
+
+    expected = TextClassifier.load(model_copy)(["a fine day", "a grim night"], top_k=None)
+    single = Path(shutil.copytree(model_copy, tmp_path / "single"))
+    graph = onnx.load(str(single / "model.onnx"))  # reads the weights file beside it
+    onnx.save(graph, str(single / "model.onnx"))
+    (single / "model.onnx.data").unlink()
+    manifest = json.loads((single / "manifest.json").read_text())
+    del manifest["files"]["model.onnx.data"]
+    manifest["files"]["model.onnx"] = hashlib.sha256((single / "model.onnx").read_bytes()).hexdigest()
+    (single / "manifest.json").write_text(json.dumps(manifest))
+    assert TextClassifier.load(single)(["a fine day", "a grim night"], top_k=None) == expected
 
 
 def test_fixed_padding_in_tokenizer_json_does_not_leak(exported: Any) -> None:
@@ -75,16 +127,18 @@ def test_fixed_padding_in_tokenizer_json_does_not_leak(exported: Any) -> None:
     assert prediction.num_tokens == 4  # ...and the run time ignores it: [CLS] two words [SEP]
 
 
+@pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data"])
 @pytest.mark.parametrize("how", ["replaced", "written in place"])
 def test_graph_changed_while_loading_is_an_integrity_error(
-    model_copy: Path, monkeypatch: pytest.MonkeyPatch, how: str
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, how: str, name: str
 ) -> None:
-    """onnxruntime reads model.onnx by path after the check: a change in that window must not go unnoticed."""
+    """onnxruntime reads model.onnx and its weights by path after the check: a change in that window must not go
+    unnoticed."""
     import os
 
     from engine import model
 
-    graph = model_copy / "model.onnx"
+    graph = model_copy / name
 
     class ChangedMeanwhile(model.OnnxSession):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -125,8 +179,34 @@ def test_onnxruntime_reads_the_graph_from_its_path(model_copy: Path, monkeypatch
     finally:
         tracemalloc.stop()
     assert seen == [str(model_copy / "model.onnx")]
-    assert held[0] < (model_copy / "model.onnx").stat().st_size
+    files = sum((model_copy / name).stat().st_size for name in ("model.onnx", "model.onnx.data"))
+    assert held[0] < files  # the tokenizer's text and bytes, not also the graph or its weights
     assert clf("a fine day")[0].label
+
+
+def test_the_weights_file_is_hashed_in_chunks(
+    model_copy: Path, monkeypatch: pytest.MonkeyPatch, graph_reads: list[Path]
+) -> None:
+    """The weights file (most of the bytes) is never held in Python memory, not even to hash it."""
+    import hashlib
+    import tracemalloc
+
+    from engine import fileio
+
+    monkeypatch.setattr(fileio, "HASH_CHUNK", 64 << 10)
+    weights = model_copy / "model.onnx.data"
+    size = weights.stat().st_size
+    assert size > 8 * fileio.HASH_CHUNK  # several chunks, or the test proves nothing
+    tracemalloc.start()
+    try:
+        digest, _ = fileio.hash_regular(weights)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert digest == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert peak < size / 4
+    TextClassifier.load(model_copy)
+    assert graph_reads.count(weights) == 1  # the loader hashes it that way
 
 
 def test_manifest_schema_round_trips(model_copy: Path) -> None:
@@ -155,13 +235,18 @@ def graph_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     from engine import model_files
 
     reads: list[Path] = []
-    real = model_files.read_regular
+    real, real_hash = model_files.read_regular, model_files.hash_regular
 
     def spy(path: Path) -> Any:
         reads.append(path)
         return real(path)
 
+    def hash_spy(path: Path) -> Any:
+        reads.append(path)
+        return real_hash(path)
+
     monkeypatch.setattr(model_files, "read_regular", spy)
+    monkeypatch.setattr(model_files, "hash_regular", hash_spy)
     return reads
 
 
@@ -178,6 +263,14 @@ def test_verified_graph_is_not_read_again_until_it_changes(
     graph_reads.clear()
     assert TextClassifier.load(model_copy)("a fine day", top_k=None) == expected
     assert graph not in graph_reads  # verified unchanged: not read, hashed or scanned again
+    assert model_copy / "model.onnx.data" not in graph_reads  # nor the weights file
+    weights, st = model_copy / "model.onnx.data", (model_copy / "model.onnx.data").stat()
+    original = weights.read_bytes()
+    weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(IntegrityError, match="model.onnx.data does not match the sha256"):
+        TextClassifier.load(model_copy)
+    weights.write_bytes(original)
     data, st = graph.read_bytes(), graph.stat()
     graph.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # same size, and the same mtime put back
     os.utime(graph, ns=(st.st_atime_ns, st.st_mtime_ns))

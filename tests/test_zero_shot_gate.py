@@ -11,6 +11,7 @@ from typing import Any
 
 import checkpoints
 import numpy as np
+import onnx
 import pytest
 
 from engine import ZeroShotClassificationParameters, ZeroShotClassifier
@@ -44,7 +45,7 @@ def search_with(exported: Callable[..., Path], tmp_path: Path, checks: list[quan
     runtime = quantize.Runtime(tok, m["max_length"], m["pad_token_id"], len(m["id2label"]))
     items: list[quantize.Item] = list(checkpoints.sample_texts())
     fp32 = model_dir / "model.onnx"
-    reference = runtime.logits(fp32.read_bytes(), items)
+    reference = runtime.logits(onnx.load(str(fp32)).SerializeToString(), items)  # with model.onnx.data
     config = type("Config", (), {"problem_type": None})()
     tmp_path.mkdir()
     return quantize.search(fp32, reference, items, runtime, config, tmp_path, 0.99, lambda _m: None, checks)
