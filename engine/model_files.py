@@ -44,7 +44,7 @@ class ModelFiles:
     def check_unchanged(self) -> None:
         """Raise IntegrityError if model.onnx or its weights file was replaced or written since it was verified
         (call after loading it)."""
-        checked = [(self.onnx_path, self.onnx_identity)]
+        checked: list[tuple[Path, FileIdentity | None]] = [(self.onnx_path, self.onnx_identity)]
         if self.data_path is not None:
             checked.append((self.data_path, self.data_identity))
         for path, was in checked:
