@@ -325,6 +325,11 @@ def distil(
     )
 
 
+# contradiction pairs per training text: with one, the 2-epoch model ranked 20 topics with near-ties (78% top-1) and
+# int8 kept 14 of 36 MatMuls within the 99% zero-shot gate; with three, 79.5% top-1 and 26 of 36
+NLI_NEGATIVES = 3
+
+
 def nli_pairs(
     data: Split, items: Sequence[tuple[str, int]], seed: int = 0, negatives: int = 1
 ) -> tuple[list[Item], list[int]]:
@@ -348,7 +353,8 @@ def zero_shot_accuracy(model: Any, tokenizer: Any, data: Split, items: Sequence[
 
 def train_nli(out: Path, data: Split, quick: bool, log: Callable[[str], None] = print) -> Path:
     model, tok = _start(NLI_LABELS, quick)
-    pairs, labels = nli_pairs(data, data.train)
+    negatives = NLI_NEGATIVES if not quick else 1
+    pairs, labels = nli_pairs(data, data.train, negatives=negatives)
     log(f"    fine-tuning on {len(pairs)} (text, hypothesis) pairs, {len(data.labels)} topics")
     epochs = 2 if not quick else 3
     fit(model, tok, pairs, cross_entropy(labels), epochs=epochs, lr=8e-5, head_lr=2e-4, max_length=64, log=log)
@@ -366,6 +372,7 @@ def train_nli(out: Path, data: Split, quick: bool, log: Callable[[str], None] = 
             "topics": data.labels,
             "template": TEMPLATE,
             "train_pairs": len(pairs),
+            "negatives_per_text": negatives,
             "epochs": epochs,
             "test_pair_accuracy": pair_acc,
             "test_zero_shot_accuracy": zs,

@@ -9,7 +9,8 @@ its own instance, built once.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 
@@ -78,36 +79,35 @@ class TextTokenizer:
 
     def __init__(self, tokenizer_json: str, max_length: int, pad_id: int) -> None:
         try:
-            base = Tokenizer.from_str(tokenizer_json)
+            self._tok = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # tokenizers raises bare Exception
             raise ModelLoadError(f"tokenizer.json could not be parsed: {exc}. Re-export the model.") from exc
         self.max_length = max_length
         self.pad_id = pad_id
         self.max_chars = max_length * CHARS_PER_TOKEN_CAP
-        self._json = tokenizer_json
-        self._plain = self._configured(base, None)
-        self._by_truncation: dict[Truncation, Tokenizer] = {}
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self._truncation: Truncation | None = None  # what self._tok is set to (None: no truncation)
         self._lock = threading.Lock()
+        self.specials_single = self._tok.num_special_tokens_to_add(False)
+        self.specials_pair = self._tok.num_special_tokens_to_add(True)
 
-    def _configured(self, tok: Tokenizer, trunc: Truncation | None) -> Tokenizer:
-        tok.no_padding()
-        if trunc is None or not trunc.enabled:
-            tok.no_truncation()
-        else:
-            tok.enable_truncation(self.max_length, stride=0, strategy=trunc.strategy.value, direction=trunc.side.value)
-        return tok
-
-    def _tokenizer_for(self, trunc: Truncation) -> Tokenizer:
-        if not trunc.enabled:
-            return self._plain
-        tok = self._by_truncation.get(trunc)
-        if tok is None:
-            with self._lock:
-                tok = self._by_truncation.get(trunc)
-                if tok is None:
-                    tok = self._configured(Tokenizer.from_str(self._json), trunc)
-                    self._by_truncation[trunc] = tok
-        return tok
+    @contextmanager
+    def _using(self, trunc: Truncation | None) -> Iterator[Tokenizer]:
+        """The one Tokenizer, set for `trunc` (None or disabled: no truncation) and held by the caller until the
+        block ends. Truncation is a setting of the instance, and an instance per setting cost a second copy of the
+        vocabulary (10 MB for BERT's); tokenizing is fast next to a model run, so callers take turns."""
+        wanted = trunc if trunc is not None and trunc.enabled else None
+        with self._lock:
+            if wanted != self._truncation:
+                if wanted is None:
+                    self._tok.no_truncation()
+                else:
+                    self._tok.enable_truncation(
+                        self.max_length, stride=0, strategy=wanted.strategy.value, direction=wanted.side.value
+                    )
+                self._truncation = wanted
+            yield self._tok
 
     def _cap(self, text: str, trunc: Truncation) -> tuple[str, bool]:
         """Cut a huge text by characters before tokenizing it (or refuse it when truncation is off)."""
@@ -148,9 +148,9 @@ class TextTokenizer:
                 if not per_row:  # refused before the tokenizer sees anything
                     raise TextTooLongError(f"input {i}: {exc}") from None
                 errors[i] = exc
-        tok = self._tokenizer_for(trunc)
         try:
-            encodings: list[Encoding] = tok.encode_batch([c for _, c, _ in capped], add_special_tokens=True)
+            with self._using(trunc) as tok:
+                encodings: list[Encoding] = tok.encode_batch([c for _, c, _ in capped], add_special_tokens=True)
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         done = {i: self._checked(enc, cut, trunc) for (i, _, cut), enc in zip(capped, encodings)}
@@ -175,16 +175,17 @@ class TextTokenizer:
     def encode_chunks(self, texts: Sequence[str], long_text: LongText) -> list[list[Encoded] | TextTooLongError]:
         """Every window of each single text, special tokens added to each: what long_text="chunk" scores. A text
         that fits gives exactly the one row `encode` gives; a text too long to chunk comes back as its error."""
-        budget = self.max_length - self._plain.num_special_tokens_to_add(False)
+        budget = self.max_length - self.specials_single
         firsts = self._tokenized(texts)
         out: list[list[Encoded] | TextTooLongError] = []
         try:
-            for first in firsts:
-                if isinstance(first, TextTooLongError):
-                    out.append(first)
-                    continue
-                windows = self._windows(first, budget, long_text.stride)
-                out.append([self._encoded(self._plain.post_process(w, None, add_special_tokens=True)) for w in windows])
+            with self._using(None) as plain:
+                for first in firsts:
+                    if isinstance(first, TextTooLongError):
+                        out.append(first)
+                        continue
+                    windows = self._windows(first, budget, long_text.stride)
+                    out.append([self._encoded(plain.post_process(w, None, add_special_tokens=True)) for w in windows])
         except InvalidRequestError:
             raise
         except Exception as exc:  # tokenizers raises bare Exception
@@ -215,39 +216,39 @@ class TextTokenizer:
                     f"{self.max_length} tokens; shorten the candidate label or the hypothesis_template"
                 )
         try:
-            encoded_h = dict(zip(distinct, self._plain.encode_batch(distinct, add_special_tokens=False)))
+            with self._using(None) as plain:
+                encoded_h = dict(zip(distinct, plain.encode_batch(distinct, add_special_tokens=False)))
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         if long_text.chunk:
             firsts = self._tokenized(premises)
         else:
             firsts = self._capped_premises(premises, trunc)
-        tok = self._plain if long_text.chunk else self._tokenizer_for(trunc)
-        specials = self._plain.num_special_tokens_to_add(True)
+        specials = self.specials_pair
         out: list[Premise | TextTooLongError] = []
         try:
-            for first, hs in zip(firsts, hypotheses):
-                if isinstance(first, TextTooLongError):
-                    out.append(first)
-                    continue
-                seconds = [encoded_h[h] for h in hs]
-                if not long_text.chunk:
-                    enc, cut = first
-                    rows = [
-                        self._checked(tok.post_process(enc, h, add_special_tokens=True), cut, trunc) for h in seconds
-                    ]
-                    error = next((r for r in rows if isinstance(r, TextTooLongError)), None)
-                    out.append(error or Premise([r for r in rows if isinstance(r, Encoded)], 1))
-                    continue
-                budget = self.max_length - specials - max(len(h.ids) for h in seconds)
-                if budget < 1:
-                    raise TextTooLongError(
-                        f"a hypothesis leaves no room for the text in the model's window of {self.max_length} "
-                        "tokens; shorten the candidate label or the hypothesis_template"
-                    )
-                windows = self._windows(first, budget, long_text.stride)
-                pairs = [tok.post_process(w, h, add_special_tokens=True) for w in windows for h in seconds]
-                out.append(Premise([self._encoded(p) for p in pairs], len(windows)))
+            with self._using(None if long_text.chunk else trunc) as tok:
+                for first, hs in zip(firsts, hypotheses):
+                    if isinstance(first, TextTooLongError):
+                        out.append(first)
+                        continue
+                    seconds = [encoded_h[h] for h in hs]
+                    if not long_text.chunk:
+                        enc, cut = first
+                        joined = [tok.post_process(enc, h, add_special_tokens=True) for h in seconds]
+                        rows = [self._checked(pair, cut, trunc) for pair in joined]
+                        error = next((r for r in rows if isinstance(r, TextTooLongError)), None)
+                        out.append(error or Premise([r for r in rows if isinstance(r, Encoded)], 1))
+                        continue
+                    budget = self.max_length - specials - max(len(h.ids) for h in seconds)
+                    if budget < 1:
+                        raise TextTooLongError(
+                            f"a hypothesis leaves no room for the text in the model's window of {self.max_length} "
+                            "tokens; shorten the candidate label or the hypothesis_template"
+                        )
+                    windows = self._windows(first, budget, long_text.stride)
+                    pairs = [tok.post_process(w, h, add_special_tokens=True) for w in windows for h in seconds]
+                    out.append(Premise([self._encoded(p) for p in pairs], len(windows)))
         except InvalidRequestError:
             raise
         except Exception as exc:  # tokenizers raises bare Exception
@@ -266,7 +267,8 @@ class TextTokenizer:
                 capped.append(exc)
         fitting = [c for c in capped if not isinstance(c, TextTooLongError)]
         try:
-            encodings = iter(self._tokenizer_for(trunc).encode_batch([p for p, _ in fitting], add_special_tokens=False))
+            with self._using(trunc) as tok:
+                encodings = iter(tok.encode_batch([p for p, _ in fitting], add_special_tokens=False))
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         return [c if isinstance(c, TextTooLongError) else (next(encodings), c[1]) for c in capped]
@@ -276,7 +278,8 @@ class TextTokenizer:
         out: list[Encoding | TextTooLongError] = []
         fitting = [t for t in texts if len(t) <= CHUNK_CHARS_CAP]
         try:
-            encodings = iter(self._plain.encode_batch(fitting, add_special_tokens=False))
+            with self._using(None) as plain:
+                encodings = iter(plain.encode_batch(fitting, add_special_tokens=False))
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         for t in texts:

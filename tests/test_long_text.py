@@ -37,7 +37,8 @@ ATOL = 1e-5
 def passage(tokenizer: Any, n_tokens: int, shift: int) -> str:
     """A text of exactly `n_tokens` tokens (each word of WORDS is one token of the BERT vocabulary)."""
     text = " ".join(WORDS[(shift + i) % len(WORDS)] for i in range(n_tokens))
-    assert len(tokenizer._plain.encode(text, add_special_tokens=False).ids) == n_tokens  # test data check
+    with tokenizer._using(None) as plain:
+        assert len(plain.encode(text, add_special_tokens=False).ids) == n_tokens  # test data check
     return text
 
 
@@ -154,8 +155,9 @@ def test_rows_grow_linearly_with_windows(clf: TextClassifier, zs: ZeroShotClassi
 def test_zero_shot_chunks_the_premise_and_aggregates_per_label(zs: ZeroShotClassifier) -> None:
     tok = zs.model.tokenizer
     hypotheses = [TEMPLATE.format(label) for label in LABELS]
-    longest = max(len(tok._plain.encode(h, add_special_tokens=False).ids) for h in hypotheses)
-    budget = tok.max_length - tok._plain.num_special_tokens_to_add(True) - longest
+    with tok._using(None) as plain:
+        longest = max(len(plain.encode(h, add_special_tokens=False).ids) for h in hypotheses)
+    budget = tok.max_length - tok.specials_pair - longest
     if zs.model.info.model_type == "bart":  # byte-level BPE: build windows from the tokenizer's own split
         text = " ".join(WORDS * 12)
         (group,) = tok.encode_pairs([text], [hypotheses], Truncation(), LongText(LongTextMode.CHUNK, stride=0))
