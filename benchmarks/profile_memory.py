@@ -4,7 +4,8 @@ and scoring the corpus, in a fresh process per model (Linux).
     .venv/bin/python -m benchmarks.profile_memory [MODEL_DIR ...] [--texts 1000]
 
 Steps: import engine; read, hash and scan the files (the bytes are released); create the onnxruntime session
-from the graph's path (parse, optimise, pre-pack); free it and load the engine's way; score the corpus with the
+from the graph's path (parse, optimise, pre-pack; the weights file is memory-mapped, so its pages count as they
+are touched); free it and load the engine's way; score the corpus with the
 engine's default batching.
 """
 
