@@ -12,6 +12,7 @@ from typing import Any
 
 import checkpoints
 import numpy as np
+import onnx
 import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
@@ -260,6 +261,25 @@ def test_successful_export_replaces_the_old_directory(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["verification"]["inputs"] == 20 and manifest["source"] == str(checkpoint("bert"))
     assert TextClassifier.load(out)("I like you.")[0].label in ("NEGATIVE", "POSITIVE")
+
+
+def test_a_model_in_use_survives_its_directory_being_exported_again(exported: Any, tmp_path: Path) -> None:
+    """onnxruntime maps model.onnx.data; a new export swaps whole directories (the old files are unlinked, never
+    rewritten in place), so a process still scoring with the old model keeps its weights and its results."""
+    import shutil
+
+    source = exported("distilbert", "int8")
+    out = Path(shutil.copytree(source, tmp_path / "model"))
+    clf = TextClassifier.load(out)
+    texts = ["I like you.", "I hate this.", "It is fine, I guess. " * 8]
+    before = clf(texts, top_k=None)
+    manifest = json.loads((out / "manifest.json").read_text())
+    graph = onnx.load(str(out / "model.onnx")).SerializeToString()
+    weights = (out / "model.onnx.data").read_bytes()
+    export_models.write_directory(out, graph, (out / "tokenizer.json").read_text(), manifest)
+    assert (out / "model.onnx.data").read_bytes() == weights  # the same model written again, as new files
+    assert clf(texts, top_k=None) == before
+    assert TextClassifier.load(out)(texts, top_k=None) == before
 
 
 # NLI checkpoints: task, entailment/contradiction ids, int8 figures ----------------------------------------------
