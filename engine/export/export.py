@@ -7,8 +7,9 @@ SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face mode
 directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
 fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), check the fp32 graph against
 torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py)
-and check int8 against fp32 through the engine's own run time, then write model.onnx + tokenizer.json +
-manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR atomically.
+and check int8 against fp32 through the engine's own run time, then write model.onnx + model.onnx.data (its large
+tensors, memory-mapped at load) + tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe,
+verification figures) into DIR atomically.
 
 Needs the export extra: pip install "offline-textclf-engine[export]". torch, transformers and optimum are imported
 inside the functions that use them, so `engine adopt` reuses this module's checks and writer without them.
