@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         "| model | type | inputs | fp32 vs torch max logit diff | int8 agreement, every MatMul | int8 agreement, "
-        "exported | int8 max score diff | int8 MatMuls | fp16 embedding tables | graph + weights MB | zero-shot ranking "
-        "agreement (max diff) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "exported | int8 max score diff | int8 MatMuls | fp16 embedding tables | graph + weights MB | "
+        "zero-shot ranking agreement (max diff) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     )
     with tempfile.TemporaryDirectory(prefix="export-figures-") as tmp:
         names = list(checkpoints.BUILDERS) + ([] if args.skip_minilm else ["minilm-spread"])
