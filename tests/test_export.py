@@ -300,6 +300,36 @@ def test_nli_manifest_records_task_and_ids(
     assert manifest["verification"]["fp32_vs_torch_max_logit_diff"] <= 1e-4
 
 
+def test_zero_shot_gate_ranks_the_label_sets_given(
+    checkpoint: Any, few_texts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--zero-shot-labels replaces the gate's generic label sets with the user's: the manifest records them and
+    the gate's figure is taken over them."""
+    out = tmp_path / "nli"
+    argv = [str(checkpoint("bert-nli")), "-o", str(out), "--calibration-file", str(few_texts)]
+    argv += ["--zero-shot-labels", "refund, legal,faq", "--zero-shot-labels", "cats,dogs"]
+    assert export_models.main(argv) == 0
+    assert "zero-shot ranking: top-1 agreement" in capsys.readouterr().out
+    v = json.loads((out / "manifest.json").read_text())["verification"]
+    assert v["int8_zero_shot_label_sets"] == [["refund", "legal", "faq"], ["cats", "dogs"]]
+    assert v["int8_zero_shot_top1_agreement"] >= v["int8_zero_shot_min_agreement"]
+
+
+@pytest.mark.parametrize(
+    "sets, why",
+    [([["only"]], "two or more"), ([["a", " "]], "non-blank"), ([["a", "a"]], "distinct"), ([], "at least one")],
+)
+def test_zero_shot_label_sets_are_checked(sets: list[list[str]], why: str) -> None:
+    with pytest.raises(export_models.ExportError, match=why):
+        export_models.check_label_sets(sets)
+    assert export_models.check_label_sets(None) == [list(s) for s in export_models.ZERO_SHOT_LABEL_SETS]
+
+
+def test_zero_shot_labels_are_refused_for_a_plain_classifier(checkpoint: Any, tmp_path: Path) -> None:
+    with pytest.raises(export_models.ExportError, match="for NLI models"):
+        export_models.export(str(checkpoint("bert")), tmp_path / "m", "fp32", zero_shot_labels=[["a", "b"]])
+
+
 def test_plain_classifier_manifest_has_no_nli_ids(exported: Any) -> None:
     manifest = json.loads((exported("bert", "fp32") / "manifest.json").read_text())
     assert manifest["task"] == "text-classification"

@@ -199,17 +199,25 @@ class ZeroShotGrid:
     entailment logits across a set's labels; the winner is the argmax). `check` gates the int8 search on how
     often a candidate graph picks fp32's winner; `figures` describes the final graph."""
 
-    def __init__(self, runtime: Any, fp32_path: Path, items: Sequence[str | tuple[str, str]], entail: int) -> None:
+    def __init__(
+        self,
+        runtime: Any,
+        fp32_path: Path,
+        items: Sequence[str | tuple[str, str]],
+        entail: int,
+        label_sets: Sequence[Sequence[str]] = ZERO_SHOT_LABEL_SETS,
+    ) -> None:
         self.runtime, self.entail = runtime, entail
+        self.label_sets = [list(labels) for labels in label_sets]
         self.premises = [item[0] for item in items if isinstance(item, tuple)]
-        labels = [label for labels in ZERO_SHOT_LABEL_SETS for label in labels]
+        labels = [label for labels in self.label_sets for label in labels]
         self.grid = [(p, f"This example is {label}.") for p in self.premises for label in labels]
         self.reference = self.scores(fp32_path.read_bytes())
 
     def scores(self, graph: bytes) -> list[np.ndarray]:
         """Per label set: (premises, labels) scores."""
         logits = self.runtime.logits(graph, self.grid)[:, self.entail].reshape(len(self.premises), -1)
-        bounds = np.cumsum([0, *(len(labels) for labels in ZERO_SHOT_LABEL_SETS)])
+        bounds = np.cumsum([0, *(len(labels) for labels in self.label_sets)])
         return [postprocess.softmax(logits[:, a:b]) for a, b in zip(bounds, bounds[1:])]
 
     def agreement(self, graph: bytes) -> float:
@@ -224,7 +232,7 @@ class ZeroShotGrid:
         graph = final_path.read_bytes()
         agreement = self.agreement(graph)
         diff = max(float(np.abs(r - g).max()) for r, g in zip(self.reference, self.scores(graph)))
-        sets = len(ZERO_SHOT_LABEL_SETS)
+        sets = len(self.label_sets)
         log(
             f"int8 vs fp32 zero-shot ({len(self.premises)} texts x {sets} label sets): "
             f"top-1 agreement {agreement:.2%} (bound {bound:.0%}), max score diff {diff:.4f}"
@@ -234,7 +242,7 @@ class ZeroShotGrid:
             "int8_zero_shot_max_score_diff": diff,
             "int8_zero_shot_min_agreement": bound,
             "int8_zero_shot_texts": len(self.premises),
-            "int8_zero_shot_label_sets": [list(labels) for labels in ZERO_SHOT_LABEL_SETS],
+            "int8_zero_shot_label_sets": self.label_sets,
         }
 
 
@@ -288,6 +296,22 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
+def check_label_sets(label_sets: Sequence[Sequence[str]] | None) -> list[list[str]]:
+    """The zero-shot gate's label sets: the given ones (each of two or more distinct, non-blank labels), else the
+    generic ZERO_SHOT_LABEL_SETS."""
+    if label_sets is None:
+        return [list(labels) for labels in ZERO_SHOT_LABEL_SETS]
+    checked = [[label.strip() for label in labels] for labels in label_sets]
+    for labels in checked:
+        if len(labels) < 2 or any(not label for label in labels) or len(set(labels)) != len(labels):
+            raise ExportError(
+                f"--zero-shot-labels takes sets of two or more distinct, non-blank labels, got {labels!r}"
+            )
+    if not checked:
+        raise ExportError("--zero-shot-labels needs at least one label set")
+    return checked
+
+
 def export(
     source: str,
     output: Path,
@@ -296,15 +320,19 @@ def export(
     log: Any = print,
     min_agreement: float = MIN_INT8_AGREEMENT,
     min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT,
+    zero_shot_labels: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
 
     `min_agreement` is the int8 gate (top-1 agreement with fp32); lowering it trades decisions for speed, and
     the manifest records the bound used. NLI models are also gated on zero-shot top-1 agreement (the winning label
-    of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off)."""
+    of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off). `zero_shot_labels`
+    replaces the gate's generic label sets with the ones the model will rank (at least two labels each), so
+    the gate holds int8 to the decisions its users will see."""
     for name, bound in (("--min-agreement", min_agreement), ("--min-zero-shot-agreement", min_zero_shot_agreement)):
         if not 0.0 <= bound <= 1.0:
             raise ExportError(f"{name} must be between 0 and 1, got {bound!r}")
+    label_sets = check_label_sets(zero_shot_labels)
     hub_id, alias = resolve(source)
     if alias and alias.precision:
         precision = alias.precision
@@ -318,6 +346,8 @@ def export(
         tokenizer.model_max_length,
     )
     entail, contra = nli_ids(config.label2id, config.num_labels)
+    if zero_shot_labels is not None and entail is None:
+        raise ExportError("--zero-shot-labels is for NLI models (entailment/contradiction labels); this one is not")
     pairs = bool(alias and alias.pairs) or entail is not None
     items = verification_inputs(calibration_file, pairs, nli=entail is not None)
     labels = {str(i): config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels)}
@@ -351,7 +381,7 @@ def export(
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
         if precision == "int8":
-            grid = ZeroShotGrid(runtime, fp32_path, items, entail) if entail is not None else None
+            grid = ZeroShotGrid(runtime, fp32_path, items, entail, label_sets) if entail is not None else None
             checks = [grid.check(min_zero_shot_agreement)] if grid is not None and min_zero_shot_agreement > 0 else []
             result = quantize.search(
                 fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log, checks
@@ -465,6 +495,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="int8 gate of NLI models: zero-shot top-1 agreement with fp32 (the winning label of each verification "
         f"premise x label set; default {MIN_ZERO_SHOT_AGREEMENT}); 0 gates on pair top-1 only",
     )
+    parser.add_argument(
+        "--zero-shot-labels",
+        action="append",
+        metavar="A,B,...",
+        help="NLI models: a comma-separated label set the model will rank, checked by the zero-shot gate instead of "
+        "its generic sets (repeat for several sets; hypotheses use 'This example is {}.')",
+    )
     parser.add_argument("--list", action="store_true", help="show the known aliases")
     args = parser.parse_args(argv)
     if args.list:
@@ -482,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.calibration_file,
             min_agreement=args.min_agreement,
             min_zero_shot_agreement=args.min_zero_shot_agreement,
+            zero_shot_labels=None if args.zero_shot_labels is None else [s.split(",") for s in args.zero_shot_labels],
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
