@@ -1,6 +1,6 @@
 """Export a Hugging Face sequence classifier to a self-contained, verified ONNX model directory.
 
-    engine export SOURCE --output DIR [--precision int8|fp32] [--calibration-file F]
+    engine export SOURCE --output DIR [--precision int8|fp32] [--calibration-file F] [--zero-shot-labels A,B,...]
     engine export --list
 
 SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
