@@ -29,9 +29,10 @@ class NotRegularFileError(OSError):
     """The path exists but is not a regular file."""
 
 
-def read_regular(path: Path) -> tuple[bytes, FileIdentity]:
-    """The file's bytes and its identity when read. Opened non-blocking, so even a FIFO raced in after the
-    check cannot hang the reader. Raises OSError (NotRegularFileError for a special file)."""
+@contextmanager
+def _open_regular(path: Path) -> Iterator[tuple[IO[bytes], os.stat_result]]:
+    """The open file and its stat, refusing anything but a regular file. Opened non-blocking, so even a FIFO raced
+    in after the check cannot hang the reader."""
     if path.exists() and not path.is_file():
         raise NotRegularFileError(f"{path} is not a regular file")
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
@@ -39,19 +40,19 @@ def read_regular(path: Path) -> tuple[bytes, FileIdentity]:
         st = os.fstat(f.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFileError(f"{path} is not a regular file")
+        yield f, st
+
+
+def read_regular(path: Path) -> tuple[bytes, FileIdentity]:
+    """The file's bytes and its identity when read. Raises OSError (NotRegularFileError for a special file)."""
+    with _open_regular(path) as (f, st):
         return f.read(), identity(st)
 
 
 def hash_regular(path: Path) -> tuple[str, FileIdentity]:
     """The sha256 of a regular file's bytes, read in chunks (a large weights file is never held in memory), and
     its identity when read. Same opening rules and errors as read_regular."""
-    if path.exists() and not path.is_file():
-        raise NotRegularFileError(f"{path} is not a regular file")
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFileError(f"{path} is not a regular file")
+    with _open_regular(path) as (f, st):
         digest = hashlib.sha256()
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)

@@ -1,9 +1,9 @@
 """Text -> token ids, with the model's window enforced here and nowhere else.
 
 The tokenizer.json's own padding and truncation are ignored (some files carry a fixed padding of 128):
-we truncate to the model's window ourselves and pad per batch in `batching`. A configured `tokenizers.Tokenizer`
-is never mutated after construction, so one instance can be shared by threads; each truncation setting gets
-its own instance, built once.
+we truncate to the model's window ourselves and pad per batch in `batching`. One `tokenizers.Tokenizer` per model,
+set for each call's truncation under a lock (`TextTokenizer._using`): threads take turns instead of each
+truncation setting holding its own copy of the vocabulary.
 """
 
 from __future__ import annotations

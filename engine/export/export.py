@@ -419,9 +419,9 @@ PAGE = 4096  # each large tensor starts on a page of its own, as onnxruntime ali
 
 
 def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
-    """(graph, weights): the graph with its large initializers moved to DATA_FILE, each at a page-aligned offset so
-    that onnxruntime memory-maps it. Mapped, the weights it pre-packs are not also kept as read, and embedding rows
-    no text uses are never paged in (`python -m benchmarks.profile_memory` shows the difference)."""
+    """(graph, weights): the graph with its large initializers moved to DATA_FILE, each at a page-aligned offset.
+    onnxruntime memory-maps that file: the weights it pre-packs are not also kept as read, and embedding rows no
+    text uses are never paged in (`python -m benchmarks.profile_memory` shows the difference)."""
     import onnx
 
     model = onnx.load_from_string(onnx_bytes)
