@@ -1,7 +1,7 @@
 """How much int8 the benchmark's NLI model can take before zero-shot rankings change: every MatMul static
-(calibrated), and every MatMul per-token, against the fp32 export, counted as the share of premises whose winning
-label stays fp32's. Label sets: the model's own topics (its first 4 and all 20, as the benchmark scores them) and
-the export gate's generic sets.
+(calibrated; plain, and after per-channel smoothing), and every MatMul per-token, against the fp32 export,
+counted as the share of premises whose winning label stays fp32's. Label sets: the model's own topics (its first
+4 and all 20, as the benchmark scores them) and the export gate's generic sets.
 
     python -m benchmarks.zero_shot_int8_forms [--cache DIR]
 
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|" + "---:|" * len(label_sets))
     forms = {
         "every MatMul static": quantize.rewrite(fp32, (), ranges),
+        "every MatMul static, smoothed": quantize.rewrite(fp32, (), ranges, smooth=True),
         "every MatMul per-token": quantize.rewrite(fp32),
     }
     for name, graph in forms.items():

@@ -81,9 +81,12 @@ def test_manifest_records_recipe_kept_nodes_and_figures(exported: Callable[..., 
     assert kept <= {n.name for n in graph.node if n.op_type == "MatMul"}  # kept nodes really are fp32 MatMuls
     assert v["int8_top1_agreement"] >= v["int8_min_agreement"] == export_models.MIN_INT8_AGREEMENT
     assert v["int8_recipes_tried"][0]["recipe"] == "int8, static scales"
-    assert v["int8_recipes_tried"][-1]["top1_agreement"] == v["int8_top1_agreement"]
+    final = [t for t in v["int8_recipes_tried"] if t["recipe"] == recipe["name"]][-1]
+    assert final["top1_agreement"] == v["int8_top1_agreement"]
     fp16 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT16}
     assert {f"q8/{table}/e" for table in recipe["fp16_embeddings"]} == fp16  # the manifest names what is fp16
+    eight = {n.input[0] for n in graph.node if n.op_type == "GatherBlockQuantized"}
+    assert {f"q8/{table}/e8" for table in recipe["int8_embeddings"]} == eight  # and what is 8-bit
 
 
 def test_fp16_embeddings_are_the_fp32_model_with_a_rounded_table(exported: Callable[..., Path]) -> None:
@@ -110,24 +113,130 @@ def test_fp16_embeddings_are_the_fp32_model_with_a_rounded_table(exported: Calla
     assert np.abs(got - runtime.logits(model.SerializeToString(), items)).max() < 1e-2
 
 
+def test_8bit_embeddings_are_the_fp32_model_with_block_rounded_tables(exported: Callable[..., Path]) -> None:
+    """An 8-bit table (GatherBlockQuantized) changes nothing but the table's values: it equals the fp32 graph whose
+    table holds the same int8 blocks times their scales, and it stores a quarter of fp32's bytes (plus scales)."""
+    from onnx import numpy_helper
+
+    fp32 = exported("bert", "fp32")
+    model = onnx.load(str(fp32 / "model.onnx"))
+    tables = sorted({t.weight for t in quantize.embedding_targets(model)})
+    rewritten = quantize.rewrite(model, tuple(t.node for t in quantize.targets(model)), embeddings8=tables)
+    stored = {i.name: i for i in rewritten.graph.initializer}
+    assert {n.op_type for n in rewritten.graph.node} >= {"GatherBlockQuantized"}
+    assert not set(tables) & set(stored)
+    rounded = onnx.ModelProto.FromString(model.SerializeToString())
+    for init in rounded.graph.initializer:
+        if init.name in tables:
+            value = numpy_helper.to_array(init)
+            block = quantize.embedding_block(value.shape[1])
+            assert block is not None
+            q, scale = quantize.quantize_blocks(value, block)
+            assert numpy_helper.to_array(stored[f"q8/{init.name}/e8"]).tobytes() == q.tobytes()
+            assert q.nbytes == value.nbytes // 4 and np.abs(q.astype(np.int32) - 128).max() <= 127
+            back = (q.astype(np.float32) - 128).reshape(*q.shape[:1], -1, block) * scale[..., None]
+            assert np.abs(back.reshape(value.shape) - value).max() <= scale.max() / 2 + 1e-7
+            init.CopyFrom(numpy_helper.from_array(back.reshape(value.shape).astype(np.float32), init.name))
+    runtime = runtime_for(fp32)
+    items: list[quantize.Item] = list(TEXTS[:40])
+    got = runtime.logits(rewritten.SerializeToString(), items)
+    np.testing.assert_allclose(got, runtime.logits(rounded.SerializeToString(), items), rtol=0, atol=1e-5)
+
+
+def test_smoothing_evens_out_channels_by_moving_them_into_the_weights() -> None:
+    """With equal weight rows, s = amax^alpha, so a 1000x outlier channel becomes 1000^(1 - alpha) of the others
+    after x / s, and (x / s)(s W) is x W."""
+    lo = np.array([-1.0, -2.0, -1000.0, -0.5], np.float32)
+    r = quantize.Range(lo, -lo / 2)
+    w = np.ones((4, 3), np.float32)
+    s = quantize.smoothing(r, [w, 2 * w])
+    amax = np.maximum(np.abs(r.lo), np.abs(r.hi))
+    assert np.isclose(np.exp(np.log(s).mean()), 1.0, rtol=1e-5)  # geometric mean 1: the scales stay in range
+    spread = (amax / s).max() / (amax / s).min()
+    assert np.isclose(spread, (amax.max() / amax.min()) ** (1 - quantize.SMOOTHING), rtol=1e-4)
+    x = np.random.default_rng(0).uniform(r.lo, r.hi, size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose((x / s) @ (s[:, None] * w), x @ w, rtol=1e-5)
+
+
+class ScriptedRuntime(quantize.Runtime):
+    """The real ranges, but logits that keep the reference exactly when `passes(graph)` and flip every decision
+    otherwise: the search's control flow, without its dependence on how a tiny model's int8 happens to round."""
+
+    def __init__(self, real: quantize.Runtime, reference: np.ndarray, passes: Callable[[Any], bool]) -> None:
+        self.__dict__.update(real.__dict__)
+        self.reference, self.passes = reference, passes
+
+    def logits(self, onnx_bytes: bytes, items: Any) -> np.ndarray:
+        rows = self.reference[: len(items)]
+        return rows if self.passes(onnx.ModelProto.FromString(onnx_bytes)) else -rows
+
+
+LOW_PRECISION = {onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.FLOAT16}
+
+
+def ops(model: Any) -> set[str]:
+    return {n.op_type for n in model.graph.node}
+
+
+@pytest.mark.parametrize(
+    ("passes", "name", "tried"),
+    [
+        (lambda m: True, "int8, static scales, 8-bit embeddings", 2),
+        (
+            lambda m: any("smooth" in n.output[0] for n in m.graph.node) and "GatherBlockQuantized" not in ops(m),
+            "int8, smoothed static scales",
+            3,
+        ),
+        (
+            lambda m: not {i.data_type for i in m.graph.initializer} & LOW_PRECISION,
+            "fp32 (no int8 recipe kept the decisions)",
+            None,
+        ),
+    ],
+)
+def test_search_takes_the_first_form_that_passes(
+    exported: Callable[..., Path], tmp_path: Path, passes: Callable[[Any], bool], name: str, tried: int | None
+) -> None:
+    """static, then smoothed static, then per-token (with fp32 groups if need be), then the mix; 8-bit embedding
+    tables only when the chosen graph still passes with them."""
+    fp32 = exported("bert", "fp32")
+    items: list[quantize.Item] = list(TEXTS[:30])
+    reference = runtime_for(fp32).logits(whole_graph(fp32), items)
+    runtime = ScriptedRuntime(runtime_for(fp32), reference, passes)
+    config = type("Config", (), {"problem_type": None})()
+    result = quantize.search(fp32 / "model.onnx", reference, items, runtime, config, tmp_path, 0.99, log=print)
+    assert result.recipe["name"] == name
+    assert passes(onnx.load(str(result.path)))
+    if tried is not None:
+        assert len(result.figures["int8_recipes_tried"]) == tried
+    if "smoothed" in name:
+        assert result.recipe["smoothing"] != "none" and result.recipe["int8_embeddings"] == []
+    if name.startswith("fp32"):
+        assert result.recipe["int8_matmuls"] == 0
+
+
 def quantized_everywhere(
     exported: Callable[..., Path], name: str, scales: str = "dynamic"
 ) -> tuple[Any, quantize.Runtime]:
-    """Every MatMul int8 with per-token scales ("dynamic"), calibrated ones ("static"), or every other group each
-    way ("mixed")."""
+    """Every MatMul int8 with per-token scales ("dynamic"), calibrated ones ("static"; "smoothed": after
+    per-channel smoothing), or every other group each way ("mixed")."""
     fp32 = exported(name, "fp32")
     model = onnx.load(str(fp32 / "model.onnx"))
     runtime = runtime_for(fp32)
     inputs = list(dict.fromkeys(t.input for t in quantize.targets(model)))
-    chosen = {"dynamic": [], "static": inputs, "mixed": inputs[::2]}[scales]
+    chosen = {"dynamic": [], "static": inputs, "smoothed": inputs, "mixed": inputs[::2]}[scales]
     ranges = runtime.ranges(model, chosen, list(TEXTS[:40]))
-    rewritten = quantize.rewrite(model, ranges=ranges)
+    rewritten = quantize.rewrite(model, ranges=ranges, smooth=scales == "smoothed")
     assert len(integer_matmuls(rewritten.graph)) == len(quantize.targets(model))
-    assert static_inputs(rewritten.graph) == set(chosen)
+    smoothers = {
+        n.output[0]: n.input[0] for n in rewritten.graph.node if n.op_type == "Mul" and "smooth" in n.output[0]
+    }
+    assert {smoothers.get(x, x) for x in static_inputs(rewritten.graph)} == set(chosen)
+    assert len(smoothers) == (len(chosen) if scales == "smoothed" else 0)
     return rewritten, runtime
 
 
-@pytest.mark.parametrize("scales", ["dynamic", "static", "mixed"])
+@pytest.mark.parametrize("scales", ["dynamic", "static", "smoothed", "mixed"])
 def test_int8_row_scores_do_not_depend_on_the_batch(exported: Callable[..., Path], scales: str) -> None:
     model, runtime = quantized_everywhere(exported, "bert", scales)
     onnx_bytes = model.SerializeToString()
@@ -144,7 +253,8 @@ def test_static_scales_cover_the_calibrated_range(exported: Callable[..., Path])
     fp32 = onnx.load(str(exported("distilbert", "fp32") / "model.onnx"))
     ranges = runtime.ranges(fp32, sorted(static_inputs(model.graph)), list(TEXTS[:40]))
     quantizers = {n.input[0]: n for n in model.graph.node if n.op_type == "QuantizeLinear"}
-    for name, (lo, hi) in ranges.items():
+    for name, r in ranges.items():
+        lo, hi = float(r.lo.min()), float(r.hi.max())
         scale, zero = inits[quantizers[name].input[1]], inits[quantizers[name].input[2]]
         assert scale.shape == () and zero.dtype == np.uint8
         assert (0 - float(zero)) * scale <= min(lo, 0) + scale / 2 and (255 - float(zero)) * scale >= max(
@@ -168,7 +278,7 @@ def test_onnxruntime_dynamic_quantization_is_batch_dependent(exported: Callable[
     assert np.abs(alone - together).max() > 1e-4
 
 
-@pytest.mark.parametrize("scales", ["dynamic", "static"])
+@pytest.mark.parametrize("scales", ["dynamic", "static", "smoothed"])
 def test_integer_matmul_is_exact_on_real_activations(exported: Callable[..., Path], scales: str) -> None:
     """No int16 saturation on this CPU: MatMulIntegerToFloat's output equals numpy's exact integer product of the
     uint8 activations the graph really computes, times the scales (plus the bias it fuses), and the weights' range
@@ -206,7 +316,7 @@ def test_minilm_int8_keeps_decisions_with_int8_matmuls(minilm: Path) -> None:
     graph = onnx.load(str(minilm / "model.onnx")).graph
     # a random head on the real encoder: near-tied decisions, so the gate keeps many groups fp32 (16 of 36 int8 here)
     assert recipe["int8_matmuls"] == len(integer_matmuls(graph)) >= 12
-    assert recipe["fp16_embeddings"] == [
+    assert recipe["fp16_embeddings"] + recipe["int8_embeddings"] == [
         "bert.embeddings.word_embeddings.weight",
         "bert.embeddings.position_embeddings.weight",
     ]

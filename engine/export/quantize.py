@@ -8,7 +8,12 @@ two scales, the search choosing per group:
 
 - static: one calibrated scale and zero point for the whole tensor (the min and max of that tensor over the
   verification inputs), so the input is quantized by one `QuantizeLinear` and the bias is added inside the
-  kernel. The fastest form: two nodes per group, nothing per token.
+  kernel. The fastest form: two nodes per group, nothing per token. Smoothed static (SmoothQuant): BERT's hidden
+  states have a few outlier channels that stretch one scale over the whole tensor, so the input is first divided
+  per channel by s = amax(x)^0.75 / amax(W row)^0.25 and the weight rows multiplied by s, x W = (x / s)(s W),
+  which evens the channels out. It costs one Mul per group (~8% of MiniLM's time), so the search tries it only
+  when plain static falls short. On the benchmark's NLI model it keeps 99-100% of the zero-shot winners on its
+  own topics where plain static keeps 96-98% (`python -m benchmarks.zero_shot_int8_forms`).
 - dynamic: one scale and offset per token, from that token's own min and max (q = round(255 (x - min) / (max -
   min))), the scale passed to `MatMulIntegerToFloat` as a [..., 1] tensor. The kernel takes only one zero point
   per tensor, so the offset comes back through one small MatMul, [min, 1] x [colsum(W); bias], added to the
@@ -20,9 +25,12 @@ Either way a token's integers depend only on that token and on constants, so a r
 alone up to float rounding. onnxruntime's own dynamic quantization takes one scale over the whole batch tensor,
 padding rows included, so a row's scores there changed with its neighbours. The small head layers (Gemm:
 pooler, classifier) run once per row and stay fp32. Large embedding tables (the word embeddings: 94 MB of a
-134 MB DistilBERT-base int8 graph) are stored as fp16 and cast to fp32 after the lookup: half the file, load
-time and resident memory of the table at no speed cost. Why not int8: word-embedding rows have outlier
-dimensions, so 8-bit rows lose ~0.8% of each value (`python -m benchmarks.embedding_storage`), fp16 0.02%.
+134 MB DistilBERT-base fp32 graph) are stored 8-bit when the gate still passes with them, else fp16 (cast to fp32
+after the lookup). 8-bit tables keep one scale per block of 64 columns of a row (onnxruntime's fused
+`GatherBlockQuantized`), a quarter of the fp32 bytes: the weights file is memory-mapped, so the rows a workload
+touches are what it holds resident (8-12 MB less than fp16 on the benchmark's models). Blocks, not whole rows:
+word-embedding rows have outlier dimensions, so whole 8-bit rows lose 0.8-1.6% of each value (MiniLM,
+DistilBERT), blocks of 64 0.6-0.8%, fp16 0.02% (`python -m benchmarks.embedding_storage`); the gate decides.
 
 Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI, onnxruntime's u8s8 kernel uses vpmaddubsw,
 which adds pairs of u8*s8 products into a saturating int16. With weights in -63..63 the largest pair is
@@ -32,11 +40,13 @@ same answers everywhere, with no session option. (tests/test_quantize.py checks 
 numpy's exact integer product on this CPU; full 8-bit weights measured int32 errors of ~7e4 on an AVX2 CPU.)
 
 Search. Try every group static and measure top-1 agreement with fp32 through the engine's own run time on the
-verification inputs. If it is below the bound, estimate each group's damage from a static scale (that group alone
-static, the rest fp32, on a small subset of the inputs), order groups by logit error per weight element, and
-bisect on how many of the worst to make dynamic: the fewest that reach the bound. If even every group dynamic
-falls short, the same bisection runs on how many groups (MatMul groups and embedding tables, ordered by their
-dynamic damage) to keep fp32, the rest dynamic. The manifest lists the static, dynamic and fp32 nodes.
+verification inputs; then every group smoothed static. If both fall below the bound, estimate each group's damage
+from a static scale (that group alone static, in the form that came closer, the rest fp32, on a small subset of
+the inputs), order groups by logit error per weight element, and bisect on how many of the worst to make dynamic:
+the fewest that reach the bound. If even every group dynamic falls short, a bisection first finds how many groups
+(MatMul groups and embedding tables, ordered by their dynamic damage) to keep fp32; the other groups then go
+through the static/dynamic bisection. Last, the passing recipe is tried with 8-bit embedding tables, kept if it
+still passes. The manifest lists the static, dynamic and fp32 nodes, the smoothing and the tables' storage.
 `python -m benchmarks.int8_levers` measures the forms against each other. The export code may add further checks
 (`Check`: a figure of the candidate graph and its bound, e.g. zero-shot ranking agreement for NLI models); a recipe
 passes only when every one holds, and each figure is recorded with the recipes tried.
@@ -45,7 +55,7 @@ passes only when every one holds, and each figure is recorded with the recipes t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +69,26 @@ Item = str | tuple[str, str]
 WEIGHT_MAX = 63  # 7-bit symmetric weights: 2 * 255 * 63 < 2**15, so AVX2's int16 pair sums cannot saturate
 EMBEDDING_MIN_SIZE = 1 << 16  # smaller tables (token types) are not worth a node
 PROBE_ITEMS = 24  # inputs per sensitivity probe
+EMBEDDING_BLOCKS = (64, 32, 16)  # columns per scale of an 8-bit embedding table: the first that divides a row
+SMOOTHING = 0.75  # alpha: how much of an input channel's range a static group moves into the weights
+
+
+@dataclass(frozen=True)
+class Range:
+    """Calibrated per-channel minimum and maximum of a MatMul input (channels: its last axis)."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def smoothing(r: Range, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-channel factors s (geometric mean 1) with x W = (x / s)(s W): a static scale then fits x / s, whose
+    channels are far more even than x's (BERT's hidden states have a few outlier channels). s = amax(x)^alpha /
+    amax(W row)^(1 - alpha) over the group's weights, SmoothQuant's balance of activation and weight ranges."""
+    amax = np.maximum(np.maximum(np.abs(r.lo), np.abs(r.hi)), 1e-5)
+    wmax = np.maximum(np.max([np.abs(w).max(axis=1) for w in weights], axis=0), 1e-5)
+    s = amax**SMOOTHING / wmax ** (1 - SMOOTHING)
+    return (s / np.exp(np.log(s).mean())).astype(np.float32)
 
 
 class Runtime:
@@ -90,8 +120,9 @@ class Runtime:
             out[batch.index] = session.run(batch)
         return out
 
-    def ranges(self, model: Any, tensors: Sequence[str], items: Sequence[Item]) -> dict[str, tuple[float, float]]:
-        """(min, max) of each named tensor of the fp32 graph over the real (unpadded) tokens of `items`."""
+    def ranges(self, model: Any, tensors: Sequence[str], items: Sequence[Item]) -> dict[str, Range]:
+        """Per-channel (min, max) of each named tensor of the fp32 graph over the real (unpadded) tokens of
+        `items`: channels are the last axis, the one a MatMul sums over."""
         import onnx
         import onnxruntime as ort
 
@@ -101,8 +132,8 @@ class Runtime:
         probe.graph.output.extend(onnx.ValueInfoProto(name=name) for name in tensors)
         session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
         inputs = [i.name for i in session.get_inputs()]
-        lo = dict.fromkeys(tensors, np.inf)
-        hi = dict.fromkeys(tensors, -np.inf)
+        lo: dict[str, np.ndarray] = {}
+        hi: dict[str, np.ndarray] = {}
         for batch in self.batches(items):
             values = session.run(list(tensors), {name: getattr(batch, name) for name in inputs})
             real = batch.attention_mask.astype(bool)
@@ -110,9 +141,10 @@ class Runtime:
                 # a per-token tensor [batch, tokens, ...]: its real tokens; anything else (DeBERTa's relative
                 # position embeddings feed MatMuls too) does not depend on the batch: all of it
                 tokens = value[real] if value.shape[:2] == real.shape else value
-                lo[name] = min(lo[name], float(tokens.min()))
-                hi[name] = max(hi[name], float(tokens.max()))
-        return {name: (lo[name], hi[name]) for name in tensors}
+                tokens = tokens.reshape(-1, tokens.shape[-1])
+                lo[name] = np.minimum(lo.get(name, np.inf), tokens.min(axis=0))
+                hi[name] = np.maximum(hi.get(name, -np.inf), tokens.max(axis=0))
+        return {name: Range(lo[name], hi[name]) for name in tensors}
 
 
 def decisions(logits: np.ndarray) -> np.ndarray:
@@ -136,6 +168,8 @@ class Recipe:
     dynamic: tuple[str, ...] = ()
     kept_matmuls: tuple[str, ...] = ()
     embeddings: tuple[str, ...] = ()  # embedding tables stored fp16
+    smoothed: bool = False  # static inputs smoothed per channel (a Mul before their QuantizeLinear)
+    embeddings8: tuple[str, ...] = ()  # of those, the ones stored 8-bit instead
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -150,8 +184,13 @@ class Recipe:
             "static_matmuls": list(self.static),
             "dynamic_matmuls": list(self.dynamic),
             "kept_fp32": list(self.kept_matmuls),
-            "embeddings": "large tables stored fp16, cast to fp32 after the lookup",
-            "fp16_embeddings": list(self.embeddings),
+            "smoothing": f"static inputs divided per channel by s, weight rows times s (SmoothQuant, alpha {SMOOTHING})"
+            if self.smoothed and self.static
+            else "none",
+            "embeddings": "large tables stored fp16 (cast to fp32 after the lookup) or 8-bit (one scale per block "
+            f"of {'/'.join(map(str, EMBEDDING_BLOCKS))} columns of a row, onnxruntime GatherBlockQuantized)",
+            "fp16_embeddings": [e for e in self.embeddings if e not in self.embeddings8],
+            "int8_embeddings": list(self.embeddings8),
             "fp32_always": "Gemm head layers (pooler, classifier)",
         }
 
@@ -226,6 +265,21 @@ def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(np.round(w / scale), -WEIGHT_MAX, WEIGHT_MAX).astype(np.int8), scale.astype(np.float32)
 
 
+def embedding_block(columns: int) -> int | None:
+    """Columns per scale for an 8-bit table of this width (None: no block size fits, the table stays fp16)."""
+    return next((b for b in EMBEDDING_BLOCKS if columns % b == 0), None)
+
+
+def quantize_blocks(table: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """An embedding table as uint8 (symmetric int8 + 128) with one float32 scale per `block` columns of a row:
+    the layout of onnxruntime's GatherBlockQuantized (bits 8, zero point 128)."""
+    rows, cols = table.shape
+    blocks = table.reshape(rows, cols // block, block)
+    scale = np.maximum(np.abs(blocks).max(axis=2), 1e-12) / 127
+    q = np.clip(np.round(blocks / scale[..., None]), -127, 127).astype(np.int16) + 128
+    return q.astype(np.uint8).reshape(rows, cols), scale.astype(np.float32)
+
+
 def static_scale(lo: float, hi: float) -> tuple[np.float32, np.uint8]:
     """uint8 scale and zero point covering [lo, hi] (widened to include 0, so that 0 is exact)."""
     lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -244,10 +298,17 @@ def bias_add(graph: Any, output: str, columns: int, inits: Mapping[str, Any]) ->
     return None
 
 
-def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[float, float]] | None = None) -> Any:
+def rewrite(
+    model: Any,
+    exclude: Sequence[str] = (),
+    ranges: Mapping[str, Range] | None = None,
+    smooth: bool = False,
+    embeddings8: Sequence[str] = (),
+) -> Any:
     """A copy of `model` with every target MatMul not in `exclude` made int8, and every embedding Gather not in
-    `exclude` reading an fp16 table. A MatMul whose input tensor has a (min, max) in `ranges` gets that static
-    scale; the others get per-token scales."""
+    `exclude` reading an fp16 table. A MatMul whose input tensor has a calibrated range in `ranges` gets a static
+    scale (of the input divided by its `smoothing` when `smooth`); the others get per-token scales. Tables named
+    in `embeddings8` are stored 8-bit (their width must have an `embedding_block`)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -257,6 +318,12 @@ def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[
     ranges = ranges or {}
     excluded = set(exclude)
     todo = [t for t in targets(model) if t.node not in excluded]
+    weights = {t.node: numpy_helper.to_array(inits[t.weight]).astype(np.float32) for t in todo}
+    factors = {  # per static input: its smoothing (none: 1), shared by the MatMuls that read it
+        x: smoothing(r, [weights[t.node] for t in todo if t.input == x]) if smooth else np.ones_like(r.lo)
+        for x, r in ranges.items()
+        if any(t.input == x for t in todo)
+    }
     consts = {"q8/axes": np.array([-1], np.int64), "q8/eps": np.float32(1e-12)}
     consts |= {"q8/step": np.float32(1 / 255), "q8/0": np.uint8(0), "q8/one": np.array([1], np.float32)}
     new_inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
@@ -264,14 +331,21 @@ def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[
     def quantize_input(x: str, p: str) -> list[Any]:
         """uint8 q, scale s and zero point z of x, so that x ~= (q - z) * s."""
         if x in ranges:
-            scale, zero = static_scale(*ranges[x])
+            r, s = ranges[x], factors[x]
+            scale, zero = static_scale(float((r.lo / s).min()), float((r.hi / s).max()))
             new_inits.extend(
                 [
+                    numpy_helper.from_array(1 / s, p + "inv"),
                     numpy_helper.from_array(np.asarray(scale), p + "s"),
                     numpy_helper.from_array(np.asarray(zero), p + "z"),
                 ]
             )
-            return [helper.make_node("QuantizeLinear", [x, p + "s", p + "z"], [p + "q"])]
+            if not smooth:
+                return [helper.make_node("QuantizeLinear", [x, p + "s", p + "z"], [p + "q"])]
+            return [
+                helper.make_node("Mul", [x, p + "inv"], [p + "smooth"]),
+                helper.make_node("QuantizeLinear", [p + "smooth", p + "s", p + "z"], [p + "q"]),
+            ]
         # per token: x ~= q * s / 255 + lo with lo, s the token's min and max - min, q = round(255 (x - lo) / s);
         # lo1 = [lo, 1] carries the offset back: x W = (x - lo) W + lo colsum(W), and the bias, in one small MatMul
         return [
@@ -297,8 +371,8 @@ def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[
             nodes += quantize_input(t.input, prefixes[t.input])
         a = prefixes[t.input]
         p = f"q8/{t.node}/"
-        wq, ws = quantize_weight(numpy_helper.to_array(inits[t.weight]).astype(np.float32))
         static = t.input in ranges
+        wq, ws = quantize_weight(weights[t.node] * factors[t.input][:, None] if static else weights[t.node])
         new_inits += [
             numpy_helper.from_array(wq, p + "w"),
             numpy_helper.from_array(ws if static else ws / np.float32(255), p + "ws"),
@@ -330,16 +404,40 @@ def rewrite(model: Any, exclude: Sequence[str] = (), ranges: Mapping[str, tuple[
         if t.node in excluded:
             continue
         p = f"q8/{t.weight}/"
+        block = embedding_block(int(inits[t.weight].dims[1])) if t.weight in embeddings8 else None
         if t.weight not in stored:
             stored.add(t.weight)
-            table = numpy_helper.to_array(inits[t.weight]).astype(np.float16)
-            new_inits.append(numpy_helper.from_array(table, p + "e"))
+            table = numpy_helper.to_array(inits[t.weight]).astype(np.float32)
+            if block:
+                q, scale = quantize_blocks(table, block)
+                new_inits += [
+                    numpy_helper.from_array(q, p + "e8"),
+                    numpy_helper.from_array(scale, p + "scale"),
+                    numpy_helper.from_array(np.full(scale.shape, 128, np.uint8), p + "zero"),
+                ]
+            else:
+                new_inits.append(numpy_helper.from_array(table.astype(np.float16), p + "e"))
         g = f"q8/{t.node}/"
         out = next(n.output[0] for n in graph.node if n.name == t.node)
-        replacement[t.node] = [
-            helper.make_node("Gather", [p + "e", t.input], [g + "h"]),
-            helper.make_node("Cast", [g + "h"], [out], to=onnx.TensorProto.FLOAT),
-        ]
+        replacement[t.node] = (
+            [
+                helper.make_node(
+                    "GatherBlockQuantized",
+                    [p + "e8", t.input, p + "scale", p + "zero"],
+                    [out],
+                    domain="com.microsoft",
+                    block_size=block,
+                    gather_axis=0,
+                    quantize_axis=1,
+                    bits=8,
+                )
+            ]
+            if block
+            else [
+                helper.make_node("Gather", [p + "e", t.input], [g + "h"]),
+                helper.make_node("Cast", [g + "h"], [out], to=onnx.TensorProto.FLOAT),
+            ]
+        )
     originals = [n for n in graph.node if not (n.op_type == "Add" and n.output[0] in dropped)]
     nodes = [m for n in originals for m in replacement.get(n.name, [n])]
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
@@ -387,11 +485,12 @@ def search(
     model = onnx.load(str(fp32_path))
     all_targets = targets(model)
     lookups = embedding_targets(model)
+    columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer}
     matmul_groups = [g for g in groups(model) if g[0] in all_targets]
     ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
     tried: list[dict[str, Any]] = []
 
-    def make(name: str, kept: Sequence[Target] = (), dynamic: Sequence[Target] = ()) -> Recipe:
+    def make(name: str, kept: Sequence[Target] = (), dynamic: Sequence[Target] = (), smooth: bool = False) -> Recipe:
         kept_nodes, dynamic_nodes = {t.node for t in kept}, {t.node for t in dynamic}
         return Recipe(
             name,
@@ -400,11 +499,16 @@ def search(
             dynamic=tuple(t.node for t in all_targets if t.node in dynamic_nodes - kept_nodes),
             kept_matmuls=tuple(t.node for t in all_targets if t.node in kept_nodes),
             embeddings=tuple(dict.fromkeys(t.weight for t in lookups if t.node not in kept_nodes)),
+            smoothed=smooth,
         )
 
     def graph(recipe: Recipe) -> Any:
-        static = set(recipe.static)
-        return rewrite(model, recipe.exclude, {t.input: ranges[t.input] for t in all_targets if t.node in static})
+        static = {t.input: ranges[t.input] for t in all_targets if t.node in set(recipe.static)}
+        return rewrite(model, recipe.exclude, static, recipe.smoothed, recipe.embeddings8)
+
+    def margin(result: Attempt) -> float:
+        """How far a failed attempt is from passing: its worst figure against that figure's bound."""
+        return min([result[2] - min_agreement] + [result[4][c.name] - c.bound for c in checks])
 
     Attempt = tuple[Path, Recipe, float, float, dict[str, float], bool]
 
@@ -421,7 +525,8 @@ def search(
                 "static": len(recipe.static),
                 "dynamic": len(recipe.dynamic),
                 "kept_fp32": len(recipe.kept_matmuls),
-                "fp16_embeddings": len(recipe.embeddings),
+                "fp16_embeddings": len(recipe.embeddings) - len(recipe.embeddings8),
+                "int8_embeddings": len(recipe.embeddings8),
                 "top1_agreement": agreement,
                 "max_score_diff": diff,
                 **extra,
@@ -429,15 +534,17 @@ def search(
         )
         log(
             f"int8 recipe {recipe.name!r} (MatMuls: {len(recipe.static)} static, {len(recipe.dynamic)} per-token, "
-            f"{len(recipe.kept_matmuls)} fp32; {len(recipe.embeddings)} embedding table(s) fp16): "
+            f"{len(recipe.kept_matmuls)} fp32; embedding tables: {len(recipe.embeddings) - len(recipe.embeddings8)} "
+            f"fp16, {len(recipe.embeddings8)} 8-bit): "
             f"top-1 agreement {agreement:.2%}, max score diff {diff:.4f}"
             + "".join(f", {name} {value:.2%}" for name, value in extra.items())
         )
         return path, recipe, agreement, diff, extra, passes
 
-    def bisect(order: list[list[Target]], recipe_for: Callable[[int], Recipe]) -> Attempt:
-        """The smallest k for which recipe_for(k) passes: recipe_for(0) failed, recipe_for(len(order)) passes."""
-        lo, hi, best = 0, len(order), None
+    def bisect(order: list[list[Target]], recipe_for: Callable[[int], Recipe], upper: Attempt | None = None) -> Attempt:
+        """The smallest k for which recipe_for(k) passes: recipe_for(0) failed, recipe_for(len(order)) passes (and
+        is `upper` when that was already measured)."""
+        lo, hi, best = 0, len(order), upper
         while hi - lo > 1:
             mid = (lo + hi) // 2
             result = attempt(recipe_for(mid), f"{len(tried)}")
@@ -447,9 +554,15 @@ def search(
                 lo = mid
         return best or attempt(recipe_for(len(order)), "upper")
 
-    def done(
-        path: Path, recipe: Recipe, agreement: float, diff: float, extra: dict[str, float], _: bool
-    ) -> SearchResult:
+    def done(result: Attempt) -> SearchResult:
+        """The search's answer, its embedding tables 8-bit when that still passes (a quarter of fp32's memory
+        instead of half)."""
+        tables = tuple(e for e in result[1].embeddings if embedding_block(columns[e]))
+        if result[5] and tables:
+            recipe = replace(result[1], name=result[1].name + ", 8-bit embeddings", embeddings8=tables)
+            leaner = attempt(recipe, "embeddings8")
+            result = leaner if leaner[5] else result
+        path, recipe, agreement, diff, extra, _ = result
         figures = {
             **extra,  # the final graph's figure of each further check
             "int8_top1_agreement": agreement,
@@ -461,39 +574,54 @@ def search(
 
     result = attempt(make("int8, static scales"), "static")
     if result[5]:
-        return done(*result)
-    all_dynamic = attempt(make("int8, per-token scales", dynamic=all_targets), "dynamic")
-    if all_dynamic[5]:  # the groups a static scale hurts most get per-token scales
+        return done(result)
+    smoothed = attempt(make("int8, smoothed static scales", smooth=True), "smoothed")
+    if smoothed[5]:
+        return done(smoothed)
+    smooth = margin(smoothed) >= margin(result)  # the static form the mixed recipes below use
+    static_name = "smoothed static" if smooth else "static"
+    upper = attempt(make("int8, per-token scales", dynamic=all_targets), "dynamic")
+    kept: list[Target] = []
+    if not upper[5]:  # even per-token scales everywhere fall short: keep the groups they hurt most fp32
+        every = [t.node for t in all_targets + lookups]
         order = sensitivity_order(
-            matmul_groups,
-            lambda g: rewrite(model, [t.node for t in all_targets if t not in g], {g[0].input: ranges[g[0].input]}),
+            groups(model),
+            lambda g: rewrite(model, tuple(n for n in every if n not in {t.node for t in g})),
             reference,
             items,
             runtime,
             log,
-            "a static scale",
+            "per-token scales",
         )
-        return done(*bisect(order, lambda k: make("int8, static and per-token scales", dynamic=sum(order[:k], []))))
-    # even per-token scales everywhere fall short: keep the groups they hurt most fp32
-    every = [t.node for t in all_targets + lookups]
+        fp32_all = make("fp32 (no int8 recipe kept the decisions)", kept=all_targets + lookups)
+
+        def keeping(k: int) -> Recipe:
+            if k == len(order):
+                return fp32_all
+            return make("int8, per-token scales, sensitive nodes in fp32", kept=sum(order[:k], []), dynamic=all_targets)
+
+        upper = bisect(order, keeping)
+        if upper[1] is fp32_all:
+            return done(upper)
+        kept = [t for t in all_targets + lookups if t.node in upper[1].exclude]
+        if not upper[1].dynamic:  # every MatMul fp32: no scales left to choose
+            return done(upper)
+        result = attempt(make(f"int8, {static_name} scales, sensitive nodes in fp32", kept=kept, smooth=smooth), "kept")
+        if result[5]:
+            return done(result)
+    # the groups a static scale hurts most get per-token scales (the fp32 ones stay fp32)
+    rest = [g for g in matmul_groups if not set(g) & set(kept)]
     order = sensitivity_order(
-        groups(model),
-        lambda g: rewrite(model, tuple(n for n in every if n not in {t.node for t in g})),
+        rest,
+        lambda g: rewrite(model, [t.node for t in all_targets if t not in g], {g[0].input: ranges[g[0].input]}, smooth),
         reference,
         items,
         runtime,
         log,
-        "per-token scales",
+        f"a {static_name} scale",
     )
-    upper = len(order)
-    fp32_all = make("fp32 (no int8 recipe kept the decisions)", kept=all_targets + lookups)
-
-    def keeping(k: int) -> Recipe:
-        if k == upper:
-            return fp32_all
-        return make("int8, per-token scales, sensitive nodes in fp32", kept=sum(order[:k], []), dynamic=all_targets)
-
-    return done(*bisect(order, keeping))
+    name = f"int8, {static_name} and per-token scales" + (", sensitive nodes in fp32" if kept else "")
+    return done(bisect(order, lambda k: make(name, kept=kept, dynamic=sum(order[:k], []), smooth=smooth), upper))
 
 
 def sensitivity_order(
