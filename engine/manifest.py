@@ -7,14 +7,13 @@ server read it with `read()`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import ModelLoadError
-from .fileio import NotRegularFileError, read_regular
+from .fileio import NotRegularFileError, read_regular, sha256_hex
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -157,7 +156,7 @@ def read(directory: str | Path) -> Manifest:
             f"{where}: 'files' must list exactly {MODEL_FILE} and {TOKENIZER_FILE} (and {DATA_FILE} if the graph "
             "keeps its weights there); re-export the model"
         )
-    return Manifest(info, dict(files), hashlib.sha256(data).hexdigest())
+    return Manifest(info, dict(files), sha256_hex(data))
 
 
 def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:

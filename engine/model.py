@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .errors import InvalidRequestError
 from .manifest import ModelInfo
 from .session import OnnxSession, resolve_threads
 from .tokenize import Encoded, TextTokenizer
+
+if TYPE_CHECKING:  # concurrent.futures is imported only by a model with concurrent batches (0.8 MB resident)
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,11 @@ class LoadedModel:
         per_run = max(1, cores // concurrent_batches)
         session = OnnxSession(files.onnx_path, info.num_labels, per_run)
         files.check_unchanged()
-        pool = ThreadPoolExecutor(concurrent_batches, "engine-batch") if concurrent_batches > 1 else None
+        pool = None
+        if concurrent_batches > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(concurrent_batches, "engine-batch")
         return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256, concurrent_batches, pool)
 
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:

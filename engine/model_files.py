@@ -14,7 +14,6 @@ it (the process would die of SIGBUS): replace a model by writing a new directory
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from . import manifest, verify_cache
 from .errors import IntegrityError, ModelLoadError
-from .fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular
+from .fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular, sha256_hex
 from .manifest import DATA_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from .onnx_scan import check_graph
 
@@ -58,10 +57,6 @@ class ModelFiles:
                 )
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _read(path: Path) -> tuple[bytes, FileIdentity]:
     try:
         return read_regular(path)
@@ -79,7 +74,7 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
     info = found.info
     graph_path = info.path / MODEL_FILE
     tokenizer, _ = _read(info.path / TOKENIZER_FILE)
-    if verify and sha256_bytes(tokenizer) != found.files[TOKENIZER_FILE]:
+    if verify and sha256_hex(tokenizer) != found.files[TOKENIZER_FILE]:
         raise _mismatch(info.path / TOKENIZER_FILE)
     try:
         tokenizer_json = tokenizer.decode("utf-8")
@@ -121,7 +116,7 @@ def _check_graph_file(
     """Read, hash and scan the graph; its bytes are released when this returns, before onnxruntime reads it."""
     read_start = time.time_ns()
     graph, onnx_identity = _read(graph_path)
-    if verify and sha256_bytes(graph) != found.files[MODEL_FILE]:
+    if verify and sha256_hex(graph) != found.files[MODEL_FILE]:
         raise _mismatch(graph_path)
     data_size = 0 if data_identity is None else data_identity[2]
     check_graph(graph, found.info.num_labels, graph_path, None if data_identity is None else DATA_FILE, data_size)

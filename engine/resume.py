@@ -12,7 +12,6 @@ A job whose manifest differs from the stored one is refused: mixing two jobs' ro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .errors import JobLockedError, ResumeRefusedError
-from .fileio import fsync_dir, write_atomic
+from .fileio import fsync_dir, sha256, write_atomic
 
 STATE_FORMAT = "engine-score-state/1"
 STATE_MANIFEST = "manifest.json"
@@ -30,7 +29,7 @@ EDGE_BYTES = 1 << 20
 def input_fingerprint(path: Path) -> dict[str, Any]:
     """Size, mtime and the sha256 of the first and last MiB: cheap on any size, and catches edits and appends."""
     stat = path.stat()
-    digest = hashlib.sha256()
+    digest = sha256()
     with path.open("rb") as f:
         digest.update(f.read(EDGE_BYTES))
         if stat.st_size > EDGE_BYTES:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
@@ -29,3 +30,18 @@ def test_postprocess_imports_only_numpy_and_engine_errors() -> None:
             module = node.module or ""
             imported.add("." + module if node.level else module.split(".")[0])
     assert imported <= {"__future__", "collections", "enum", "typing", "numpy", ".errors"}, imported
+
+
+def test_loading_and_scoring_leave_openssl_and_thread_pools_unimported(exported: Callable[..., Path]) -> None:
+    """Peak memory: hashlib (OpenSSL, 3.6 MB resident) and concurrent.futures (0.8 MB) load only when they are
+    needed (a large file to hash, batches at once); a model whose files are small and one batch at a time needs
+    neither. Concurrent batches do import the thread pool."""
+    model = exported("bert", "int8")
+    code = (
+        "import sys, engine; c = engine.TextClassifier.load(sys.argv[1]); c(['fine', 'bad']); "
+        "print(','.join(m for m in ('hashlib', '_hashlib', 'concurrent.futures') if m in sys.modules)); "
+        "engine.TextClassifier.load(sys.argv[1], concurrent_batches=2); "
+        "print('concurrent.futures' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True"]  # nothing listed, then the pool's import

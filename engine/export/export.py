@@ -32,9 +32,8 @@ import numpy as np
 
 from .. import postprocess
 from ..errors import EngineError
-from ..fileio import fsync_dir, write_atomic
+from ..fileio import fsync_dir, sha256_hex, write_atomic
 from ..manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
-from ..model_files import sha256_bytes
 from . import quantize
 from .fuse import fuse_attention
 
@@ -452,10 +451,10 @@ def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manife
         graph_bytes, weights = split_weights(onnx_bytes)
         write_atomic(staging / MODEL_FILE, graph_bytes)
         write_atomic(staging / TOKENIZER_FILE, tok_bytes)
-        files = {MODEL_FILE: sha256_bytes(graph_bytes), TOKENIZER_FILE: sha256_bytes(tok_bytes)}
+        files = {MODEL_FILE: sha256_hex(graph_bytes), TOKENIZER_FILE: sha256_hex(tok_bytes)}
         if weights:
             write_atomic(staging / DATA_FILE, weights)
-            files[DATA_FILE] = sha256_bytes(weights)
+            files[DATA_FILE] = sha256_hex(weights)
         manifest = {**manifest, "files": files}
         write_atomic(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
         if output.exists():
