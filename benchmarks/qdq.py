@@ -17,7 +17,8 @@ def qdq_form(model: Any) -> Any:
     """The engine's int8 graph in the standard QDQ form that OpenVINO's low-precision transformations run as int8:
     a static group's QuantizeLinear feeds a DequantizeLinear, each MatMulIntegerToFloat becomes a MatMul of that
     and the dequantized 7-bit weights, plus the bias. A per-token group has no static form: it becomes an fp32
-    MatMul of its original input with the dequantized weights (what OpenVINO runs for it is then more exact)."""
+    MatMul of its original input with the dequantized weights (what OpenVINO runs for it is then more exact). An
+    8-bit embedding table becomes its dequantized fp32 values (the same numbers) behind a plain Gather."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -31,6 +32,13 @@ def qdq_form(model: Any) -> Any:
     dequantized: set[str] = set()
     replaced: set[str] = set()  # outputs of the per-token groups' offset Adds, now made by the fp32 MatMul
     for node in graph.node:
+        if node.op_type == "GatherBlockQuantized":  # an 8-bit embedding table: the same values, fp32, plain Gather
+            table, indices, scale, zero = node.input
+            q = array(table).astype(np.float32) - array(zero).astype(np.float32).repeat(node_block(node), axis=1)
+            values = q * array(scale).repeat(node_block(node), axis=1)
+            extra.append(numpy_helper.from_array(values.astype(np.float32), table + "/f32"))
+            nodes.append(helper.make_node("Gather", [table + "/f32", indices], list(node.output)))
+            continue
         if node.op_type != "MatMulIntegerToFloat":
             nodes.append(node)
             continue
@@ -64,6 +72,10 @@ def qdq_form(model: Any) -> Any:
     graph.node.extend(nodes)
     graph.initializer.extend(extra)
     return model
+
+
+def node_block(node: Any) -> int:
+    return next(a.i for a in node.attribute if a.name == "block_size")
 
 
 def qdq_file(engine_dir: Path, out: Path) -> Path:
