@@ -60,7 +60,7 @@ def qdq_form(model: Any) -> Any:
         add = next(n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input)
         offset = next(i for i in add.input if i != node.output[0])
         bias = array(producer[offset].input[1])[1]
-        weights = array(w).astype(np.float32) * array(w_scale) * 255  # the kernel's scale was ws / 255
+        weights = array(w).astype(np.float32) * array(w_scale)
         extra += [numpy_helper.from_array(weights, p + "w"), numpy_helper.from_array(bias.astype(np.float32), p + "b")]
         nodes += [
             helper.make_node("MatMul", [x, p + "w"], [p + "mm"]),

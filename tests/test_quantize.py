@@ -262,6 +262,30 @@ def test_static_scales_cover_the_calibrated_range(exported: Callable[..., Path])
         ) - scale / 2
 
 
+def test_per_token_quantization_is_each_tokens_own_range(exported: Callable[..., Path]) -> None:
+    """A per-token group's uint8 codes and step reproduce every token's values, less the token's minimum, to half a
+    step, the step spanning that token's own range in 255 steps: one blocked QuantizeLinear per token row."""
+    import onnxruntime as ort
+
+    model, runtime = quantized_everywhere(exported, "distilbert", "dynamic")
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    assert quantizers and all(next(a.i for a in n.attribute if a.name == "block_size") > 1 for n in quantizers)
+    probed = list(dict.fromkeys(name for n in quantizers for name in (*n.input, n.output[0])))
+    model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in probed)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    encoded = runtime.tokenizer.encode(TEXTS[:16], quantize.Truncation())
+    batch = next(quantize.batching.batches(encoded, runtime.pad_id))
+    feed = {i.name: getattr(batch, i.name) for i in session.get_inputs()}
+    values = dict(zip(probed, session.run(probed, feed), strict=True))
+    for n in quantizers:
+        shifted, step, q = (values[name] for name in (n.input[0], n.input[1], n.output[0]))
+        assert len(n.input) == 2 and q.dtype == np.uint8 and step.shape == (*shifted.shape[:-1], 1)
+        assert np.all(shifted.min(-1) == 0)  # x - the token's minimum
+        np.testing.assert_allclose(step, np.maximum(shifted.max(-1, keepdims=True), 1e-12) / 255, rtol=1e-6)
+        back = q.astype(np.float32) * step
+        assert np.all(np.abs(back - shifted) <= step / 2 * (1 + 1e-4) + 1e-7)
+
+
 def test_onnxruntime_dynamic_quantization_is_batch_dependent(exported: Callable[..., Path], tmp_path: Path) -> None:
     """Why the rewrite exists: one activation scale per batch tensor lets neighbours move a row's scores."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
