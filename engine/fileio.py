@@ -8,6 +8,7 @@ the new one whenever the process dies.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import stat
@@ -21,17 +22,26 @@ HASH_CHUNK = 1 << 20
 LARGE_HASH = 8 << 20  # bytes from which hashing goes through hashlib (OpenSSL)
 
 
+@functools.cache
+def _builtin_sha256() -> Any:
+    """CPython's own sha256 constructor (module _sha2 from Python 3.12, _sha256 before), or None in a build
+    without it; looked up once."""
+    for name in ("_sha2", "_sha256"):
+        try:
+            return importlib.import_module(name).sha256
+        except ImportError:
+            continue
+    return None
+
+
 def sha256(size: int = 0) -> Any:
     """A sha256 hasher for `size` bytes. Below LARGE_HASH, CPython's builtin sha2 module: hashlib's OpenSSL
     library adds 3.6 MB of resident memory to every process that imports it, and a model load hashes only its
     small files (the large weights file only when the verify cache misses). From LARGE_HASH up, hashlib, whose
     OpenSSL code is ~5x faster on CPUs with SHA extensions. Both give the same digest."""
-    if size < LARGE_HASH:
-        for name in ("_sha2", "_sha256"):  # Python >= 3.12, <= 3.11; absent only in builds without them
-            try:
-                return importlib.import_module(name).sha256()
-            except ImportError:
-                continue
+    builtin = _builtin_sha256()
+    if size < LARGE_HASH and builtin is not None:
+        return builtin()
     import hashlib
 
     return hashlib.sha256()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +49,20 @@ def test_manifest_not_json(model_copy: Path) -> None:
         TextClassifier.load(model_copy)
 
 
+def edit_manifest(model_dir: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    change(manifest)
+    (model_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_label_map_missing_an_id(model_copy: Path) -> None:
-    manifest = json.loads((model_copy / "manifest.json").read_text())
-    del manifest["id2label"]["1"]
-    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(model_copy, lambda m: m["id2label"].pop("1"))
     with pytest.raises(ModelLoadError, match="id2label"):
         TextClassifier.load(model_copy)
 
 
 def test_label_count_must_match_graph_output(model_copy: Path) -> None:
-    manifest = json.loads((model_copy / "manifest.json").read_text())
-    manifest["id2label"]["3"] = "extra"
-    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(model_copy, lambda m: m["id2label"].update({"3": "extra"}))
     with pytest.raises(ModelLoadError, match="shape"):
         TextClassifier.load(model_copy)
 
@@ -85,9 +88,7 @@ def test_weights_file_must_be_regular(model_copy: Path) -> None:
 
 def test_weights_file_not_in_the_manifest_is_refused(model_copy: Path) -> None:
     """The graph reads model.onnx.data only when the manifest lists (and so hashes) it."""
-    manifest = json.loads((model_copy / "manifest.json").read_text())
-    del manifest["files"]["model.onnx.data"]
-    (model_copy / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(model_copy, lambda m: m["files"].pop("model.onnx.data"))
     with pytest.raises(ModelLoadError, match="the manifest lists no weights file"):
         TextClassifier.load(model_copy)
 
@@ -103,10 +104,13 @@ def test_single_file_exports_still_load(model_copy: Path, tmp_path: Path) -> Non
     graph = onnx.load(str(single / "model.onnx"))  # reads the weights file beside it
     onnx.save(graph, str(single / "model.onnx"))
     (single / "model.onnx.data").unlink()
-    manifest = json.loads((single / "manifest.json").read_text())
-    del manifest["files"]["model.onnx.data"]
-    manifest["files"]["model.onnx"] = hashlib.sha256((single / "model.onnx").read_bytes()).hexdigest()
-    (single / "manifest.json").write_text(json.dumps(manifest))
+    digest = hashlib.sha256((single / "model.onnx").read_bytes()).hexdigest()
+
+    def single_file(manifest: dict[str, Any]) -> None:
+        del manifest["files"]["model.onnx.data"]
+        manifest["files"]["model.onnx"] = digest
+
+    edit_manifest(single, single_file)
     assert TextClassifier.load(single)(["a fine day", "a grim night"], top_k=None) == expected
 
 
@@ -269,9 +273,7 @@ def test_verified_graph_is_not_read_again_until_it_changes(
         TextClassifier.load(model_copy)
     graph.write_bytes(data)
     with pytest.raises(IntegrityError, match="does not match the sha256"):  # the manifest changes: not from cache
-        manifest = json.loads((model_copy / "manifest.json").read_text())
-        manifest["files"]["model.onnx"] = "0" * 64
-        (model_copy / "manifest.json").write_text(json.dumps(manifest))
+        edit_manifest(model_copy, lambda m: m["files"].update({"model.onnx": "0" * 64}))
         TextClassifier.load(model_copy)
 
 

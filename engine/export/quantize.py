@@ -322,9 +322,9 @@ def rewrite(
     excluded = set(exclude)
     todo = [t for t in targets(model) if t.node not in excluded]
     weights = {t.node: numpy_helper.to_array(inits[t.weight]).astype(np.float32) for t in todo}
-    factors = {  # per static input: its smoothing (none: 1), shared by the MatMuls that read it
-        x: smoothing(r, [weights[t.node] for t in todo if t.input == x]) if smooth else np.ones_like(r.lo)
-        for x, r in ranges.items()
+    factors = {  # per smoothed static input: its smoothing, shared by the MatMuls that read it
+        x: smoothing(r, [weights[t.node] for t in todo if t.input == x])
+        for x, r in (ranges.items() if smooth else ())
         if any(t.input == x for t in todo)
     }
     consts = {"q8/axes": np.array([-1], np.int64), "q8/eps": np.float32(1e-12)}
@@ -334,17 +334,18 @@ def rewrite(
     def quantize_input(x: str, p: str, width: int) -> list[Any]:
         """uint8 q, scale s and zero point z of x, so that x ~= (q - z) * s."""
         if x in ranges:
-            r, s = ranges[x], factors[x]
-            scale, zero = static_scale(float((r.lo / s).min()), float((r.hi / s).max()))
+            r, s = ranges[x], factors.get(x)
+            lo, hi = (r.lo, r.hi) if s is None else (r.lo / s, r.hi / s)
+            scale, zero = static_scale(float(lo.min()), float(hi.max()))
             new_inits.extend(
                 [
-                    numpy_helper.from_array(1 / s, p + "inv"),
                     numpy_helper.from_array(np.asarray(scale), p + "s"),
                     numpy_helper.from_array(np.asarray(zero), p + "z"),
                 ]
             )
-            if not smooth:
+            if s is None:
                 return [helper.make_node("QuantizeLinear", [x, p + "s", p + "z"], [p + "q"])]
+            new_inits.append(numpy_helper.from_array(1 / s, p + "inv"))
             return [
                 helper.make_node("Mul", [x, p + "inv"], [p + "smooth"]),
                 helper.make_node("QuantizeLinear", [p + "smooth", p + "s", p + "z"], [p + "q"]),
@@ -376,7 +377,8 @@ def rewrite(
         a = prefixes[t.input]
         p = f"q8/{t.node}/"
         static = t.input in ranges
-        wq, ws = quantize_weight(weights[t.node] * factors[t.input][:, None] if static else weights[t.node])
+        smoothed = factors.get(t.input)
+        wq, ws = quantize_weight(weights[t.node] if smoothed is None else weights[t.node] * smoothed[:, None])
         new_inits += [numpy_helper.from_array(wq, p + "w"), numpy_helper.from_array(ws, p + "ws")]
         out = next(n.output[0] for n in graph.node if n.name == t.node)
         add = bias_add(graph, out, len(ws), inits)
