@@ -16,7 +16,8 @@ import numpy as np
 def qdq_form(model: Any) -> Any:
     """The engine's int8 graph in the standard QDQ form that OpenVINO's low-precision transformations run as int8:
     a static group's QuantizeLinear feeds a DequantizeLinear, each MatMulIntegerToFloat becomes a MatMul of that
-    and the dequantized 7-bit weights, plus the bias. A per-token group has no static form: it becomes an fp32
+    and the dequantized 7-bit weights, plus the bias (a QAttention: three such MatMuls and the MultiHeadAttention
+    it fused). A per-token group has no static form: it becomes an fp32
     MatMul of its original input with the dequantized weights (what OpenVINO runs for it is then more exact). An
     8-bit embedding table becomes its dequantized fp32 values (the same numbers) behind a plain Gather."""
     import onnx
@@ -38,6 +39,34 @@ def qdq_form(model: Any) -> Any:
             values = q * array(scale).repeat(node_block(node), axis=1)
             extra.append(numpy_helper.from_array(values.astype(np.float32), table + "/f32"))
             nodes.append(helper.make_node("Gather", [table + "/f32", indices], list(node.output)))
+            continue
+        if node.op_type == "QAttention":  # fused Q/K/V projections: back to three QDQ MatMuls + MultiHeadAttention
+            xq, w, bias, a_scale, w_scale, mask, a_zero = node.input
+            if xq not in dequantized:
+                dequantized.add(xq)
+                nodes.append(helper.make_node("DequantizeLinear", [xq, a_scale, a_zero], [xq + "/dq"]))
+            p = node.output[0] + "/qdq/"
+            parts = zip(np.split(array(w), 3, axis=1), np.split(array(w_scale), 3), "qkv", strict=True)
+            for weights, scales, name in parts:
+                extra += [
+                    numpy_helper.from_array(weights, p + name + "/w8"),
+                    numpy_helper.from_array(scales, p + name + "/ws"),
+                    numpy_helper.from_array(np.zeros(scales.shape, np.int8), p + name + "/wz"),
+                ]
+                nodes += [
+                    helper.make_node(
+                        "DequantizeLinear",
+                        [p + name + "/w8", p + name + "/ws", p + name + "/wz"],
+                        [p + name + "/w"],
+                        axis=1,
+                    ),
+                    helper.make_node("MatMul", [xq + "/dq", p + name + "/w"], [p + name]),
+                ]
+            attention = helper.make_node(
+                "MultiHeadAttention", [p + "q", p + "k", p + "v", bias, mask], list(node.output), domain="com.microsoft"
+            )
+            attention.attribute.extend(node.attribute)
+            nodes.append(attention)
             continue
         if node.op_type != "MatMulIntegerToFloat":
             nodes.append(node)

@@ -67,6 +67,7 @@ def static_inputs(graph: Any) -> set[str]:
     """Quantized inputs whose scale is a constant (calibrated), not computed per token."""
     inits = {i.name for i in graph.initializer}
     constant = {n.input[0] for n in integer_matmuls(graph) if n.input[2] in inits}
+    constant |= {n.input[0] for n in graph.node if n.op_type == "QAttention" and n.input[3] in inits}
     return {n.input[0] for n in graph.node if n.op_type == "QuantizeLinear" and n.output[0] in constant}
 
 
@@ -74,7 +75,7 @@ def test_manifest_records_recipe_kept_nodes_and_figures(exported: Callable[..., 
     m = manifest(exported("distilbert", "int8"))
     recipe, v = m["quantization"], m["verification"]
     graph = onnx.load(str(exported("distilbert", "int8") / "model.onnx")).graph
-    assert recipe["int8_matmuls"] == len(integer_matmuls(graph))
+    assert recipe["int8_matmuls"] == quantize.int8_matmuls(graph)
     assert recipe["int8_matmuls"] == len(recipe["static_matmuls"]) + len(recipe["dynamic_matmuls"])
     assert recipe["session_options"] == {}
     kept = set(recipe["kept_fp32"])
@@ -227,7 +228,7 @@ def quantized_everywhere(
     chosen = {"dynamic": [], "static": inputs, "smoothed": inputs, "mixed": inputs[::2]}[scales]
     ranges = runtime.ranges(model, chosen, list(TEXTS[:40]))
     rewritten = quantize.rewrite(model, ranges=ranges, smooth=scales == "smoothed")
-    assert len(integer_matmuls(rewritten.graph)) == len(quantize.targets(model))
+    assert quantize.int8_matmuls(rewritten.graph) == len(quantize.targets(model))
     smoothers = {
         n.output[0]: n.input[0] for n in rewritten.graph.node if n.op_type == "Mul" and "smooth" in n.output[0]
     }
@@ -302,6 +303,29 @@ def test_onnxruntime_dynamic_quantization_is_batch_dependent(exported: Callable[
     assert np.abs(alone - together).max() > 1e-4
 
 
+@pytest.mark.parametrize("name", ["bert", "distilbert"])
+def test_fused_qkv_attention_is_bit_identical_to_the_separate_nodes(
+    exported: Callable[..., Path], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Static Q/K/V projections and their attention become one QAttention per layer, with the very same scores as
+    the three MatMulIntegerToFloat + MultiHeadAttention it replaces, batched and alone; per-token groups stay as
+    they are."""
+    fused, runtime = quantized_everywhere(exported, name, "mixed")
+    monkeypatch.setattr(quantize, "fuse_qkv", lambda graph: 0)
+    separate, _ = quantized_everywhere(exported, name, "mixed")
+    dynamic, _ = quantized_everywhere(exported, name, "dynamic")
+    kinds = {
+        label: [n.op_type for n in m.graph.node if "Attention" in n.op_type]
+        for label, m in (("fused", fused), ("separate", separate), ("dynamic", dynamic))
+    }
+    assert kinds["fused"] == ["QAttention"] * 2  # every Q/K/V group of "mixed" is static; 2 layers
+    assert kinds["separate"] == kinds["dynamic"] == ["MultiHeadAttention"] * 2
+    items: list[quantize.Item] = [TEXTS[0], "Meh.", TEXTS[15], TEXTS[60]]
+    for batch in (items, items[1:2]):
+        a, b = (runtime.logits(m.SerializeToString(), batch) for m in (fused, separate))
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("scales", ["dynamic", "static", "smoothed"])
 def test_integer_matmul_is_exact_on_real_activations(exported: Callable[..., Path], scales: str) -> None:
     """No int16 saturation on this CPU: MatMulIntegerToFloat's output equals numpy's exact integer product of the
@@ -339,7 +363,7 @@ def test_minilm_int8_keeps_decisions_with_int8_matmuls(minilm: Path) -> None:
     assert v["int8_max_score_diff"] <= MAX_SCORE_DIFF
     graph = onnx.load(str(minilm / "model.onnx")).graph
     # a random head on the real encoder: near-tied decisions, so the gate keeps many groups fp32 (16 of 36 int8 here)
-    assert recipe["int8_matmuls"] == len(integer_matmuls(graph)) >= 12
+    assert recipe["int8_matmuls"] == quantize.int8_matmuls(graph) >= 12
     assert recipe["fp16_embeddings"] + recipe["int8_embeddings"] == [
         "bert.embeddings.word_embeddings.weight",
         "bert.embeddings.position_embeddings.weight",

@@ -177,7 +177,8 @@ class Recipe:
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "method": "int8 MatMulIntegerToFloat (onnxruntime contrib op): static or per-token activation scales",
+            "method": "int8 MatMulIntegerToFloat (onnxruntime contrib op): static or per-token activation scales; "
+            "static Q/K/V projections and their attention fused into one QAttention",
             "activations": "uint8; per group of MatMuls either one calibrated scale and zero point for the tensor "
             "(static) or each token's own min and max (dynamic); row-independent both ways",
             "weights": f"int8 storage, symmetric per output channel, 7-bit range (+-{WEIGHT_MAX})",
@@ -453,11 +454,81 @@ def rewrite(
     graph.initializer.extend(kept)
     if todo and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    fuse_qkv(graph)
     if any(t.input not in ranges for t in todo):  # blocked QuantizeLinear: opset 21 (its other ops: unchanged)
         for o in model.opset_import:
             if o.domain in ("", "ai.onnx"):
                 o.version = max(o.version, 21)
     return model
+
+
+MHA_ATTRIBUTES = {"num_heads", "mask_filter_value"}  # the attention attributes the export makes, read alike
+
+
+def fuse_qkv(graph: Any) -> int:
+    """Each attention core whose Q, K and V projections are static int8 of one quantized input becomes one
+    onnxruntime `QAttention` (in place; returns how many): the three `MatMulIntegerToFloat`s and the
+    `MultiHeadAttention` they feed are one node, its weights the three concatenated, Q|K|V, with their per-column
+    scales and biases. The kernel computes the same exact int32 sums with the same float scaling, per (row, head),
+    straight into the head-major layout attention reads, so the scores are bit-identical (tests/test_quantize.py),
+    rows stay independent, and a run has three fewer nodes per layer. Measured on 2 cores, 256-token batches, raw
+    session (scratch, interleaved): batch-1 p50 -12% (MiniLM-L6) and -11% (DistilBERT-base), sentences/s +5% and
+    level. Per-token groups keep the separate nodes: QAttention takes one input scale per tensor."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    readers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers[i] = readers.get(i, 0) + 1
+
+    def static_projection(name: str) -> Any | None:
+        """The static MatMulIntegerToFloat (symmetric weights, bias inside) making `name` for attention alone."""
+        p = producer.get(name)
+        if p is None or p.op_type != "MatMulIntegerToFloat" or len(p.input) != 7 or p.input[5]:
+            return None
+        return p if p.input[2] in inits and readers[name] == 1 else None
+
+    fused = 0
+    for mha in [n for n in graph.node if n.op_type == "MultiHeadAttention"]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in mha.attribute}
+        if len(mha.input) > 5 or len(mha.output) != 1 or not set(attrs) <= MHA_ATTRIBUTES:
+            continue
+        qkv = [p for p in map(static_projection, mha.input[:3]) if p is not None]
+        if len(qkv) != 3 or len({(p.input[0], p.input[2], p.input[4]) for p in qkv}) != 1:
+            continue
+        array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
+        bias = np.concatenate([array(p.input[6]) for p in qkv])
+        if len(mha.input) > 3 and mha.input[3]:
+            bias = bias + array(mha.input[3])
+        made = {
+            "w": np.concatenate([array(p.input[1]) for p in qkv], axis=1),
+            "ws": np.concatenate([array(p.input[3]) for p in qkv]),
+            "b": bias.astype(np.float32),
+        }
+        prefix = f"q8/{mha.name}/qkv/"
+        graph.initializer.extend(numpy_helper.from_array(v, prefix + k) for k, v in made.items())
+        q, _, s, _, z = qkv[0].input[:5]
+        mask = mha.input[4] if len(mha.input) > 4 else ""
+        inputs = [q, prefix + "w", prefix + "b", s, prefix + "ws", mask, z]
+        node = helper.make_node("QAttention", inputs, list(mha.output), mha.name + "/qkv", domain="com.microsoft")
+        node.attribute.extend(mha.attribute)
+        nodes = [node if n == mha else n for n in graph.node if n not in qkv]
+        del graph.node[:]
+        graph.node.extend(nodes)
+        fused += 1
+    if fused:
+        used = {i for n in graph.node for i in n.input}
+        kept = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return fused
+
+
+def int8_matmuls(graph: Any) -> int:
+    """How many MatMuls `graph` runs int8: one per MatMulIntegerToFloat, three (Q, K, V) per QAttention."""
+    return sum({"MatMulIntegerToFloat": 1, "QAttention": 3}.get(n.op_type, 0) for n in graph.node)
 
 
 def groups(model: Any) -> list[list[Target]]:
