@@ -3,8 +3,9 @@
 Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator (the
 default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores split between them:
 no threads wait at each operator's end, so more texts per second on calls of many batches (2 cores, `python -m
-benchmarks`: MiniLM-L6 +2%, DistilBERT-base -2%, zero-shot +22% on a steady machine; +34%, +20%, +42% while the
-shared machine was slow, when the threads of one run waited longest for each other); a lone text gets fewer cores.
+benchmarks`, run G: MiniLM-L6 +28%, DistilBERT-base +17%, zero-shot +35%, in the shared machine's slow phase, when
+handing each operator's work between the cores costs most; level in its fast phase, scratch); a lone text gets
+fewer cores.
 Either way every batch is computed exactly as it would be alone, so rows stay independent of their neighbours.
 """
 

@@ -24,6 +24,10 @@ two scales, the search choosing per group:
   Symmetric per-token scales (no offset) were measured ~3% faster but lost too many decisions: on the trained
   MiniLM they fell below 99% agreement where this keeps it (`python -m benchmarks.int8_levers`).
 
+Static Q/K/V groups then fuse with the attention kernel they feed: the three `MatMulIntegerToFloat`s and the
+`MultiHeadAttention` become one onnxruntime `QAttention` (`fuse_qkv`), bit-identical and three nodes fewer per
+layer.
+
 Either way a token's integers depend only on that token and on constants, so a row's scores equal its scores
 alone up to float rounding. onnxruntime's own dynamic quantization takes one scale over the whole batch tensor,
 padding rows included, so a row's scores there changed with its neighbours. The small head layers (Gemm:
