@@ -109,3 +109,18 @@ def test_a_failing_batch_raises_its_error(exported: Any) -> None:
     object.__setattr__(model, "session", Tracing(model.session, fail_on=3))
     with pytest.raises(InferenceError, match="boom"):
         model.logits(encoded(model))
+
+
+def test_a_call_smaller_than_the_runs_is_cut_so_its_rows_share_the_cores(exported: Any) -> None:
+    path = exported("bert", "fp32")
+    serial = LoadedModel.load(path, threads=1)
+    model = LoadedModel.load(path, threads=2, concurrent_batches=2)
+    few = serial.tokenizer.encode(["one short text", "another short one", "a third", "and a fourth text"], Truncation())
+    assert sum(1 for _ in batching.batches(few, serial.info.pad_id, serial.batch_tokens)) == 1  # one batch alone
+    tracing = Tracing(model.session)
+    object.__setattr__(model, "session", tracing)
+    np.testing.assert_array_equal(model.logits(few), serial.logits(few))
+    assert tracing.calls >= 2 and tracing.most == 2
+    tracing.calls = tracing.most = 0
+    model.logits(few[:1])  # one row cannot be cut
+    assert tracing.calls == 1
