@@ -326,6 +326,24 @@ def test_fused_qkv_attention_is_bit_identical_to_the_separate_nodes(
         np.testing.assert_array_equal(a, b)
 
 
+def test_qkv_fusion_needs_the_int32_mask_and_the_attributes_it_knows(
+    exported: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quantize, "fuse_qkv", lambda graph: 0)
+    separate, _ = quantized_everywhere(exported, "bert", "static")
+    monkeypatch.undo()
+    assert quantize.fuse_qkv(onnx.ModelProto.FromString(separate.SerializeToString()).graph) == 2
+    int64_mask = onnx.ModelProto.FromString(separate.SerializeToString())
+    cast = next(n for n in int64_mask.graph.node if n.op_type == "Cast" and n.output[0].startswith("attention_mask"))
+    next(a for a in cast.attribute if a.name == "to").i = onnx.TensorProto.INT64
+    assert quantize.fuse_qkv(int64_mask.graph) == 0
+    unknown = onnx.ModelProto.FromString(separate.SerializeToString())
+    for node in unknown.graph.node:
+        if node.op_type == "MultiHeadAttention":
+            node.attribute.append(onnx.helper.make_attribute("unidirectional", 1))
+    assert quantize.fuse_qkv(unknown.graph) == 0
+
+
 @pytest.mark.parametrize("scales", ["dynamic", "static", "smoothed"])
 def test_integer_matmul_is_exact_on_real_activations(exported: Callable[..., Path], scales: str) -> None:
     """No int16 saturation on this CPU: MatMulIntegerToFloat's output equals numpy's exact integer product of the

@@ -502,6 +502,11 @@ def fuse_qkv(graph: Any) -> int:
         qkv = [p for p in map(static_projection, mha.input[:3]) if p is not None]
         if len(qkv) != 3 or len({(p.input[0], p.input[2], p.input[4]) for p in qkv}) != 1:
             continue
+        mask = mha.input[4] if len(mha.input) > 4 else ""
+        cast = producer.get(mask)
+        to = {a.name: a.i for a in cast.attribute}.get("to") if cast is not None and cast.op_type == "Cast" else None
+        if mask and to != 6:  # onnx.TensorProto.INT32
+            continue  # QAttention reads an int32 [batch, tokens] mask: the export's Cast of attention_mask
         array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
         bias = np.concatenate([array(p.input[6]) for p in qkv])
         if len(mha.input) > 3 and mha.input[3]:
@@ -514,7 +519,6 @@ def fuse_qkv(graph: Any) -> int:
         prefix = f"q8/{mha.name}/qkv/"
         graph.initializer.extend(numpy_helper.from_array(v, prefix + k) for k, v in made.items())
         q, _, s, _, z = qkv[0].input[:5]
-        mask = mha.input[4] if len(mha.input) > 4 else ""
         inputs = [q, prefix + "w", prefix + "b", s, prefix + "ws", mask, z]
         node = helper.make_node("QAttention", inputs, list(mha.output), mha.name + "/qkv", domain="com.microsoft")
         node.attribute.extend(mha.attribute)
