@@ -450,15 +450,16 @@ def rewrite(
     nodes = [m for n in originals for m in replacement.get(n.name, [n])]
     used = {i for n in nodes for i in n.input} | {o.name for o in graph.output}
     nodes = [n for n in nodes if n.op_type != "Identity" or n.output[0] in used]  # weight aliases left unused
-    used = {i for n in nodes for i in n.input}
-    kept = [i for i in graph.initializer if i.name in used] + [i for i in new_inits if i.name in used]
     del graph.node[:]
     graph.node.extend(nodes)
+    graph.initializer.extend(new_inits)
+    fuse_qkv(graph)
+    used = {i for n in graph.node for i in n.input}
+    kept = [i for i in graph.initializer if i.name in used]  # fp32 weights and the Q/K/V weights fused away go
     del graph.initializer[:]
     graph.initializer.extend(kept)
     if todo and not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    fuse_qkv(graph)
     if any(t.input not in ranges for t in todo):  # blocked QuantizeLinear: opset 21 (its other ops: unchanged)
         for o in model.opset_import:
             if o.domain in ("", "ai.onnx"):
@@ -471,13 +472,14 @@ MHA_ATTRIBUTES = {"num_heads", "mask_filter_value"}  # the attention attributes 
 
 def fuse_qkv(graph: Any) -> int:
     """Each attention core whose Q, K and V projections are static int8 of one quantized input becomes one
-    onnxruntime `QAttention` (in place; returns how many): the three `MatMulIntegerToFloat`s and the
-    `MultiHeadAttention` they feed are one node, its weights the three concatenated, Q|K|V, with their per-column
-    scales and biases. The kernel computes the same exact int32 sums with the same float scaling, per (row, head),
-    straight into the head-major layout attention reads, so the scores are bit-identical (tests/test_quantize.py),
-    rows stay independent, and a run has three fewer nodes per layer. Measured on 2 cores, 256-token batches, raw
-    session (scratch, interleaved): batch-1 p50 -12% (MiniLM-L6) and -11% (DistilBERT-base), sentences/s +5% and
-    level. Per-token groups keep the separate nodes: QAttention takes one input scale per tensor."""
+    onnxruntime `QAttention` (in place, the weights it replaces left for the caller to prune; returns how many):
+    the three `MatMulIntegerToFloat`s and the `MultiHeadAttention` they feed are one node, its weights the three
+    concatenated, Q|K|V, with their per-column scales and biases. The kernel computes the same exact int32 sums
+    with the same float scaling, per (row, head), straight into the head-major layout attention reads, so the
+    scores are bit-identical (tests/test_quantize.py), rows stay independent, and a run has three fewer nodes per
+    layer. Measured on 2 cores, 256-token batches, raw session (scratch, interleaved): batch-1 p50 -12%
+    (MiniLM-L6) and -11% (DistilBERT-base), sentences/s +5% and level. Per-token groups keep the separate nodes:
+    QAttention takes one input scale per tensor."""
     from onnx import helper, numpy_helper
 
     inits = {i.name: i for i in graph.initializer}
@@ -526,11 +528,6 @@ def fuse_qkv(graph: Any) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
         fused += 1
-    if fused:
-        used = {i for n in graph.node for i in n.input}
-        kept = [i for i in graph.initializer if i.name in used]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
     return fused
 
 
