@@ -4,7 +4,8 @@
 
 For each variant: load time, sentences/s over the corpus, single-request p50, peak RSS (VmHWM) after scoring.
 A variant changes one option of the engine's own onnxruntime session as it is created; everything else is the
-engine's.
+engine's. "A second session" loads the model twice (one batch at a time and batches at once) and scores the
+corpus with both before the default one is timed: the memory a process would need to keep both ways.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from . import corpus, run
+from . import core_latency, corpus, run
 from .worker import peak_rss_mb
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -30,7 +31,24 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "1 intra-op thread": {"threads": 1},
     "memory patterns on (before this round)": {"pattern": True},
     "dynamic block base 4": {"config": {"session.dynamic_block_base": "4"}},
+    "spin 10 ms": {"config": {"session.intra_op.spin_duration_us": "10000"}},
+    "spin backoff 1": {"config": {"session.intra_op.spin_backoff_max": "1"}},
+    "worker thread pinned to CPU 1": {"config": {"session.intra_op_thread_affinities": "2"}},
     "2 batches at once (1 thread each)": {"concurrent": 2},
+    "2 batches at once on one 2-thread session": {"concurrent": 2, "threads": 2},
+    "2 batches at once on one 2-thread session, spinning off": {
+        "concurrent": 2,
+        "threads": 2,
+        "config": {"session.intra_op.allow_spinning": "0"},
+    },
+    "2 batches at once on one 2-thread session, spinning and arena off": {
+        "concurrent": 2,
+        "threads": 2,
+        "arena": False,
+        "config": {"session.intra_op.allow_spinning": "0"},
+    },
+    "2 batches at once (1 thread each), arena off": {"concurrent": 2, "arena": False},
+    "a second session (2 batches at once) beside the default one": {"second": True},
     "batch_tokens 256": {"batch_tokens": 256},
     "batch_tokens 512": {"batch_tokens": 512},
     "batch_tokens 1024": {"batch_tokens": 1024},
@@ -69,6 +87,9 @@ def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any
     )
     clf(texts[:1])
     load_s = time.perf_counter() - start
+    if variant.get("second"):  # what keeping both ways to spend the cores in one process would cost in memory
+        ort.InferenceSession = real  # type: ignore[misc]
+        engine.TextClassifier.load(model, concurrent_batches=2)(texts)
     rates = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -86,6 +107,11 @@ def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any
         "latency_ms_p50": statistics.median(lat),
         "peak_rss_mb": rss,
     }
+
+
+def _cell(result: dict[str, Any]) -> str:
+    trip = result["trip"]
+    return f"{result['sentences_per_s']:.0f}" + (f" ({trip[0]:.0f}/{trip[1]:.0f})" if None not in trip else "")
 
 
 def main() -> int:
@@ -108,17 +134,22 @@ def main() -> int:
     for r in range(args.rounds):  # every variant once per round, the order alternating (see benchmarks/run.py)
         for name in names[:: -1 if r % 2 else 1]:
             cmd = [sys.executable, "-m", "benchmarks.levers", "--model", args.model, "--texts", str(args.texts)]
+            before = core_latency.round_trip_ns()
             proc = subprocess.run([*cmd, "--reps", str(args.reps), "--child", name], capture_output=True, text=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if not line:
                 raise SystemExit(f"{name} failed: {proc.stderr[-300:]}")
-            results[name].append(json.loads(line[-1][7:]))
-    print(f"{len(names)} variants, {args.rounds} rounds in alternating order; medians over rounds\n")
-    print("| variant | load+first (s) | sentences/s | p50 (ms) | peak RSS (MB) |\n|---|---:|---:|---:|---:|")
+            results[name].append({**json.loads(line[-1][7:]), "trip": [before, core_latency.round_trip_ns()]})
+    print(f"{len(names)} variants, {args.rounds} rounds in alternating order; medians over rounds")
+    print("per round: sentences/s (the CPUs' round trip before/after in ns, benchmarks/core_latency.py)\n")
+    print("| variant | load+first (s) | sentences/s | per round | p50 (ms) | peak RSS (MB) |")
+    print("|---|---:|---:|---|---:|---:|")
     for name, rounds in results.items():
-        med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+        med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0] if k != "trip"}
+        per_round = " · ".join(_cell(x) for x in rounds)
         print(
-            f"| {name} | {med['load_and_first_s']:.2f} | {med['sentences_per_s']:.1f} | {med['latency_ms_p50']:.1f} "
+            f"| {name} | {med['load_and_first_s']:.2f} | {med['sentences_per_s']:.1f} "
+            f"| {per_round} | {med['latency_ms_p50']:.1f} "
             f"| {med['peak_rss_mb']:.0f} |",
             flush=True,
         )

@@ -9,6 +9,8 @@ from typing import Any
 
 from .peers import PEERS
 
+INT8_ENGINES = ("engine-int8", "engine-int8-concurrent")
+
 NAMES = {
     "engine-int8": "engine int8",
     "engine-int8-concurrent": "engine int8, batches at once",
@@ -50,6 +52,32 @@ def per_system(data: dict[str, Any], model: str) -> dict[str, dict[str, float]]:
     return out
 
 
+NEAR_NS = 150.0  # CPUs' round trip below this: one core complex (70-80 ns here); above: two (300 ns or more)
+
+
+def phase(trip: list[float | None] | None) -> str | None:
+    """ "near" or "far" when the round trips before and after a measurement agree, else None (it moved)."""
+    xs = [x for x in (trip or []) if x is not None]
+    if not xs or (min(xs) < NEAR_NS) != (max(xs) < NEAR_NS):
+        return None
+    return "near" if xs[0] < NEAR_NS else "far"
+
+
+def by_phase(mine: tuple[list[float], list[Any]], theirs: tuple[list[float], list[Any]]) -> dict[str, Any]:
+    """The ratio of two systems' medians over only the rounds each ran in one phase, per phase both saw: the
+    comparison that the machine's moves between phases cannot tilt. Each side is (figures, round trips) by round."""
+    out = {}
+    for name in ("near", "far"):
+        a, b = ([v for v, t in zip(vals, trips) if phase(t) == name] for vals, trips in (mine, theirs))
+        if a and b:
+            out[name] = {"ratio": statistics.median(a) / statistics.median(b), "rounds": [len(a), len(b)]}
+    return out
+
+
+def _rounds(r: dict[str, Any], key: str) -> tuple[list[float], list[Any]]:
+    return r[f"{key}_rounds"], r.get("core_round_trip_ns_rounds", [])
+
+
 def summarise(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"models": {}, "targets": []}
     targets = out["targets"]
@@ -68,7 +96,18 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             }
             for p in PEERS
         }
-        out["models"][model] = {"systems": systems, "ratios": ratios, "fastest_peer": fastest}
+        runs = data["classify"][model]
+        phased = {
+            e: by_phase(_rounds(runs[e], "sentences_per_s"), _rounds(runs[fastest], "sentences_per_s"))
+            for e in INT8_ENGINES
+            if e in runs
+        }
+        out["models"][model] = {
+            "systems": systems,
+            "ratios": ratios,
+            "fastest_peer": fastest,
+            "throughput_by_phase": phased,
+        }
         independent = data["classify"][model]["engine-int8"]["rows_independent"]
         targets += [
             _target(model, f"throughput >= fastest peer's ({NAMES[fastest]})", ratios[fastest]["throughput"], ">=", 1),
@@ -95,8 +134,17 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         }
         for count in reference
     }
+    out["zero_shot_by_phase"] = {}
     for count, by_system in out["zero_shot"].items():
         best = max(PEERS, key=lambda p: by_system[p]["texts_per_s"])
+        per_labels = {
+            s: (z["by_labels"][count]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
+            for s, z in zs.items()
+        }
+        out["zero_shot_by_phase"][count] = {
+            "peer": best,
+            "ratios": {e: by_phase(per_labels[e], per_labels[best]) for e in INT8_ENGINES if e in zs},
+        }
         ratio = by_system["engine-int8"]["texts_per_s"] / by_system[best]["texts_per_s"]
         targets.append(
             _target("nli", f"zero-shot texts/s, {count} labels >= best peer's ({NAMES[best]})", ratio, ">=", 1)
@@ -124,6 +172,26 @@ def _target(model: str, name: str, value: float, op: str, bound: float) -> dict[
 
 def _f(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if math.isfinite(x) else "n/a"
+
+
+def _per_round(rows: dict[str, tuple[list[float], list[Any]]], what: str) -> list[str]:
+    """A table of each system's figure per round, each with the CPUs' round trip before / after it (ns)."""
+    rounds = max(len(values) for values, _ in rows.values())
+    lines = [
+        f"Per round: {what}, with the round trip between the two CPUs before / after it in ns "
+        "(`benchmarks/core_latency.py`: about 70-80 on one core complex, 300 or more across two).",
+        "",
+        "| system | " + " | ".join(f"round {i + 1}" for i in range(rounds)) + " |",
+        "|---|" + "---:|" * rounds,
+    ]
+    for system, (values, trips) in rows.items():
+        cells = []
+        for i, value in enumerate(values):
+            trip = trips[i] if i < len(trips) else None
+            ns = "/".join(f"{x:.0f}" for x in (trip or []) if x is not None)
+            cells.append(f"{value:.0f}" + (f" ({ns})" if ns else ""))
+        lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -176,6 +244,14 @@ def markdown(data: dict[str, Any]) -> str:
             f"difference {ind['max_score_diff']:.1e}.",
             "",
         ]
+        runs = data["classify"][model]
+        lines += _per_round(
+            {
+                system: (r["sentences_per_s_rounds"], r.get("core_round_trip_ns_rounds", []))
+                for system, r in runs.items()
+            },
+            "sentences/s",
+        )
     nli = figs["nli"]["training"]
     nx = figs["nli"]["engine_int8_export"]
     counts = list(s["zero_shot"])
@@ -197,6 +273,15 @@ def markdown(data: dict[str, Any]) -> str:
             for z in (s["zero_shot"][k][system] for k in counts)
         ]
         lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for k in counts:
+        lines += _per_round(
+            {
+                system: (z["by_labels"][k]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
+                for system, z in data["zero_shot"].items()
+            },
+            f"texts/s at {k} labels",
+        )
     if "random_stress" in figs:
         stress = figs["random_stress"]["engine_int8_export"]
         lines += [
@@ -218,6 +303,31 @@ def markdown(data: dict[str, Any]) -> str:
             f"{'yes' if t['met'] else 'NO'} |"
         )
     lines.append("")
+    phased = [
+        (model, NAMES[m["fastest_peer"]], system, ratios)
+        for model, m in s["models"].items()
+        for system, ratios in m.get("throughput_by_phase", {}).items()
+    ] + [
+        (f"nli, {count} labels", NAMES[z["peer"]], system, ratios)
+        for count, z in s.get("zero_shot_by_phase", {}).items()
+        for system, ratios in z["ratios"].items()
+    ]
+    if any(ratios for *_, ratios in phased):
+        lines += [
+            f"Throughput against the fastest peer within one phase of the machine: only the rounds whose CPU round "
+            f"trips before and after were both below {NEAR_NS:.0f} ns (one core complex) or both above (two); "
+            "rounds of each system in brackets.",
+            "",
+            "| model | engine | peer | one core complex | two core complexes |",
+            "|---|---|---|---:|---:|",
+        ]
+        for model, peer, system, ratios in phased:
+            cells = [
+                f"{ratios[p]['ratio']:.3f} ({ratios[p]['rounds'][0]}/{ratios[p]['rounds'][1]})" if p in ratios else "-"
+                for p in ("near", "far")
+            ]
+            lines.append(f"| {model} | {NAMES[system]} | {peer} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import corpus, models, peers, report
+from . import core_latency, corpus, models, peers, report
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "offline-textclf-engine" / "benchmarks"
@@ -71,11 +71,18 @@ def run_worker(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
 
 
 def in_parallel(specs: list[dict[str, Any]], workdir: Path, jobs: int, log: Any) -> list[dict[str, Any]]:
+    """Run the specs, `jobs` at a time. With one at a time, the CPUs' round trip (benchmarks/core_latency.py) is
+    taken before and after each, so that every figure says which of the machine's phases it ran in."""
+
     def one(spec: dict[str, Any]) -> dict[str, Any]:
+        before = core_latency.round_trip_ns(cache=workdir) if jobs == 1 else None
         start = time.perf_counter()
         out = run_worker(spec, workdir)
+        took = time.perf_counter() - start
+        out["core_round_trip_ns"] = [before, core_latency.round_trip_ns(cache=workdir) if jobs == 1 else None]
         what = f"{spec['job']} {spec.get('model', 'nli')} {spec['system']}"
-        log(f"  {what:<40} {time.perf_counter() - start:6.1f} s  load {os.getloadavg()[0]:.1f}")
+        trip = "/".join(f"{x:.0f}" for x in out["core_round_trip_ns"] if x is not None)
+        log(f"  {what:<40} {took:6.1f} s  load {os.getloadavg()[0]:.1f}" + (f"  round trip {trip} ns" if trip else ""))
         return out
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -106,6 +113,7 @@ def merge_classify(results: list[dict[str, Any]]) -> dict[str, Any]:
         merged[key] = statistics.median(r[key] for r in results)
         merged[f"{key}_rounds"] = [r[key] for r in results]
     merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    merged["core_round_trip_ns_rounds"] = [r.get("core_round_trip_ns") for r in results]
     return merged
 
 
@@ -117,6 +125,7 @@ def merge_zero_shot(results: list[dict[str, Any]]) -> dict[str, Any]:
         for count, first in results[0]["by_labels"].items()
     }
     merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
+    merged["core_round_trip_ns_rounds"] = [r.get("core_round_trip_ns") for r in results]
     return merged
 
 

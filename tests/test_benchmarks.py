@@ -159,3 +159,35 @@ def test_avx2_report_compares_emulated_with_native(tmp_path: Path, monkeypatch: 
     assert "| Haswell | 0 | 2 | 0 | int16 pair sums saturate (vpmaddubsw) |" in text
     assert "| minilm (4 inputs) | engine int8 | 0.00e+00 | 100.0% | 100.0% | 100.0% |" in text
     assert f"| minilm (4 inputs) | {peer} | 2.00e+00 | 75.0% | 100.0% | 75.0% |" in text
+
+
+def test_core_round_trip_is_measured_where_it_can_be(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPUs' round trip that labels each measurement's phase: a figure where a C compiler and two CPUs exist,
+    None (never an exception) where not."""
+    import os
+    import shutil
+
+    from benchmarks import core_latency
+
+    figure = core_latency.round_trip_ns(0.1, tmp_path)
+    if shutil.which("cc") and len(os.sched_getaffinity(0)) >= 2:
+        assert figure is not None and 1 < figure < 1e6
+    else:
+        assert figure is None
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    assert core_latency.round_trip_ns(0.1, tmp_path / "none") is None
+
+
+def test_throughput_by_phase_compares_only_rounds_of_one_phase() -> None:
+    from benchmarks import report
+
+    assert report.phase([70.0, 80.0]) == "near" and report.phase([360.0, 300.0]) == "far"
+    assert report.phase([70.0, 360.0]) is None and report.phase([None, None]) is None and report.phase(None) is None
+    assert report.phase([None, 90.0]) == "near"
+    engine = ([100.0, 60.0, 110.0, 70.0], [[70.0, 70.0], [360.0, 360.0], [80.0, 80.0], [70.0, 400.0]])
+    peer = ([90.0, 70.0, 95.0], [[75.0, 75.0], [350.0, 350.0], [None, None]])
+    out = report.by_phase(engine, peer)
+    assert out["near"] == {"ratio": 105.0 / 90.0, "rounds": [2, 1]}
+    assert out["far"] == {"ratio": 60.0 / 70.0, "rounds": [1, 1]}
+    assert report.by_phase(engine, ([90.0], [[70.0, 70.0]])).keys() == {"near"}
+    assert report.by_phase(([1.0], []), ([1.0], [])) == {}
