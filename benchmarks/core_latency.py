@@ -7,7 +7,8 @@ median round trip in nanoseconds per 50 ms window. On the 2-vCPU AMD EPYC VM of 
 80 ns for some minutes and about 360 ns for others: the host moves the two vCPUs between one core complex and
 two. onnxruntime splits every operator of a run between its threads, so a run on two threads pays that latency
 at each operator and the activations it moves across; two runs at once, one thread each, do not
-(`python -m benchmarks.levers`). The harness records the figure before and after every system's measurement.
+(`python -m benchmarks.levers`). The harness records the figure before and after every system's measurement,
+and `python -m benchmarks --phase near` (or `far`) waits for that phase before each one.
 
 The probe is a few lines of C, compiled once with the system's C compiler (`cc`) into the benchmark cache;
 without a compiler, or with fewer than two CPUs, the figure is None.
@@ -21,7 +22,10 @@ import os
 import shutil
 import statistics
 import subprocess
+import time
 from pathlib import Path
+
+NEAR_NS = 150.0  # a round trip below this: one core complex (70-80 ns on this VM); above: two (300 ns or more)
 
 SOURCE = r"""
 #define _GNU_SOURCE
@@ -126,6 +130,21 @@ def round_trip_ns(seconds: float = 0.1, cache: Path | None = None) -> float | No
     """The median round trip over `seconds`, or None when it cannot be measured here."""
     figures = windows_ns(seconds, cache)
     return statistics.median(figures) if figures else None
+
+
+def phase_of(ns: float | None) -> str | None:
+    return None if ns is None else "near" if ns < NEAR_NS else "far"
+
+
+def wait_for(phase: str, timeout: float, cache: Path | None = None) -> float | None:
+    """Poll until the round trip is in `phase` ("near" or "far") or `timeout` seconds have passed; the last
+    figure (None when it cannot be measured, and then there is nothing to wait for)."""
+    end = time.monotonic() + timeout
+    while True:
+        ns = round_trip_ns(0.1, cache)
+        if ns is None or phase_of(ns) == phase or time.monotonic() > end:
+            return ns
+        time.sleep(1.0)
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from . import core_latency
 from .peers import PEERS
 
 INT8_ENGINES = ("engine-int8", "engine-int8-concurrent")
@@ -314,9 +315,9 @@ def markdown(data: dict[str, Any]) -> str:
     ]
     if any(ratios for *_, ratios in phased):
         lines += [
-            f"Throughput against the fastest peer within one phase of the machine: only the rounds whose CPU round "
-            f"trips before and after were both below {NEAR_NS:.0f} ns (one core complex) or both above (two); "
-            "rounds of each system in brackets.",
+            "Throughput against the fastest peer within one phase of the machine: only the rounds whose CPU round "
+            f"trips before and after were both below {core_latency.NEAR_NS:.0f} ns (one core complex) or both "
+            "above (two); rounds of each system in brackets.",
             "",
             "| model | engine | peer | one core complex | two core complexes |",
             "|---|---|---|---:|---:|",

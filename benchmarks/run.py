@@ -70,12 +70,24 @@ def run_worker(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return dict(json.loads(lines[-1][len("RESULT ") :]))
 
 
-def in_parallel(specs: list[dict[str, Any]], workdir: Path, jobs: int, log: Any) -> list[dict[str, Any]]:
+PHASE_WAIT_S = 600.0  # --phase: the longest wait for the phase before one measurement; then it runs anyway
+
+
+def in_parallel(
+    specs: list[dict[str, Any]], workdir: Path, jobs: int, log: Any, phase: str | None = None
+) -> list[dict[str, Any]]:
     """Run the specs, `jobs` at a time. With one at a time, the CPUs' round trip (benchmarks/core_latency.py) is
-    taken before and after each, so that every figure says which of the machine's phases it ran in."""
+    taken before and after each, so that every figure says which of the machine's phases it ran in; with `phase`
+    ("near" or "far"), each waits for that phase first."""
 
     def one(spec: dict[str, Any]) -> dict[str, Any]:
-        before = core_latency.round_trip_ns(cache=workdir) if jobs == 1 else None
+        before = None
+        if jobs == 1:
+            before = (
+                core_latency.wait_for(phase, PHASE_WAIT_S, workdir)
+                if phase
+                else core_latency.round_trip_ns(cache=workdir)
+            )
         start = time.perf_counter()
         out = run_worker(spec, workdir)
         took = time.perf_counter() - start
@@ -90,7 +102,7 @@ def in_parallel(specs: list[dict[str, Any]], workdir: Path, jobs: int, log: Any)
 
 
 def in_rounds(
-    specs: list[dict[str, Any]], rounds: int, workdir: Path, jobs: int, log: Any
+    specs: list[dict[str, Any]], rounds: int, workdir: Path, jobs: int, log: Any, phase: str | None = None
 ) -> list[list[dict[str, Any]]]:
     """Each spec's results, one per round. The speed of a shared machine drifts by tens of percent within minutes
     (measured here: the same worker 1.7x apart an hour later), so one pass in a fixed order can hand a whole
@@ -100,7 +112,7 @@ def in_rounds(
     for r in range(rounds):
         order = list(range(len(specs)))[:: -1 if r % 2 else 1]
         log(f" round {r + 1}/{rounds}")
-        for i, res in zip(order, in_parallel([specs[i] for i in order], workdir, jobs, log)):
+        for i, res in zip(order, in_parallel([specs[i] for i in order], workdir, jobs, log, phase)):
             out[i].append(res)
     return out
 
@@ -139,7 +151,14 @@ def mean_tokens(tokenizer_json: Path, texts: Sequence[str]) -> float:
     return sum(len(e.ids) for e in tok.encode_batch(list(texts))) / len(texts)
 
 
-def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifiers: tuple[str, ...]) -> dict[str, Any]:
+def measure(
+    plan: Plan,
+    art: models.Artifacts,
+    workdir: Path,
+    log: Any,
+    classifiers: tuple[str, ...],
+    phase: str | None = None,
+) -> dict[str, Any]:
     texts = corpus.sample(plan.corpus_size)
     corpus_file = workdir / "corpus.json"
     corpus_file.write_text(json.dumps(texts), encoding="utf-8")
@@ -161,7 +180,7 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifi
         for s in SYSTEMS
     ]
     log(f"throughput, batch-1 latency, held-out agreement (one process per model and system, {plan.rounds} rounds)")
-    results = in_rounds(specs, plan.rounds, workdir, plan.jobs, log)
+    results = in_rounds(specs, plan.rounds, workdir, plan.jobs, log, phase)
     classify = {m: {} for m in classifiers}  # type: dict[str, dict[str, Any]]
     cold = {m: {} for m in classifiers}  # type: dict[str, dict[str, list[float]]]
     for spec, rounds in zip(specs, results):
@@ -189,7 +208,9 @@ def measure(plan: Plan, art: models.Artifacts, workdir: Path, log: Any, classifi
         for s in SYSTEMS
     ]
     log("zero-shot texts/s with the NLI model")
-    zero_shot = dict(zip(SYSTEMS, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log))))
+    zero_shot = dict(
+        zip(SYSTEMS, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
+    )
     return {
         "plan": asdict(plan),
         "corpus": {
@@ -216,6 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where checkpoints and exports are kept")
     parser.add_argument("--models", nargs="+", choices=models.MODELS, default=list(models.MODELS), help="classifiers")
     parser.add_argument("--busy", action="store_true", help="the full models, a quarter of the timing work")
+    parser.add_argument(
+        "--phase",
+        choices=("near", "far"),
+        help="before each measurement, wait for this phase of the CPUs' round trip (benchmarks/core_latency.py)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else BUSY if args.busy else FULL
     name = args.name or ("quick" if args.quick else "full")
@@ -232,7 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     built = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        data = measure(plan, art, Path(tmp), log, classifiers)
+        data = measure(plan, art, Path(tmp), log, classifiers, args.phase)
+    data["phase_requested"] = args.phase
     data["cpu"] = {**cpu, "cores": len(os.sched_getaffinity(0))}
     data["load_average_after"] = os.getloadavg()
     data["build_s"] = built - start

@@ -95,7 +95,7 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
 def test_rounds_alternate_the_order_and_merge_to_medians(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[list[str]] = []
 
-    def fake(specs: list[dict], workdir: Path, jobs: int, log: object) -> list[dict]:
+    def fake(specs: list[dict], workdir: Path, jobs: int, log: object, phase: str | None = None) -> list[dict]:
         calls.append([s["system"] for s in specs])
         return [{"system": s["system"], "round": len(calls)} for s in specs]
 
@@ -191,3 +191,16 @@ def test_throughput_by_phase_compares_only_rounds_of_one_phase() -> None:
     assert out["far"] == {"ratio": 60.0 / 70.0, "rounds": [1, 1]}
     assert report.by_phase(engine, ([90.0], [[70.0, 70.0]])).keys() == {"near"}
     assert report.by_phase(([1.0], []), ([1.0], [])) == {}
+
+
+def test_waiting_for_a_phase_polls_until_it_comes_or_time_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import core_latency
+
+    figures = iter([360.0, 350.0, 70.0, 360.0])
+    monkeypatch.setattr(core_latency, "round_trip_ns", lambda *_a, **_k: next(figures))
+    monkeypatch.setattr(core_latency.time, "sleep", lambda _s: None)
+    assert core_latency.wait_for("near", 60) == 70.0
+    assert core_latency.wait_for("near", 0) == 360.0  # out of time: the figure it ran in
+    monkeypatch.setattr(core_latency, "round_trip_ns", lambda *_a, **_k: None)
+    assert core_latency.wait_for("far", 60) is None  # cannot measure: nothing to wait for
+    assert [core_latency.phase_of(x) for x in (70.0, 149.9, 150.0, None)] == ["near", "near", "far", None]
