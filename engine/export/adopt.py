@@ -42,6 +42,7 @@ from .export import (
     ZeroShotGrid,
     fused_graph,
     nli_ids,
+    pruned_graph,
     tool_versions,
     verification_inputs,
     window,
@@ -421,10 +422,14 @@ class Verification:
         # the export's attention fusion, held to the published fp32 graph as the export holds it to torch
         bound = FP32_ATOL * max(1.0, float(abs(reference).max()))
         config = SimpleNamespace(**self.config)
-        fp32_path, fused = fused_graph(
-            fp32_path, config, lambda p: self.runtime.logits(p.read_bytes(), self.items), reference, bound, self.log
-        )
+
+        def graph_logits(path: Path) -> Any:
+            return self.runtime.logits(path.read_bytes(), self.items)
+
+        fp32_path, fused = fused_graph(fp32_path, config, graph_logits, reference, bound, self.log)
+        fp32_path, pruned = pruned_graph(fp32_path, graph_logits, reference, bound, self.log)
         verification["fused_attention_layers"] = fused
+        verification["first_token_matmuls"] = pruned
         # quantize.search reads only `problem_type` of its config argument: the description has it
         # NLI models: the export's zero-shot ranking gate too (the winning label over candidate sets)
         grid = ZeroShotGrid(self.runtime, fp32_path, self.items, entail) if entail is not None else None

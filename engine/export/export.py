@@ -5,11 +5,12 @@
 
 SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
 directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
-fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), check the fp32 graph against
-torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py)
-and check int8 against fp32 through the engine's own run time, then write model.onnx + model.onnx.data (its large
-tensors, memory-mapped at load) + tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe,
-verification figures) into DIR atomically.
+fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), run the last layer after
+its attention on the head's token only (engine/export/prune.py), check the fp32 graph against torch, quantize to
+int8 with an accuracy-aware recipe search (engine/export/quantize.py) and check int8 against fp32 through the
+engine's own run time, then write model.onnx + model.onnx.data (its large tensors, memory-mapped at load) +
+tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR
+atomically.
 
 Needs the export extra: pip install "offline-textclf-engine[export]". torch, transformers and optimum are imported
 inside the functions that use them, so `engine adopt` reuses this module's checks and writer without them.
@@ -36,6 +37,7 @@ from ..fileio import fsync_dir, sha256_hex, write_atomic
 from ..manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from . import quantize
 from .fuse import fuse_attention
+from .prune import prune_to_first_token
 
 HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
@@ -264,23 +266,43 @@ def fused_graph(
 ) -> tuple[Path, int]:
     """The fp32 graph with its attention fused (engine/export/fuse.py) when that still matches torch within
     `bound`, else the graph as exported; and how many attention layers were fused."""
+    return _verified(
+        fp32_path, "fused", lambda m: fuse_attention(m, config), "attention", logits, reference, bound, log
+    )
+
+
+def pruned_graph(fp32_path: Path, logits: Any, reference: np.ndarray, bound: float, log: Any) -> tuple[Path, int]:
+    """The fp32 graph with its last layer run on the head's token only (engine/export/prune.py) when that still
+    matches torch within `bound`, else the graph as it was; and how many MatMuls run on that one token."""
+    return _verified(fp32_path, "pruned", prune_to_first_token, "last layer", logits, reference, bound, log)
+
+
+def _verified(
+    path: Path, name: str, transform: Any, what: str, logits: Any, reference: np.ndarray, bound: float, log: Any
+) -> tuple[Path, int]:
+    """`transform(model) -> (model, count)` applied to the graph at `path` and kept when its logits stay within
+    `bound` of `reference`: (the graph to use, count or 0)."""
     import onnx
 
     try:
-        model, count = fuse_attention(onnx.load(str(fp32_path)), config)
+        model, count = transform(onnx.load(str(path)))
     except ImportError as exc:  # onnxruntime.transformers' shape helper needs sympy (the export and adopt extras)
-        log(f"attention not fused: {exc}")
-        return fp32_path, 0
+        log(f"{what} not {name}: {exc}")
+        return path, 0
     if not count:
-        return fp32_path, 0
-    path = fp32_path.with_name("model-fused.onnx")
-    onnx.save(model, str(path))
-    diff = float(np.abs(logits(path) - reference).max())
+        return path, 0
+    out = path.with_name(f"{path.stem}-{name}.onnx")
+    onnx.save(model, str(out))
+    try:
+        diff = float(np.abs(logits(out) - reference).max())
+    except EngineError as exc:  # the verification's own run time cannot load or run it
+        log(f"the {name} graph does not run ({exc}): keeping the graph as it was")
+        return path, 0
     if diff <= bound:
-        log(f"attention fused in {count} layers (onnxruntime MultiHeadAttention)")
-        return path, count
-    log(f"fused attention moved the logits by {diff:.2e}, over the bound: keeping the graph as exported")
-    return fp32_path, 0
+        log(f"{what} {name} ({count}; the logits within {diff:.1e} of the reference)")
+        return out, count
+    log(f"{name} {what} moved the logits by {diff:.2e}, over the bound: keeping the graph as it was")
+    return path, 0
 
 
 def tool_versions() -> dict[str, str]:
@@ -364,9 +386,12 @@ def export(
         )
         reference = torch_logits(model, tokenizer, items, max_length)
         bound = FP32_ATOL * max(1.0, float(np.abs(reference).max()))
-        fp32_path, fused = fused_graph(
-            fp32_path, config, lambda path: runtime.logits(path.read_bytes(), items), reference, bound, log
-        )
+
+        def graph_logits(path: Path) -> np.ndarray:
+            return runtime.logits(path.read_bytes(), items)
+
+        fp32_path, fused = fused_graph(fp32_path, config, graph_logits, reference, bound, log)
+        fp32_path, pruned = pruned_graph(fp32_path, graph_logits, reference, bound, log)
         fp32_logits = runtime.logits(fp32_path.read_bytes(), items)
         fp32_diff = float(np.abs(fp32_logits - reference).max())
         log(f"fp32 ONNX vs torch on {len(items)} inputs: max |logit diff| = {fp32_diff:.2e} (bound {FP32_ATOL:.0e})")
@@ -376,6 +401,7 @@ def export(
             "inputs": len(items),
             "fp32_vs_torch_max_logit_diff": fp32_diff,
             "fused_attention_layers": fused,
+            "first_token_matmuls": pruned,
         }
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
