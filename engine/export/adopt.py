@@ -427,9 +427,7 @@ class Verification:
             return self.runtime.logits(path.read_bytes(), self.items)
 
         fp32_path, fused = fused_graph(fp32_path, config, graph_logits, reference, bound, self.log)
-        fp32_path, pruned = pruned_graph(fp32_path, graph_logits, reference, bound, self.log)
         verification["fused_attention_layers"] = fused
-        verification["first_token_matmuls"] = pruned
         # quantize.search reads only `problem_type` of its config argument: the description has it
         # NLI models: the export's zero-shot ranking gate too (the winning label over candidate sets)
         grid = ZeroShotGrid(self.runtime, fp32_path, self.items, entail) if entail is not None else None
@@ -448,7 +446,8 @@ class Verification:
         verification.update(result.figures)
         if grid is not None:
             verification.update(grid.figures(result.path, MIN_ZERO_SHOT_AGREEMENT, self.log))
-        return result.path.read_bytes(), "int8", result.recipe, verification
+        final, verification["first_token_matmuls"] = pruned_graph(result.path, graph_logits, bound, self.log)
+        return final.read_bytes(), "int8", result.recipe, verification
 
     def measure(self, reference: Any, graph: bytes, name: str) -> dict[str, Any]:
         """Top-1 agreement and max score change of a graph against the fp32 logits."""

@@ -5,12 +5,12 @@
 
 SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
 directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
-fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), run the last layer after
-its attention on the head's token only (engine/export/prune.py), check the fp32 graph against torch, quantize to
-int8 with an accuracy-aware recipe search (engine/export/quantize.py) and check int8 against fp32 through the
-engine's own run time, then write model.onnx + model.onnx.data (its large tensors, memory-mapped at load) +
-tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR
-atomically.
+fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), check the fp32 graph
+against torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py) and check int8
+against fp32 through the engine's own run time, run the last layer after its attention on the head's token only
+(engine/export/prune.py, checked against the unpruned graph), then write model.onnx + model.onnx.data (its large
+tensors, memory-mapped at load) + tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe,
+verification figures) into DIR atomically.
 
 Needs the export extra: pip install "offline-textclf-engine[export]". torch, transformers and optimum are imported
 inside the functions that use them, so `engine adopt` reuses this module's checks and writer without them.
@@ -271,10 +271,12 @@ def fused_graph(
     )
 
 
-def pruned_graph(fp32_path: Path, logits: Any, reference: np.ndarray, bound: float, log: Any) -> tuple[Path, int]:
-    """The fp32 graph with its last layer run on the head's token only (engine/export/prune.py) when that still
-    matches torch within `bound`, else the graph as it was; and how many MatMuls run on that one token."""
-    return _verified(fp32_path, "pruned", prune_to_first_token, "last layer", logits, reference, bound, log)
+def pruned_graph(path: Path, logits: Any, bound: float, log: Any) -> tuple[Path, int]:
+    """The final graph (fp32, or int8 after its recipe search and gates) with its last layer run on the head's
+    token only (engine/export/prune.py) when its logits stay within `bound` of the unpruned graph's, else the
+    graph as it was; and how many MatMuls run on that one token. Pruning last keeps the calibration and the
+    gates on the whole graph: each row's remaining computation is the same, so the verified answers stand."""
+    return _verified(path, "pruned", prune_to_first_token, "last layer", logits, logits(path), bound, log)
 
 
 def _verified(
@@ -391,7 +393,6 @@ def export(
             return runtime.logits(path.read_bytes(), items)
 
         fp32_path, fused = fused_graph(fp32_path, config, graph_logits, reference, bound, log)
-        fp32_path, pruned = pruned_graph(fp32_path, graph_logits, reference, bound, log)
         fp32_logits = runtime.logits(fp32_path.read_bytes(), items)
         fp32_diff = float(np.abs(fp32_logits - reference).max())
         log(f"fp32 ONNX vs torch on {len(items)} inputs: max |logit diff| = {fp32_diff:.2e} (bound {FP32_ATOL:.0e})")
@@ -401,7 +402,6 @@ def export(
             "inputs": len(items),
             "fp32_vs_torch_max_logit_diff": fp32_diff,
             "fused_attention_layers": fused,
-            "first_token_matmuls": pruned,
         }
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
@@ -415,6 +415,7 @@ def export(
             verification.update(result.figures)
             if grid is not None:
                 verification.update(grid.figures(final_path, min_zero_shot_agreement, log))
+        final_path, verification["first_token_matmuls"] = pruned_graph(final_path, graph_logits, bound, log)
 
         info = ModelInfo(
             path=output,

@@ -9,13 +9,17 @@ and the stretch runs on one token per sequence. The head's own read is left in p
 one-token tensor). Every row is still computed alone, so rows stay independent of their batch neighbours.
 
 The stretch is found by walking back from the head's read while the nodes are token-by-token: element-wise ops
-whose constant operands are scalars or per-channel vectors, LayerNormalization over the last axis, and MatMul by
-a constant 2-D weight. Anything else ends the walk (the last attention). Then every node whose output is also
-read from outside the stretch leaves it (the residual stream, which the last attention reads too), until none
-is. The tensors entering what is left are sliced; a computed scalar or per-channel vector is left whole.
-Nothing is pruned when the head's read is not a Gather of token 0 along axis 1 (BART pools its last EOS token)
-or when the stretch holds no MatMul. The export checks the pruned fp32 graph against torch like any other graph
-and keeps the unpruned one if it does not match or does not run.
+whose constant operands are scalars or per-channel vectors, LayerNormalization over the last axis, MatMul by a
+constant 2-D weight, and in an int8 graph QuantizeLinear with one constant scale and the static
+MatMulIntegerToFloat (a per-token group computes its scales, so it ends the walk). Anything else ends the walk
+(the last attention). Then every node whose output is also read from outside the stretch leaves it (the
+residual stream, which the last attention reads too), until none is. The tensors entering what is left are
+sliced; a computed scalar or per-channel vector is left whole. Nothing is pruned when the head's read is not a
+Gather of token 0 along axis 1 (BART pools its last EOS token) or when the stretch holds no MatMul.
+
+The export prunes its final graph, after the int8 recipe search and its gates (so calibration and gates see
+every token), checks the pruned graph's logits against the unpruned one's, and keeps the unpruned one if they
+differ or it does not run.
 """
 
 from __future__ import annotations
@@ -54,6 +58,16 @@ def _token_by_token(node: Any, constants: dict[str, np.ndarray]) -> bool:
         return not const[0] and _attr(node, "axis", -1) == -1 and all(len(s) <= 1 for s in shapes)
     if node.op_type == "MatMul":
         return len(node.input) == 2 and not const[0] and const[1] and len(shapes[0]) == 2
+    if node.op_type in ("QuantizeLinear", "DequantizeLinear"):  # one scale and zero point for the whole tensor
+        return not const[0] and all(const[1:]) and all(len(s) == 0 for s in shapes)
+    if node.op_type == "MatMulIntegerToFloat":  # the engine's static int8 MatMul: A's scale is one constant
+        ranks = [len(constants[i].shape) if i in constants else (-1 if i == "" else None) for i in node.input]
+        return (
+            not const[0]
+            and all(const[1:])
+            and ranks[1:3] == [2, 0]
+            and all(r is not None and r <= 1 for r in ranks[3:])  # -1: an optional input left out
+        )
     return False
 
 
@@ -128,7 +142,7 @@ def prune_to_first_token(model: Any) -> tuple[Any, int]:
     if any(ranks.get(c) == 2 for c in cuts):  # [batch, tokens] or [tokens, width]: which axis is which is unclear
         return model, 0
     cuts = {c for c in cuts if ranks.get(c, 3) >= 3}  # a computed scalar or per-channel vector has no token axis
-    matmuls = sum(n.op_type == "MatMul" for n in stretch)
+    matmuls = sum(n.op_type in ("MatMul", "MatMulIntegerToFloat") for n in stretch)
     if not matmuls:
         return model, 0
 
