@@ -1,10 +1,13 @@
 """Where the time goes inside onnxruntime: time per operator type while a model scores the benchmark corpus.
 
     .venv/bin/python -m benchmarks.profile_ops MODEL_DIR [MODEL_DIR ...] [--texts 300] [--batch-tokens 8192]
+        [--phase near|far]
 
 For each model directory (an engine export; default: the full benchmark's engine int8 exports), the corpus is
 tokenized and batched exactly as the engine does, run once to warm up, then timed, both with onnxruntime's profiler on.
-Prints, per model, the share of kernel time of each operator type and the wall time outside the kernels.
+Prints, per model, each operator type's kernel time per pass and its share, with the CPUs' round trip before and
+after (`core_latency`). `--phase` waits for one placement of the two CPUs first, so that the same command run in
+each phase shows which operators pay for a second core complex.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from . import corpus
-from .run import DEFAULT_CACHE
+from . import core_latency, corpus
+from .run import DEFAULT_CACHE, PHASE_WAIT_S
 
 
 def profile(model_dir: Path, texts: list[str], batch_tokens: int, threads: int | None) -> dict[str, Any]:
@@ -72,15 +75,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", type=int, default=300)
     parser.add_argument("--batch-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--phase", choices=["near", "far"], default=None)
     args = parser.parse_args(argv)
     texts = corpus.sample(args.texts)
     for model in args.models:
+        if args.phase:
+            core_latency.wait_for(args.phase, PHASE_WAIT_S)
+        before = core_latency.round_trip_ns()
         r = profile(model, texts, args.batch_tokens, args.threads)
-        print(f"\n{r['model']}: {r['sentences_per_s']:.1f} sentences/s with profiling on")
-        print("| operator | share of kernel time |\n|---|---:|")
+        after = core_latency.round_trip_ns()
+        per_pass = r["kernel_ms_two_passes"] / 2
+        print(f"\n{r['model']}: {r['sentences_per_s']:.1f} sentences/s with profiling on, kernels {per_pass:.0f} ms "
+              f"of {r['wall_ms_one_pass']:.0f} ms per pass; round trip {_ns(before)} / {_ns(after)} ns")
+        print("| operator | kernel ms per pass | share of kernel time |\n|---|---:|---:|")
         for op, share in list(r["kernel_share"].items())[:12]:
-            print(f"| {op} | {share:.1%} |")
+            print(f"| {op} | {share * per_pass:.1f} | {share:.1%} |")
     return 0
+
+
+def _ns(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns:.0f}"
 
 
 if __name__ == "__main__":
