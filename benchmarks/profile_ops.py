@@ -85,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         r = profile(model, texts, args.batch_tokens, args.threads)
         after = core_latency.round_trip_ns()
         per_pass = r["kernel_ms_two_passes"] / 2
-        print(f"\n{r['model']}: {r['sentences_per_s']:.1f} sentences/s with profiling on, kernels {per_pass:.0f} ms "
-              f"of {r['wall_ms_one_pass']:.0f} ms per pass; round trip {_ns(before)} / {_ns(after)} ns")
+        print(
+            f"\n{r['model']}: {r['sentences_per_s']:.1f} sentences/s with profiling on, kernels {per_pass:.0f} ms "
+            f"of {r['wall_ms_one_pass']:.0f} ms per pass; round trip {_ns(before)} / {_ns(after)} ns"
+        )
         print("| operator | kernel ms per pass | share of kernel time |\n|---|---:|---:|")
         for op, share in list(r["kernel_share"].items())[:12]:
             print(f"| {op} | {share * per_pass:.1f} | {share:.1%} |")
