@@ -79,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     texts = corpus.sample(args.texts)
     for model in args.models:
-        if args.phase:
-            core_latency.wait_for(args.phase, PHASE_WAIT_S)
-        before = core_latency.round_trip_ns()
+        before = core_latency.wait_for(args.phase, PHASE_WAIT_S) if args.phase else core_latency.round_trip_ns()
         r = profile(model, texts, args.batch_tokens, args.threads)
         after = core_latency.round_trip_ns()
         per_pass = r["kernel_ms_two_passes"] / 2
