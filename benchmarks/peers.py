@@ -24,7 +24,8 @@ PEERS = ("transformers", "ort-fp32", "ort-int8", "openvino", "openvino-nncf-int8
 # a lever, not a peer: the engine's own int8 export run by OpenVINO (benchmarks/qdq.py), f32 precision hint
 LEVERS = ("openvino-engine-graph",)
 # engine-int8-concurrent: the same export with as many batches at once as cores (TextClassifier.load(...,
-# concurrent_batches=N)), the throughput setting; engine-int8 is the default, one batch at a time
+# concurrent_batches=N)), the throughput setting; engine-int8 is the public API's default: one batch at a time for
+# TextClassifier, two batches at once for ZeroShotClassifier (engine.task)
 ENGINES = ("engine-int8", "engine-int8-concurrent", "engine-fp32")
 
 
@@ -153,7 +154,7 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
     if system.startswith("engine"):
         import engine
 
-        concurrent = _threads() if system == "engine-int8-concurrent" else 1
+        concurrent = _threads() if system == "engine-int8-concurrent" else None  # None: the task's default
         if zero_shot:
             zs = engine.ZeroShotClassifier.load(path, batch_tokens=batch_tokens, concurrent_batches=concurrent)
 

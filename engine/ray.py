@@ -54,9 +54,10 @@ def _ray() -> Any:
 
 
 def load_model(model_dir: str | Path, options: ScoringOptions, threads: int | None, batch_tokens: int) -> Classifier:
-    """The engine's normal load (sha256 manifest checked); zero-shot when the options have candidate labels."""
+    """The engine's normal load (sha256 manifest checked); zero-shot when the options have candidate labels. One
+    batch at a time whatever the task: on a cluster, more actors run more batches at once."""
     cls = ZeroShotClassifier if options.zero_shot else TextClassifier
-    return cls.load(model_dir, threads=threads, batch_tokens=batch_tokens)
+    return cls.load(model_dir, threads=threads, batch_tokens=batch_tokens, concurrent_batches=1)
 
 
 def manifest_sha256(model: Classifier) -> str:

@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from . import batching
 from .model import LoadedModel
+from .session import resolve_threads
 
 log = logging.getLogger("engine")
 
@@ -24,6 +25,9 @@ class Task:
     """A loaded model behind one task's API."""
 
     what = "inputs"  # how the truncation warning names what was cut
+    # batches at once when the caller does not say: 1 (one batch at a time, every core in each operator: the
+    # lowest latency for one text) or 2 (two at once, the cores halved), for tasks whose calls are many rows
+    default_concurrent_batches = 1
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
@@ -36,11 +40,14 @@ class Task:
         threads: int | None = None,
         batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
         verify: bool = True,
-        concurrent_batches: int = 1,
+        concurrent_batches: int | None = None,
     ) -> TaskT:
         """Load a directory made by `engine export`; its sha256 manifest is checked unless verify=False.
         `threads`: cores to use (default: all); `concurrent_batches` > 1 runs that many batches at once, for
-        throughput over latency (engine.model)."""
+        throughput over latency (engine.model; default: the task's `default_concurrent_batches`, never more than
+        the cores)."""
+        if concurrent_batches is None:
+            concurrent_batches = min(cls.default_concurrent_batches, resolve_threads(threads))
         model = LoadedModel.load(
             path, threads=threads, batch_tokens=batch_tokens, verify=verify, concurrent_batches=concurrent_batches
         )

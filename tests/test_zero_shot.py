@@ -13,6 +13,7 @@ from engine import (
     ClassificationOutput,
     InvalidRequestError,
     ModelLoadError,
+    TextClassifier,
     TextTooLongError,
     ZeroShotClassificationInput,
     ZeroShotClassificationParameters,
@@ -222,3 +223,18 @@ def test_model_without_entailment_label_is_refused(exported: Any) -> None:
     path = exported("bert", "fp32")  # labels NEGATIVE / POSITIVE
     with pytest.raises(ModelLoadError, match="no 'entailment' label"):
         ZeroShotClassifier.load(path)
+
+
+def test_two_batches_at_once_by_default_with_the_same_answers(exported: Any) -> None:
+    """A zero-shot call is texts x labels pairs: by default two runs at once, each on half the cores, with the
+    answers of one batch at a time. TextClassifier keeps one batch at a time (a lone text's latency)."""
+    path = exported("bert-nli", "fp32")
+    default = ZeroShotClassifier.load(path, threads=2)
+    assert (default.model.concurrent_batches, default.model.session.threads) == (2, 1)
+    assert ZeroShotClassifier.load(path, threads=4).model.session.threads == 2
+    assert ZeroShotClassifier.load(path, threads=1).model.concurrent_batches == 1
+    serial = ZeroShotClassifier.load(path, threads=2, concurrent_batches=1)
+    assert (serial.model.concurrent_batches, serial.model.session.threads) == (1, 2)
+    assert TextClassifier.load(exported("bert", "fp32"), threads=2).model.concurrent_batches == 1
+    for texts, labels in ((TEXT, LABELS), (TEXTS, MANY), ([LONG, TEXT], LABELS)):
+        assert rows(default(texts, candidate_labels=labels)) == rows(serial(texts, candidate_labels=labels))
