@@ -1,11 +1,11 @@
 """A loaded model: verified files + tokenizer + session, and the batched forward pass both tasks share.
 
-Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator (the
-default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores split between them:
-no threads wait at each operator's end, so more texts per second on calls of many batches (2 cores, `python -m
-benchmarks`, run G: MiniLM-L6 +28%, DistilBERT-base +17%, zero-shot +35%, in the shared machine's slow phase, when
-handing each operator's work between the cores costs most; level in its fast phase, scratch); a lone text gets
-fewer cores.
+Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator
+(TextClassifier's default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores
+split between them (ZeroShotClassifier's default, two at once: engine.task): no threads wait at each operator's
+end, so more texts per second on calls of many batches (2 cores, `python -m benchmarks`, run G: MiniLM-L6 +28%,
+DistilBERT-base +17%, zero-shot +35%, in the shared machine's slow phase, when handing each operator's work
+between the cores costs most; level in its fast phase, scratch); a lone text gets fewer cores.
 A call with fewer tokens than `concurrent_batches` full batches is cut into smaller batches, one per run, so a
 few texts (or one text's zero-shot pairs) still spread over the cores; a single row runs on one run's cores.
 Either way every batch is computed exactly as it would be alone, so rows stay independent of their neighbours.

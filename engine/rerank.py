@@ -76,6 +76,7 @@ class Reranker(Task):
     """
 
     what = "(query, document) pairs"
+    default_concurrent_batches = 2  # a call is one query x many documents: as zero-shot's pairs (engine.zero_shot)
 
     def __init__(self, model: LoadedModel) -> None:
         info = model.info

@@ -48,9 +48,11 @@ class ZeroShotClassifier(Task):
     """
 
     what = "texts"
-    # a call is texts x labels pairs, so even one text makes several batches' worth of runs: two at once, each on
-    # half the cores. On 2 cores (python -m benchmarks, runs near and far): level or faster across one core
-    # complex, +33% texts/s across two, and one text's pairs no slower (engine.model cuts them between the runs)
+    # a call is texts x labels pairs, so even one text makes several runs' worth: two at once, each on half the
+    # cores. 2 cores, python -m benchmarks, texts/s at 4 / 20 labels against one batch at a time: +7% / level on
+    # one core complex (full-near.md), +33% / +33% across two (full-far.md); one text's 4 pairs, cut between the
+    # runs (engine.model): p50 4.5-5.0 against 6.0 ms across two; on one, level at 4 labels and 3% slower at 20
+    # (19.2-20.0 against 18.6-19.3 ms; scratch, both ways in one process, rounds alternating)
     default_concurrent_batches = 2
 
     def __init__(self, model: LoadedModel) -> None:

@@ -21,7 +21,15 @@ pa = pytest.importorskip("pyarrow")
 
 import ray  # noqa: E402
 
-from engine import EngineError, IntegrityError, ModelLoadError, ScoringOptions, score_file, score_records  # noqa: E402
+from engine import (  # noqa: E402
+    EngineError,
+    IntegrityError,
+    ModelLoadError,
+    ScoringOptions,
+    ZeroShotClassifier,
+    score_file,
+    score_records,
+)
 from engine.cli import main  # noqa: E402
 from engine.ray import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
 from engine.records import Format  # noqa: E402
@@ -307,3 +315,10 @@ def test_input_format_of_a_directory(tmp_path: Path) -> None:
     write(tmp_path / "d" / "b.jsonl", [{"id": 1, "text": "x"}])
     with pytest.raises(Exception, match="one format"):
         input_format(str(tmp_path / "d"))
+
+
+def test_an_actor_runs_one_batch_at_a_time_whatever_the_task(exported: Any) -> None:
+    """On a cluster more actors run more batches at once: zero-shot's in-process default (two) is not taken."""
+    zero_shot = ScoringOptions.parse(candidate_labels="refund, legal")
+    assert load_model(exported("bert-nli", "fp32"), zero_shot, 2, 256).model.concurrent_batches == 1
+    assert ZeroShotClassifier.load(exported("bert-nli", "fp32"), threads=2).model.concurrent_batches == 2

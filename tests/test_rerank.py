@@ -178,3 +178,12 @@ def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
     assert got_long["scores"] == pytest.approx(want_long.scores, abs=1e-6)
     bad = {**chunked, "parameters": {**chunked["parameters"], "chunk_aggregation": "median"}}
     assert httpx.post(served + "/models/nli", json=bad).status_code == 422
+
+
+def test_two_batches_at_once_by_default_with_the_same_scores(exported: Any) -> None:
+    """A rerank call is one query x many documents, so it runs as zero-shot's pairs do: two runs at once."""
+    path = exported("bert-single", "fp32")
+    default, serial = Reranker.load(path, threads=2), Reranker.load(path, threads=2, concurrent_batches=1)
+    assert (default.model.concurrent_batches, default.model.session.threads) == (2, 1)
+    docs = ["The giant panda is a bear.", "hi", "pandas eat bamboo " * 20, "a", "bears"] * 7
+    assert default.predict_scores("what is a panda?", docs) == serial.predict_scores("what is a panda?", docs)
