@@ -531,6 +531,54 @@ def fuse_qkv(graph: Any) -> int:
     return fused
 
 
+def fold_attention_smoothing(model: Any) -> tuple[Any, int]:
+    """Each smoothing `Mul` right after a `QAttention` (the output projection's smoothed static input) folded into
+    the V columns' weight scales and bias: attention mixes V's columns only by per-row weights, so scaling column
+    j of V scales column j of the output. Returns (model, how many). One element-wise pass over [tokens, width]
+    fewer per layer; across two core complexes, where each such pass reads half its input from the other one,
+    DistilBERT-base +3% sentences/s (scratch, interleaved). Equal up to float rounding, not bit-identical: the
+    product is taken in another order, so the export keeps it only within its bound (export.folded_graph)."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    folded = 0
+    for node in [n for n in graph.node if n.op_type == "QAttention"]:
+        users = readers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Mul" or node.output[0] in {o.name for o in graph.output}:
+            continue
+        mul = users[0]
+        factor = next((i for i in mul.input if i != node.output[0]), None)
+        bias, scale = node.input[2], node.input[4]
+        if factor not in inits or any(len(readers[name]) != 1 or name not in inits for name in (bias, scale)):
+            continue
+        s = numpy_helper.to_array(inits[factor]).astype(np.float32)
+        ws, b = numpy_helper.to_array(inits[scale]).copy(), numpy_helper.to_array(inits[bias]).copy()
+        width = ws.size // 3
+        if s.shape != (width,) or ws.shape != (3 * width,) or b.shape != (3 * width,):
+            continue  # one factor per channel of V, per-column weight scales
+        ws[2 * width :] *= s
+        b[2 * width :] *= s
+        inits[scale].CopyFrom(numpy_helper.from_array(ws.astype(np.float32), scale))
+        inits[bias].CopyFrom(numpy_helper.from_array(b.astype(np.float32), bias))
+        for reader in readers.get(mul.output[0], []):
+            for k, name in enumerate(reader.input):
+                if name == mul.output[0]:
+                    reader.input[k] = node.output[0]
+        graph.node.remove(mul)
+        folded += 1
+    if folded:
+        used = {i for n in graph.node for i in n.input}
+        kept = [i for i in graph.initializer if i.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return model, folded
+
+
 def int8_matmuls(graph: Any) -> int:
     """How many MatMuls `graph` runs int8: one per MatMulIntegerToFloat, three (Q, K, V) per QAttention."""
     return sum({"MatMulIntegerToFloat": 1, "QAttention": 3}.get(n.op_type, 0) for n in graph.node)
