@@ -40,7 +40,6 @@ from .export import (
     MIN_ZERO_SHOT_AGREEMENT,
     ExportError,
     ZeroShotGrid,
-    folded_graph,
     fused_graph,
     nli_ids,
     pruned_graph,
@@ -447,8 +446,7 @@ class Verification:
         verification.update(result.figures)
         if grid is not None:
             verification.update(grid.figures(result.path, MIN_ZERO_SHOT_AGREEMENT, self.log))
-        final, verification["smoothing_folded"] = folded_graph(result.path, graph_logits, bound, self.log)
-        final, verification["first_token_matmuls"] = pruned_graph(final, graph_logits, bound, self.log)
+        final, verification["first_token_matmuls"] = pruned_graph(result.path, graph_logits, bound, self.log)
         return final.read_bytes(), "int8", result.recipe, verification
 
     def measure(self, reference: Any, graph: bytes, name: str) -> dict[str, Any]:

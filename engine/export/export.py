@@ -271,13 +271,6 @@ def fused_graph(
     )
 
 
-def folded_graph(path: Path, logits: Any, bound: float, log: Any) -> tuple[Path, int]:
-    """The final int8 graph with each attention output's smoothing folded into its V columns
-    (quantize.fold_attention_smoothing) when its logits stay within `bound` of the graph's before, else the graph
-    as it was; and how many were folded. After the search and gates, as pruning: the same scores up to rounding."""
-    return _verified(path, "folded", quantize.fold_attention_smoothing, "smoothing", logits, logits(path), bound, log)
-
-
 def pruned_graph(path: Path, logits: Any, bound: float, log: Any) -> tuple[Path, int]:
     """The final graph (fp32, or int8 after its recipe search and gates) with its last layer run on the head's
     token only (engine/export/prune.py) when its logits stay within `bound` of the unpruned graph's, else the
@@ -422,7 +415,6 @@ def export(
             verification.update(result.figures)
             if grid is not None:
                 verification.update(grid.figures(final_path, min_zero_shot_agreement, log))
-            final_path, verification["smoothing_folded"] = folded_graph(final_path, graph_logits, bound, log)
         final_path, verification["first_token_matmuls"] = pruned_graph(final_path, graph_logits, bound, log)
 
         info = ModelInfo(
