@@ -548,10 +548,11 @@ def fold_attention_smoothing(graph: Any) -> int:
     for n in graph.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in graph.output}
     folded = 0
     for node in [n for n in graph.node if n.op_type == "QAttention"]:
         users = readers.get(node.output[0], [])
-        if len(users) != 1 or users[0].op_type != "Mul" or node.output[0] in {o.name for o in graph.output}:
+        if len(users) != 1 or users[0].op_type != "Mul" or node.output[0] in outputs:
             continue
         mul = users[0]
         factor = next((i for i in mul.input if i != node.output[0]), None)
