@@ -65,6 +65,8 @@ class Server:
             Route("/health", self.health, methods=["GET"]),
             Route("/models", self.list_models, methods=["GET"]),
             Route("/rerank", self.rerank, methods=["POST"]),
+            Route("/v1/rerank", self.cohere_rerank, methods=["POST"]),
+            Route("/v2/rerank", self.cohere_rerank, methods=["POST"]),
             Route("/models/{model_id:path}/rerank", self.rerank, methods=["POST"]),
             Route("/models/{model_id:path}", self.describe_model, methods=["GET"]),
             Route("/models/{model_id:path}", self.hf, methods=["POST"]),
@@ -150,16 +152,16 @@ class Server:
     async def answer(
         self, served: ServedModel, parsed: Parsed, size: int, use_cache: bool, wait: bool, shape: Any
     ) -> Response:
-        """The cached response, or the model's results shaped by `shape` (and cached if the request was small)."""
+        """The model's results (cached before they are shaped, if the request was small) shaped by `shape`."""
         key = api.cache_key(str(served.info.path), parsed)
+        ignored = {"x-ignored-fields": ", ".join(parsed.ignored)} if parsed.ignored else {}
         if use_cache and (cached := self.cache.get(key)) is not None:
-            return JSONResponse(cached, headers={"x-cache": "hit"})
+            return JSONResponse(shape(cached), headers={"x-cache": "hit", **ignored})
         result = await self.run(served, parsed, wait)
-        payload = shape(result.results)
         if size <= MAX_CACHED_BODY:
-            self.cache.put(key, payload)
+            self.cache.put(key, result.results)
         timing = api.timing_headers(result.queue_time, result.compute_time, result.batch_requests)
-        return JSONResponse(payload, headers=timing)
+        return JSONResponse(shape(result.results), headers={**timing, **ignored})
 
     # routes ------------------------------------------------------------------------------------------------------
 
@@ -193,35 +195,45 @@ class Server:
             use_cache = flag(request, "x-use-cache", options, "use_cache", True)
             wait = flag(request, "x-wait-for-model", options, "wait_for_model", False)
             task = served.info.task
-            parsed = api.parse_hf(task, body)
+            parsed = api.parse_hf(task, body, served.names)
+            fmt = api.zero_shot_format(
+                request.headers.get(api.ZERO_SHOT_FORMAT_HEADER), request.headers.get("user-agent"), parsed
+            )
             return await self.answer(
-                served, parsed, size, use_cache, wait, lambda results: api.hf_response(task, parsed, results)
+                served, parsed, size, use_cache, wait, lambda results: api.hf_response(task, parsed, results, fmt)
             )
         except HTTPError as exc:
             return hf_error(exc)
 
-    async def rerank(self, request: Request) -> Response:
-        """TEI's /rerank (an extension: the HF API has no such task). `POST /rerank` takes the only served
-        cross-encoder; with several models, name one: `POST /models/ID/rerank`."""
-        try:
-            self.authorize(request)
-            if "model_id" in request.path_params:
-                served = self.model(request.path_params["model_id"])
-            else:
-                rerankers = [m for m in self.models if is_cross_encoder(m)]
-                if len(rerankers) != 1:
-                    raise HTTPError(
-                        400,
-                        f"POST /rerank needs exactly one served cross-encoder, found {len(rerankers)}; "
-                        "use POST /models/ID/rerank",
-                    )
-                served = rerankers[0]
-            if not is_cross_encoder(served):
+    def reranker(self, model_id: str | None, route: str) -> ServedModel:
+        """The named model, which must be a cross-encoder; unnamed, the only served cross-encoder."""
+        if model_id is not None:
+            served = self.model(model_id)
+        else:
+            rerankers = [m for m in self.models if is_cross_encoder(m)]
+            if len(rerankers) > 1:  # a two-label classifier (sentiment) is not a reranker: prefer one-logit models
+                rerankers = [m for m in rerankers if len(m.info.labels) == 1] or rerankers
+            if len(rerankers) != 1:
                 raise HTTPError(
                     400,
-                    f"model {served.name} is a {served.info.task} model with {len(served.info.labels)} labels; "
-                    "/rerank takes cross-encoders (one relevance logit, or two)",
+                    f"{route} needs exactly one served cross-encoder, found {len(rerankers)}; name one "
+                    f"(ids: {sorted(self.by_id)})",
                 )
+            served = rerankers[0]
+        if not is_cross_encoder(served):
+            raise HTTPError(
+                400,
+                f"model {served.name} is a {served.info.task} model with {len(served.info.labels)} labels; "
+                f"{route} takes cross-encoders (one relevance logit, or two)",
+            )
+        return served
+
+    async def rerank(self, request: Request) -> Response:
+        """TEI's /rerank, with TEI's error body and statuses (an extension: the HF API has no such task).
+        `POST /rerank` takes the only served cross-encoder; with several models, name one: `POST /models/ID/rerank`."""
+        try:
+            self.authorize(request)
+            served = self.reranker(request.path_params.get("model_id"), "POST /rerank")
             body, size = await self.json_body(request)
             use_cache = flag(request, "x-use-cache", {}, "use_cache", True)
             wait = flag(request, "x-wait-for-model", {}, "wait_for_model", False)
@@ -230,7 +242,30 @@ class Server:
                 served, parsed, size, use_cache, wait, lambda scores: api.rerank_response(texts, return_text, scores)
             )
         except HTTPError as exc:
-            return hf_error(exc)
+            payload, status = api.tei_error(exc)
+            return JSONResponse(payload, status_code=status, headers=api.error_headers(exc))
+
+    async def cohere_rerank(self, request: Request) -> Response:
+        """Cohere's and Jina's `POST /v1/rerank` (and Cohere's /v2/rerank): the body's `model` names the
+        cross-encoder, or the only one served is used."""
+        try:
+            self.authorize(request)
+            body, size = await self.json_body(request)
+            model_id = body.get("model") if isinstance(body, dict) else None
+            served = self.reranker(model_id if isinstance(model_id, str) else None, "POST /v1/rerank")
+            use_cache = flag(request, "x-use-cache", {}, "use_cache", True)
+            wait = flag(request, "x-wait-for-model", {}, "wait_for_model", False)
+            req = api.parse_cohere_rerank(body, served.names)
+            return await self.answer(
+                served,
+                req.parsed,
+                size,
+                use_cache,
+                wait,
+                lambda scores: api.cohere_rerank_response(req, served.name, scores),
+            )
+        except HTTPError as exc:
+            return JSONResponse(api.cohere_error(exc), status_code=exc.status, headers=api.error_headers(exc))
 
     async def cloudflare(self, request: Request) -> Response:
         """Cloudflare's envelope. Cloudflare has no lazy loading, so this route always waits for the model."""

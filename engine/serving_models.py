@@ -36,6 +36,11 @@ class ServedModel:
     def name(self) -> str:
         return self.ids[0]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """What a request body's `model` field may say: any served id, or the Hugging Face id it came from."""
+        return self.ids + ((self.info.source,) if self.info.source else ())
+
     def describe(self) -> dict[str, Any]:
         stats = self.worker.stats
         return {

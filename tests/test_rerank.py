@@ -144,14 +144,34 @@ def test_tei_rerank_route(served: str, one_logit: Reranker) -> None:
     assert set(raw[0]) == {"index", "score"}
     want_raw = one_logit.rerank(QUERY, DOCS, raw_scores=True)
     assert [g["score"] for g in raw] == pytest.approx([w.score for w in want_raw], abs=1e-5)
+    # TEI's error body {error, error_type} and statuses (router/src/http/server.rs)
     too_long = httpx.post(served + "/rerank", json={"query": QUERY, "texts": [DOCS[0] * 20], "truncate": False})
-    assert too_long.status_code == 413 or too_long.status_code == 422
-    assert httpx.post(served + "/rerank", json={"query": QUERY}).status_code == 422
+    assert too_long.status_code == 413 and too_long.json()["error_type"] == "Validation"
+    empty = httpx.post(served + "/rerank", json={"query": QUERY, "texts": []})
+    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty" and "empty" in empty.json()["error"]
+    missing = httpx.post(served + "/rerank", json={"query": QUERY})
+    assert missing.status_code == 422 and set(missing.json()) == {"error", "error_type"}
     assert httpx.post(served + "/models/nli/rerank", json=body).status_code == 400
     # the HF text-pair shape keeps working on the same model
     pair = httpx.post(served + "/models/ms-marco-tiny", json={"inputs": {"text": QUERY, "text_pair": DOCS[0]}})
     (scores,) = pair.json()
     assert scores[0]["score"] == pytest.approx(one_logit.predict_scores(QUERY, DOCS[:1])[0], abs=1e-6)
+
+
+def test_cohere_and_jina_rerank_route(served: str, one_logit: Reranker) -> None:
+    import httpx
+
+    want = one_logit.rerank(QUERY, DOCS, top_k=2, return_documents=True)
+    for version in ("v1", "v2"):
+        body = {"model": "ms-marco-tiny", "query": QUERY, "documents": DOCS, "top_n": 2, "return_documents": True}
+        got = httpx.post(f"{served}/{version}/rerank", json=body).json()
+        assert [(r["index"], r["document"]["text"]) for r in got["results"]] == [(w.index, w.text) for w in want]
+        assert [r["relevance_score"] for r in got["results"]] == pytest.approx([w.score for w in want], abs=1e-6)
+    objects = {"query": QUERY, "documents": [{"text": d} for d in DOCS]}  # Cohere v1's {text} documents, no model
+    got = httpx.post(f"{served}/v1/rerank", json=objects).json()
+    assert len(got["results"]) == len(DOCS) and "document" not in got["results"][0]
+    wrong = httpx.post(f"{served}/v1/rerank", json={**objects, "model": "nli"})
+    assert wrong.status_code == 400 and "cross-encoder" in wrong.json()["message"]
 
 
 def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
@@ -166,14 +186,15 @@ def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
         [["refund", "legal"], ["sports", "weather", "art"]],
     )
     body = {"inputs": [{"text": t, "candidate_labels": ls} for t, ls in zip(texts, labels)]}
-    got = httpx.post(served + "/models/nli", json=body).json()
+    pipeline = {"x-zero-shot-format": "pipeline"}
+    got = httpx.post(served + "/models/nli", json=body, headers=pipeline).json()
     for g, text, ls in zip(got, texts, labels):
         want = zs.pipeline(text, ls)
         assert g["sequence"] == text and g["labels"] == want.labels
         assert g["scores"] == pytest.approx(want.scores, abs=1e-6)
     long = " ".join(DOCS * 6)
     chunked = {"inputs": long, "parameters": {"candidate_labels": ["cities", "weather"], "long_text": "chunk"}}
-    got_long = httpx.post(served + "/models/nli", json=chunked).json()
+    got_long = httpx.post(served + "/models/nli", json=chunked, headers=pipeline).json()
     want_long = zs.pipeline(long, ["cities", "weather"], long_text="chunk")
     assert got_long["scores"] == pytest.approx(want_long.scores, abs=1e-6)
     bad = {**chunked, "parameters": {**chunked["parameters"], "chunk_aggregation": "median"}}

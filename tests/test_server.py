@@ -250,13 +250,69 @@ def test_hf_shapes_pairs_lists_and_hub_ids(url: str, clf: TextClassifier, zs: Ze
     expected = zs.pipeline(texts[0], LABELS, multi_label=True)
     assert r.json()["sequence"] == texts[0] and r.json()["labels"] == expected.labels  # type: ignore[union-attr]
     assert r.json()["scores"] == pytest.approx(expected.scores, abs=1e-6)  # type: ignore[union-attr]
-    r = httpx.post(
-        f"{url}/models/bart-large-mnli",
-        json={"inputs": texts, "parameters": {"candidate_labels": "refund, legal"}},
-        headers=AUTH,
-    )
+    # the spec's shape by default: one [{label, score}] per input; the pipeline's shape on request (header)
+    body = {"inputs": texts, "parameters": {"candidate_labels": "refund, legal"}}
+    r = httpx.post(f"{url}/models/bart-large-mnli", json=body, headers=AUTH)
+    assert [[o["label"] for o in answer] for answer in r.json()] == [
+        p.labels for p in zs.pipeline(texts, "refund, legal")
+    ]  # type: ignore[union-attr]
+    r = httpx.post(f"{url}/models/bart-large-mnli", json=body, headers={**AUTH, "x-zero-shot-format": "pipeline"})
     assert [d["sequence"] for d in r.json()] == texts
     assert [d["labels"] for d in r.json()] == [p.labels for p in zs.pipeline(texts, "refund, legal")]  # type: ignore[union-attr]
+
+
+def test_zero_shot_answer_rule(url: str, zs: ZeroShotClassifier) -> None:
+    """README, "Zero-shot answers": header, then the older request shape, then a huggingface_hub 0.x agent."""
+    text, path = "my parcel never came", f"{url}/models/bart-large-mnli"
+    body = {"inputs": text, "parameters": {"candidate_labels": LABELS}}
+    want = [o.to_dict() for o in zs(text, LABELS)]
+    spec = httpx.post(path, json=body, headers=AUTH).json()
+    close(spec, want)
+    close(httpx.post(path, json={**body, "inputs": [text]}, headers=AUTH).json(), want)  # a list of one: one list
+    two = httpx.post(path, json={**body, "inputs": [text, text]}, headers=AUTH).json()
+    assert len(two) == 2 and all(isinstance(x, list) for x in two)
+    hub0 = httpx.post(path, json=body, headers={**AUTH, "user-agent": "unknown/None; hf_hub/0.36.2; python/3.11.7"})
+    assert hub0.json()["sequence"] == text and hub0.json()["labels"] == [w["label"] for w in want]
+    hub2 = httpx.post(path, json=body, headers={**AUTH, "user-agent": "unknown/None; hf_hub/2.4.0; python/3.11.7"})
+    close(hub2.json(), want)
+    bad = httpx.post(path, json=body, headers={**AUTH, "x-zero-shot-format": "xml"})
+    assert bad.status_code == 400 and "labels" in bad.json()["error"]
+
+
+def test_cache_keeps_every_shape_apart(url: str) -> None:
+    """The cache holds results before they are shaped: `[text]` never changes what `text` gets, nor the reverse,
+    and one format never answers for the other (the cache used to store shaped answers keyed without the shape)."""
+    path = f"{url}/models/bart-large-mnli"
+    params = {"candidate_labels": ["cache", "shape"]}
+    pipeline = {**AUTH, "x-zero-shot-format": "pipeline"}
+    as_list = httpx.post(path, json={"inputs": ["cache shape text"], "parameters": params}, headers=pipeline)
+    single = httpx.post(path, json={"inputs": "cache shape text", "parameters": params}, headers=pipeline)
+    assert isinstance(as_list.json(), list) and isinstance(single.json(), dict)
+    assert single.headers["x-cache"] == "hit"  # the same results, shaped for this request
+    labels = httpx.post(path, json={"inputs": "cache shape text", "parameters": params}, headers=AUTH)
+    assert labels.headers["x-cache"] == "hit" and [o["label"] for o in labels.json()] == single.json()["labels"]
+
+
+def test_requests_the_spec_allows(url: str) -> None:
+    """huggingface.js's input schemas allow these; the reference pipeline answers them, and so does the server."""
+    path = f"{url}/models/distilbert-sst-2"
+    ok = httpx.post(path, json={"inputs": "x", "parameters": {"top_k": 2.0}}, headers=AUTH)
+    assert ok.status_code == 200 and len(ok.json()[0]) == 2
+    named = httpx.post(
+        path, json={"inputs": "x", "model": "distilbert/distilbert-base-uncased-finetuned-sst-2-english"}, headers=AUTH
+    )
+    assert named.status_code == 200
+    extra = httpx.post(path, json={"inputs": "x", "stream": False, "parameters": {"truncation": True}}, headers=AUTH)
+    assert extra.status_code == 200 and extra.headers["x-ignored-fields"] == "stream, parameters.truncation"
+    other = httpx.post(path, json={"inputs": "x", "model": "facebook/bart-large-mnli"}, headers=AUTH)
+    assert other.status_code == 400 and "this route serves" in other.json()["error"]
+    zs = f"{url}/models/bart-large-mnli"
+    for params, needle in (
+        ({"candidate_labels": []}, "empty"),
+        ({"candidate_labels": ["a"], "hypothesis_template": "no slot"}, "{}"),
+    ):
+        r = httpx.post(zs, json={"inputs": "x", "parameters": params}, headers=AUTH)
+        assert r.status_code == 422 and needle in r.json()["error"], params  # the pipeline fails on these too
 
 
 # Cloudflare Workers AI ----------------------------------------------------------------------------------------------
