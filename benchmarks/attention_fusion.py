@@ -34,10 +34,10 @@ CHILD = r"""
 import json, sys, time, statistics
 from pathlib import Path
 import numpy as np
-from engine.batching import DEFAULT_BATCH_TOKENS
-from engine.session import OnnxSession
-from engine.tokenize import TextTokenizer, Truncation
-from engine import batching
+from engine.runtime.batching import DEFAULT_BATCH_TOKENS
+from engine.runtime.session import OnnxSession
+from engine.runtime.tokenization import TextTokenizer, Truncation
+from engine.runtime import batching
 spec = json.loads(sys.argv[1])
 tok = TextTokenizer(Path(spec["tokenizer"]).read_text(), 512, spec["pad"])
 session = OnnxSession(Path(spec["graph"]), spec["labels"])

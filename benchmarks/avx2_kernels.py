@@ -77,8 +77,8 @@ def systems(cache: Path, model: str) -> dict[str, Path]:
 def logits(name: str, directory: Path, inputs: list[Any]) -> np.ndarray:
     """The engine's own forward pass for its exports; an onnxruntime session fed the engine's batches for peers."""
     if name.startswith("engine"):
-        from engine.model import LoadedModel
-        from engine.tokenize import Truncation
+        from engine.runtime.loaded import LoadedModel
+        from engine.runtime.tokenization import Truncation
 
         loaded = LoadedModel.load(directory, threads=1)
         return loaded.logits(loaded.tokenizer.encode(inputs, Truncation()))

@@ -96,7 +96,7 @@ class OneRowPerRun:
         self.runner = runner
 
     def run(self, batch: Any) -> np.ndarray:
-        from engine.batching import Batch
+        from engine.runtime.batching import Batch
 
         rows = []
         for i, n in enumerate(batch.attention_mask.sum(axis=1)):
@@ -147,15 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from engine import TextClassifier, batching
+    from engine import TextClassifier
     from engine.export import quantize
-    from engine.session import OnnxSession, default_threads
-    from engine.tokenize import Truncation
+    from engine.runtime import batching
+    from engine.runtime.session import OnnxSession, default_threads
+    from engine.runtime.tokenization import Truncation
 
     threads = args.threads or default_threads()
     manifest = json.loads((args.fp32 / "manifest.json").read_text())
     engine = TextClassifier.load(args.int8, threads=threads)
-    tokenizer, pad, labels = engine.model.tokenizer, manifest["pad_token_id"], len(manifest["id2label"])
+    tokenizer, pad, labels = engine.runtime.loaded.tokenizer, manifest["pad_token_id"], len(manifest["id2label"])
     held, calibration = texts(args.texts)
     sentences = corpus.sample(args.sentences)
 
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             latency[name].append(statistics.median(lat) * 1000)
     print(f"load average after: {os.getloadavg()}")
     reference = scores(runners["onnxruntime fp32"], held_plan, len(held))
-    engine_logits = engine.model.logits(tokenizer.encode(held, Truncation()))
+    engine_logits = engine.runtime.loaded.logits(tokenizer.encode(held, Truncation()))
     print(f"\n{len(sentences)} sentences in 256-token batches, {args.reps} interleaved repetitions, {threads} threads;")
     print(f"agreement: top-1 against onnxruntime fp32 on {len(held)} held-out texts\n")
     print("sentences per CPU-second: the process's CPU time (all its threads, spinning included), which load on a")

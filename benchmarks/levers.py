@@ -62,7 +62,7 @@ def one(model: str, variant: dict[str, Any], n: int, reps: int) -> dict[str, Any
     import onnxruntime as ort
 
     import engine
-    from engine import batching
+    from engine.runtime import batching
 
     texts = corpus.sample(n)
     real = ort.InferenceSession

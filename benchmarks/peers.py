@@ -25,12 +25,12 @@ PEERS = ("transformers", "ort-fp32", "ort-int8", "openvino", "openvino-nncf-int8
 LEVERS = ("openvino-engine-graph",)
 # engine-int8-concurrent: the same export with as many batches at once as cores (TextClassifier.load(...,
 # concurrent_batches=N)), the throughput setting; engine-int8 is the public API's default: one batch at a time for
-# TextClassifier, two batches at once for ZeroShotClassifier (engine.task)
+# TextClassifier, two batches at once for ZeroShotClassifier (engine.tasks.base)
 ENGINES = ("engine-int8", "engine-int8-concurrent", "engine-fp32")
 
 
 def plan(lengths: Sequence[int], batch_tokens: int, max_rows: int = 256) -> Iterator[np.ndarray]:
-    """engine.batching.plan, repeated here so that a peer's process never imports the engine (a test checks
+    """engine.runtime.batching.plan, repeated here so that a peer's process never imports the engine (a test checks
     that both give the same batches)."""
     order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
     start = 0

@@ -27,8 +27,9 @@ def mem():
     return f['VmRSS'], f['VmHWM']
 steps = [('start',) + mem()]
 import engine
-from engine import model_files, TextClassifier
-from engine.session import OnnxSession
+from engine import TextClassifier
+from engine.model import files as model_files
+from engine.runtime.session import OnnxSession
 steps.append(('import engine',) + mem())
 files = model_files.load(sys.argv[1])
 steps.append((f'files read + verified ({files.onnx_identity[2] >> 20} MB graph, bytes released)',) + mem())

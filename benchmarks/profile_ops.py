@@ -28,8 +28,9 @@ def profile(model_dir: Path, texts: list[str], batch_tokens: int, threads: int |
 
     import onnxruntime as ort
 
-    from engine import TextClassifier, batching
-    from engine.tokenize import Truncation
+    from engine import TextClassifier
+    from engine.runtime import batching
+    from engine.runtime.tokenization import Truncation
 
     clf = TextClassifier.load(model_dir, threads=threads, batch_tokens=batch_tokens)
     encoded = clf.model.tokenizer.encode(texts, Truncation())

@@ -4,7 +4,7 @@ Run time needs only onnxruntime, tokenizers and numpy; models are made by `engin
 imported only by that command) or adopted from ready-made ONNX exports by `engine adopt`.
 """
 
-from .errors import (
+from engine.errors import (
     EngineError,
     InferenceError,
     IntegrityError,
@@ -12,11 +12,11 @@ from .errors import (
     ModelLoadError,
     TextTooLongError,
 )
-from .file_job import ScoreSummary, score_file
-from .postprocess import Activation
-from .rerank import Reranker, RerankResult
-from .scoring import ScoredRow, ScoringOptions, score_records
-from .spec import (
+from engine.jobs.file_job import ScoreSummary, score_file
+from engine.jobs.scoring import ScoredRow, ScoringOptions, score_records
+from engine.runtime.postprocess import Activation
+from engine.tasks.rerank import Reranker, RerankResult
+from engine.tasks.spec import (
     ClassificationOutput,
     CloudflareTextClassificationInput,
     LabeledText,
@@ -27,8 +27,8 @@ from .spec import (
     ZeroShotClassificationParameters,
     ZeroShotPipelineOutput,
 )
-from .text_classification import Prediction, TextClassifier
-from .zero_shot import ZeroShotClassifier, ZeroShotPrediction
+from engine.tasks.text_classification import Prediction, TextClassifier
+from engine.tasks.zero_shot import ZeroShotClassifier, ZeroShotPrediction
 
 __all__ = [
     "Activation",

@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import batching
-from .errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, EngineError, InvalidRequestError, outcome
-from .postprocess import Activation
-from .spec import DEFAULT_HYPOTHESIS_TEMPLATE
+from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, EngineError, InvalidRequestError, outcome
+from engine.runtime import batching
+from engine.runtime.postprocess import Activation
+from engine.tasks.spec import DEFAULT_HYPOTHESIS_TEMPLATE
 
-DEFAULT_MAX_BODY = 1 << 20  # engine.server's, repeated so that --help works without the server extra
+DEFAULT_MAX_BODY = 1 << 20  # engine.serve.app's, repeated so that --help works without the server extra
 
 
 def classify(argv: Sequence[str]) -> int:
@@ -33,16 +33,16 @@ def classify(argv: Sequence[str]) -> int:
     parser.add_argument("--candidate-labels", help="comma-separated labels: zero-shot with an NLI model")
     parser.add_argument("--multi-label", action="store_true")
     args = parser.parse_args(argv)
-    from .spec import ClassificationOutput, outputs_to_json
+    from engine.tasks.spec import ClassificationOutput, outputs_to_json
 
     result: list[ClassificationOutput] | list[list[ClassificationOutput]]
     if args.candidate_labels:
-        from .zero_shot import ZeroShotClassifier
+        from engine.tasks.zero_shot import ZeroShotClassifier
 
         zs = ZeroShotClassifier.load(args.model_dir)
         result = zs(list(args.texts), candidate_labels=args.candidate_labels, multi_label=args.multi_label)
     else:
-        from .text_classification import TextClassifier
+        from engine.tasks.text_classification import TextClassifier
 
         clf = TextClassifier.load(args.model_dir)
         result = clf(list(args.texts), top_k=args.top_k, function_to_apply=args.function_to_apply)
@@ -73,7 +73,7 @@ def rerank(argv: Sequence[str]) -> int:
                 documents += [line.rstrip("\n") for line in source if line.strip()]
         except OSError as exc:
             raise InvalidRequestError(f"cannot read --documents-file {args.documents_file}: {exc}") from None
-    from .rerank import Reranker
+    from engine.tasks.rerank import Reranker
 
     reranker = Reranker.load(args.model_dir)
     results = reranker.rerank(
@@ -93,7 +93,7 @@ def rerank(argv: Sequence[str]) -> int:
 
 
 def _score_parser() -> argparse.ArgumentParser:
-    from .scoring import DEFAULT_CHUNK_ROWS
+    from engine.jobs.scoring import DEFAULT_CHUNK_ROWS
 
     p = argparse.ArgumentParser(
         prog="engine score",
@@ -140,16 +140,16 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-errors", type=int, default=None, help="stop once more than N rows have failed")
     p.add_argument("--restart", action="store_true", help="throw away an unfinished job's state and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar (tqdm, the `progress` extra), no summary")
-    from .ray import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors (engine/ray.py)
+    from engine.jobs.ray_data import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors (engine/ray.py)
 
     add_ray_arguments(p)
     return p
 
 
 def score(argv: Sequence[str]) -> int:
-    from .file_job import score_file
-    from .scoring import ScoringOptions
-    from .session import default_threads
+    from engine.jobs.file_job import score_file
+    from engine.jobs.scoring import ScoringOptions
+    from engine.runtime.session import default_threads
 
     args = _score_parser().parse_args(argv)
 
@@ -175,7 +175,7 @@ def score(argv: Sequence[str]) -> int:
             chunk_aggregation=args.chunk_aggregation,
         )
         if args.ray is not None:  # scale out: the same job on a Ray cluster (engine/ray.py)
-            from .ray import run_from_args
+            from engine.jobs.ray_data import run_from_args
 
             summary: Any = run_from_args(args, opts)
         else:
@@ -290,9 +290,9 @@ def serve(argv: Sequence[str]) -> int:
     for name in ("batch_wait_ms", "max_batch_inputs", "max_queue", "max_body_bytes", "cache_size"):
         if getattr(args, name) < (0 if name in ("batch_wait_ms", "cache_size") else 1):
             parser.error(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
-    from .server import ServerConfig, create_app  # raises EngineError without the server extra
-    from .serving_models import build_models
-    from .serving_worker import BatchPolicy, State
+    from engine.serve.app import ServerConfig, create_app  # raises EngineError without the server extra
+    from engine.serve.models import build_models
+    from engine.serve.worker import BatchPolicy, State
 
     tokens = read_tokens(args.token_file) if args.token_file else ()
     policy = BatchPolicy(args.batch_wait_ms / 1000, args.max_batch_inputs, args.max_queue)
@@ -323,7 +323,7 @@ def serve(argv: Sequence[str]) -> int:
 def export(argv: Sequence[str]) -> int:
     """engine/export/export.py; torch, transformers and optimum come with the export extra."""
     try:
-        from .export.export import main as export_main
+        from engine.export.export import main as export_main
 
         return export_main(argv)
     except ModuleNotFoundError as exc:
@@ -337,7 +337,7 @@ def export(argv: Sequence[str]) -> int:
 
 def adopt(argv: Sequence[str]) -> int:
     """engine/export/adopt.py: a ready-made ONNX export, no torch."""
-    from .export.adopt import main as adopt_main
+    from engine.export.adopt import main as adopt_main
 
     return adopt_main(argv)
 

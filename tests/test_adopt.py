@@ -334,7 +334,7 @@ def test_hub_id_from_the_local_cache(published_layout: Any, tmp_path: Path) -> N
     assert m["verification"]["fp32_reference"] == "onnx/model.onnx"
     classified = run_offline(cache, "classify", str(out), "I like you.")
     assert classified.returncode == 0 and json.loads(classified.stdout)["result"]
-    from engine.model_ids import automatic_ids
+    from engine.model.ids import automatic_ids
 
     assert "tiny-org/tiny-bert-onnx" in automatic_ids(TextClassifier.load(out).model.info)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine import batching
-from engine.tokenize import Encoded
+from engine.runtime import batching
+from engine.runtime.tokenization import Encoded
 
 
 def enc(ids: list[int]) -> Encoded:

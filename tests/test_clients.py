@@ -20,8 +20,8 @@ pytest.importorskip("jsonschema")
 
 from test_server import named, serving  # noqa: E402
 
-from engine.server import ServerConfig, create_app  # noqa: E402
-from engine.serving_models import build_models  # noqa: E402
+from engine.serve.app import ServerConfig, create_app  # noqa: E402
+from engine.serve.models import build_models  # noqa: E402
 
 TOKEN = "client-check-token"
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_clients.py"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import fileio
+from engine.model import fileio
 
 
 @pytest.mark.parametrize("size", [0, 1, fileio.LARGE_HASH - 1, fileio.LARGE_HASH, 3 * fileio.LARGE_HASH])

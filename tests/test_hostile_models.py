@@ -20,9 +20,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-import engine.session
+import engine.runtime.session
 from engine import IntegrityError, ModelLoadError, TextClassifier, ZeroShotClassifier
-from engine.onnx_scan import check_graph
+from engine.model.onnx_scan import check_graph
 
 LABELS = 2  # the bert fixture's NEGATIVE / POSITIVE
 
@@ -36,13 +36,13 @@ def model_dir(exported: Any, tmp_path: Path) -> Path:
 def ort_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every graph handed to onnxruntime during the test (the real session is still built)."""
     calls: list[Any] = []
-    real = engine.session.ort.InferenceSession
+    real = engine.runtime.session.ort.InferenceSession
 
     def spy(model: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(model)
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(engine.session.ort, "InferenceSession", spy)
+    monkeypatch.setattr(engine.runtime.session.ort, "InferenceSession", spy)
     return calls
 
 

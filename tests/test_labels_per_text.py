@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from engine import InvalidRequestError, ZeroShotClassificationInput, ZeroShotClassifier, score_records
-from engine.serving_api import parse_hf
-from engine.spec import LabeledText
+from engine.serve.wire import parse_hf
+from engine.tasks.spec import LabeledText
 
 TEXTS = [
     "I want my money back, the device broke after two days.",

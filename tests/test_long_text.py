@@ -23,9 +23,9 @@ from engine import (
     ZeroShotClassificationParameters,
     ZeroShotClassifier,
 )
-from engine.chunking import LongText, LongTextMode
-from engine.postprocess import softmax
-from engine.tokenize import Strategy, Truncation
+from engine.runtime.chunking import LongText, LongTextMode
+from engine.runtime.postprocess import softmax
+from engine.runtime.tokenization import Strategy, Truncation
 
 WORDS = "the movie was good but the plot felt slow and the ending was bad yet the actors were great".split()
 SHORT = ["I like this film a lot.", "Terrible service, never again.", "It was fine, I guess."]

@@ -1,4 +1,4 @@
-"""engine.model: the batched forward pass, one batch at a time or `concurrent_batches` at once.
+"""engine.runtime.loaded: the batched forward pass, one batch at a time or `concurrent_batches` at once.
 
 Running batches at once must not change a single score: each batch is the same padded rows, run by one session
 with the same per-run thread count, whichever worker runs it. Errors surface, and the batches waiting stay bounded.
@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import InferenceError, InvalidRequestError, TextClassifier, batching
-from engine.model import LoadedModel
-from engine.tokenize import Truncation
+from engine import InferenceError, InvalidRequestError, TextClassifier
+from engine.runtime import batching
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Truncation
 
 # lengths from 1 to ~60 words: with a 256-token budget these make many batches of different widths
 TEXTS = [" ".join(["word"] * (1 + (i * 7) % 60)) + f" number {i}" for i in range(120)]
@@ -98,7 +99,7 @@ def test_runs_overlap_up_to_the_setting_and_batches_wait_in_a_bounded_queue(
             ahead.append(len(made) - (tracing.calls - tracing.running))
             yield batch
 
-    monkeypatch.setattr("engine.model.batching.batches", counting)
+    monkeypatch.setattr("engine.runtime.loaded.batching.batches", counting)
     model.logits(encoded(model))
     assert tracing.most == 2 and tracing.calls == len(made) > 4
     assert max(ahead) <= 2 * 2 + 1

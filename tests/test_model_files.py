@@ -131,7 +131,7 @@ def test_graph_changed_while_loading_is_an_integrity_error(
     unnoticed."""
     import os
 
-    from engine import model
+    from engine.runtime import loaded as model
 
     graph = model_copy / name
 
@@ -156,7 +156,7 @@ def test_onnxruntime_reads_the_graph_from_its_path(model_copy: Path, monkeypatch
     released first (Python holds less than the graph's size when the session is built) and the path is handed."""
     import tracemalloc
 
-    from engine import session
+    from engine.runtime import session
 
     seen: list[object] = []
     held: list[int] = []
@@ -186,7 +186,7 @@ def test_the_weights_file_is_hashed_in_chunks(
     import hashlib
     import tracemalloc
 
-    from engine import fileio
+    from engine.model import fileio
 
     monkeypatch.setattr(fileio, "HASH_CHUNK", 64 << 10)
     weights = model_copy / "model.onnx.data"
@@ -208,7 +208,7 @@ def test_manifest_schema_round_trips(model_copy: Path) -> None:
     """The export writes ModelInfo.to_dict(); reading it back gives the same description."""
     import json
 
-    from engine import manifest
+    from engine.model import manifest
 
     found = manifest.read(model_copy)
     written = json.loads((model_copy / "manifest.json").read_text())
@@ -218,7 +218,7 @@ def test_manifest_schema_round_trips(model_copy: Path) -> None:
 
 @pytest.fixture()
 def verify_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    from engine import verify_cache
+    from engine.model import verify_cache
 
     monkeypatch.setenv("ENGINE_VERIFY_CACHE", str(tmp_path / "verified.json"))
     monkeypatch.setattr(verify_cache, "RACY_NS", 200_000_000)  # 0.2 s instead of 2 s, to keep the test short
@@ -227,7 +227,7 @@ def verify_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture()
 def graph_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    from engine import model_files
+    from engine.model import files as model_files
 
     reads: list[Path] = []
     real, real_hash = model_files.read_regular, model_files.hash_regular
@@ -281,7 +281,7 @@ def test_a_graph_written_just_now_is_not_remembered(
     model_copy: Path, verify_cache_file: Path, graph_reads: list[Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Within the racy window a later change could keep the file's identity: such a check is not cached."""
-    from engine import verify_cache
+    from engine.model import verify_cache
 
     monkeypatch.setattr(verify_cache, "RACY_NS", 3600 * 10**9)
     TextClassifier.load(model_copy)

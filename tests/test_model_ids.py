@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from engine.export import export as export_models
-from engine.manifest import ModelInfo
-from engine.model_ids import CLOUDFLARE_IDS, EXPORT_ALIASES, automatic_ids, hub_id
+from engine.model.ids import CLOUDFLARE_IDS, EXPORT_ALIASES, automatic_ids, hub_id
+from engine.model.manifest import ModelInfo
 
 SST2 = "distilbert/distilbert-base-uncased-finetuned-sst-2-english"
 CF = "@cf/huggingface/distilbert-sst-2-int8"

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ModelLoadError
-from engine.onnx_scan import check_graph, scan_onnx
+from engine.model.onnx_scan import check_graph, scan_onnx
 
 pytest.importorskip("onnx")
 from test_hostile_models import classifier  # noqa: E402

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from engine import InferenceError, InvalidRequestError
-from engine.postprocess import (
+from engine.runtime.postprocess import (
     Activation,
     activate,
     default_activation,

@@ -26,9 +26,9 @@ from engine import (
     model_files,
     postprocess,
 )
-from engine.postprocess import Activation
-from engine.spec import parse_inputs
-from engine.tokenize import Side, Strategy, TextTokenizer, Truncation
+from engine.runtime.postprocess import Activation
+from engine.runtime.tokenization import Side, Strategy, TextTokenizer, Truncation
+from engine.tasks.spec import parse_inputs
 
 QUICK = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 MODEL = settings(

@@ -149,8 +149,8 @@ def test_the_static_int8_form_is_pruned_with_the_same_logits_and_a_per_token_one
 @pytest.mark.parametrize("name", ["bert", "distilbert", "roberta"])
 def test_exports_prune_the_last_layer_and_keep_rows_independent(exported: Any, name: str) -> None:
     pytest.importorskip("optimum.onnxruntime")
-    from engine.model import LoadedModel
-    from engine.tokenize import Truncation
+    from engine.runtime.loaded import LoadedModel
+    from engine.runtime.tokenization import Truncation
 
     for precision in ("fp32", "int8"):
         verification = json.loads((Path(exported(name, precision)) / "manifest.json").read_text())["verification"]

@@ -1,8 +1,8 @@
-"""engine.ray on a real local Ray cluster: same results as `engine score`, a killed worker loses and duplicates
-nothing, bad rows are reported, a bad model is refused on the driver. Select with `-m ray`.
+"""engine.jobs.ray_data on a real local Ray cluster: same results as `engine score`, a killed worker loses and
+duplicates nothing, bad rows are reported, a bad model is refused on the driver. Select with `-m ray`.
 
-The cluster has 3 logical CPUs on this 2-core machine: 2 one-CPU actors plus the one engine.ray keeps free for
-reading and writing (see engine.ray._actor_room)."""
+The cluster has 3 logical CPUs on this 2-core machine: 2 one-CPU actors plus the one engine.jobs.ray_data keeps free for
+reading and writing (see engine.jobs.ray_data._actor_room)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ from engine import (  # noqa: E402
     score_records,
 )
 from engine.cli import main  # noqa: E402
-from engine.ray import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
-from engine.records import Format  # noqa: E402
+from engine.jobs.formats import Format  # noqa: E402
+from engine.jobs.ray_data import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
 
 pytestmark = pytest.mark.ray
 WORDS = "good bad movie film great terrible plot acting love hate boring fun the a was is not very".split()

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-import engine.tokenize
+import engine.runtime.tokenization
 from engine import (
     CloudflareTextClassificationInput,
     EngineError,
@@ -28,7 +28,7 @@ from engine import (
     ZeroShotClassificationInput,
     ZeroShotClassifier,
 )
-from engine.batching import Batch
+from engine.runtime.batching import Batch
 
 MB = 1_000_000
 
@@ -135,7 +135,8 @@ HUGE_BAD: list[tuple[str, Callable[[], Any]]] = [
 
 
 class TokenizerSpy:
-    """Stands in for tokenizers.Tokenizer inside engine.tokenize: records the length of every string handed to it."""
+    """Stands in for tokenizers.Tokenizer inside engine.runtime.tokenization: records the length of every string
+    handed to it."""
 
     seen: list[int] = []
 
@@ -144,7 +145,7 @@ class TokenizerSpy:
         return _Recording(_REAL_TOKENIZER.from_str(json_text), cls.seen)
 
 
-_REAL_TOKENIZER = engine.tokenize.Tokenizer
+_REAL_TOKENIZER = engine.runtime.tokenization.Tokenizer
 
 
 class _Recording:
@@ -164,7 +165,7 @@ def spied(exported: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[TextClassifie
     """Fresh models whose tokenizers report the length of every string they are given."""
     seen: list[int] = []
     monkeypatch.setattr(TokenizerSpy, "seen", seen)
-    monkeypatch.setattr(engine.tokenize, "Tokenizer", TokenizerSpy)
+    monkeypatch.setattr(engine.runtime.tokenization, "Tokenizer", TokenizerSpy)
     clf = TextClassifier.load(exported("bert", "fp32"), threads=1)
     zs = ZeroShotClassifier.load(exported("bert-nli", "fp32"), threads=1)
     seen.clear()

@@ -122,8 +122,8 @@ def served(exported: Callable[..., Path], tmp_path_factory: pytest.TempPathFacto
     pytest.importorskip("starlette")
     from test_server import named, serving
 
-    from engine.server import ServerConfig, create_app
-    from engine.serving_models import build_models
+    from engine.serve.app import ServerConfig, create_app
+    from engine.serve.models import build_models
 
     tmp = tmp_path_factory.mktemp("rerank-served")
     dirs = [named(tmp, "ms-marco-tiny", exported("bert-single", "fp32")), named(tmp, "nli", exported("bert-nli"))]

@@ -18,9 +18,9 @@ import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
 from engine.errors import RecordFileError, TooManyErrorsError
-from engine.file_job import score_file, state_path
-from engine.resume import JobLockedError, JobState, ResumeRefusedError
-from engine.scoring import ScoringOptions, score_records
+from engine.jobs.file_job import score_file, state_path
+from engine.jobs.resume import JobLockedError, JobState, ResumeRefusedError
+from engine.jobs.scoring import ScoringOptions, score_records
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = "good bad movie film great terrible plot acting love hate boring fun the a was is not very".split()
@@ -386,7 +386,8 @@ def test_death_while_assembling_the_output(
         raise Killed
 
     with monkeypatch.context() as m:
-        m.setattr("engine.records.Writer.close" if where == "writer" else "engine.resume.JobState.remove", die)
+        target = "engine.jobs.formats.Writer.close" if where == "writer" else "engine.jobs.resume.JobState.remove"
+        m.setattr(target, die)
         with pytest.raises(Killed):
             score_file(clf, inp, out, chunk_rows=16)
     assert out.read_bytes() == (b"an older result\n" if where == "writer" else clean.read_bytes())

@@ -23,9 +23,9 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
 from engine import TextClassifier, ZeroShotClassifier  # noqa: E402
-from engine.server import ServerConfig, create_app  # noqa: E402
-from engine.serving_models import build_models, default_loader  # noqa: E402
-from engine.serving_worker import BatchPolicy  # noqa: E402
+from engine.serve.app import ServerConfig, create_app  # noqa: E402
+from engine.serve.models import build_models, default_loader  # noqa: E402
+from engine.serve.worker import BatchPolicy  # noqa: E402
 
 TOKEN = "hf_local_test_token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -1,4 +1,4 @@
-"""engine.serving_api: the HTTP shapes as pure functions, importable and tested without starlette."""
+"""engine.serve.wire: the HTTP shapes as pure functions, importable and tested without starlette."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from engine.errors import (
     TooManyErrorsError,
     outcome,
 )
-from engine.serving_api import (
+from engine.serve.wire import (
     HTTPError,
     cache_key,
     cloudflare_error,
@@ -29,12 +29,12 @@ from engine.serving_api import (
     parse_cloudflare,
     parse_hf,
 )
-from engine.spec import TextClassificationParameters
+from engine.tasks.spec import TextClassificationParameters
 
 
 def test_importable_without_starlette() -> None:
     code = (
-        "import sys; sys.modules['starlette'] = None; import engine.serving_api, engine.serving_models; "
+        "import sys; sys.modules['starlette'] = None; import engine.serve.wire, engine.serve.models; "
         "print('starlette' in sys.modules and sys.modules['starlette'] is not None)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,4 +1,4 @@
-"""engine.tokenize: one Tokenizer per model, whatever the truncation settings requests ask for."""
+"""engine.runtime.tokenization: one Tokenizer per model, whatever the truncation settings requests ask for."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from tokenizers import Tokenizer
 
-from engine.tokenize import Side, Strategy, TextTokenizer, Truncation
+from engine.runtime.tokenization import Side, Strategy, TextTokenizer, Truncation
 
 LONG = " ".join(["the plot felt slow but the actors were great"] * 30)  # far over the 64-token window
 SETTINGS = [

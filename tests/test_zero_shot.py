@@ -20,8 +20,8 @@ from engine import (
     ZeroShotClassifier,
     ZeroShotPipelineOutput,
 )
-from engine.model import LoadedModel
-from engine.tokenize import Strategy, Truncation
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Strategy, Truncation
 
 NLI_MODELS = ["bart-nli", "deberta-nli", "bert-nli"]
 TEXT = "Hi, I recently bought a device from your company but it is not working as advertised and I want a refund!"

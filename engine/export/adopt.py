@@ -9,7 +9,7 @@ tokenizer_config.json at the root:
 - transformers.js: onnx/model.onnx, onnx/model_quantized.onnx and the _int8, _uint8, _fp16, _q4, ... variants.
 
 Without --file the fp32 model.onnx is adopted (several graphs and no model.onnx: refused, listing them). The graph
-is checked as a load checks it (engine.onnx_scan), then verified through the engine's own run time on the built-in
+is checked as a load checks it (engine.model.onnx_scan), then verified through the engine's own run time on the built-in
 texts: an 8-bit graph against its fp32 sibling, with the export's 99% top-1 gate; --requantize replaces the
 published int8 by the engine's own accuracy-aware recipe (engine.export.quantize, needs the `adopt` extra: onnx)
 and reports the published file beside it. The labels, window and NLI ids come from config.json with the export's
@@ -28,12 +28,9 @@ from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import Any
 
-from ..errors import ModelLoadError
-from ..fileio import read_regular
-from ..manifest import ModelInfo
-from ..onnx_scan import _Corrupt, check_graph, scan_onnx
-from . import quantize
-from .export import (
+from engine.errors import ModelLoadError
+from engine.export import quantize
+from engine.export.export import (
     EOS_POOLED_MODELS,
     FP32_ATOL,
     MIN_INT8_AGREEMENT,
@@ -48,6 +45,9 @@ from .export import (
     window,
     write_directory,
 )
+from engine.model.fileio import read_regular
+from engine.model.manifest import ModelInfo
+from engine.model.onnx_scan import _Corrupt, check_graph, scan_onnx
 
 FP32_GRAPH = "model.onnx"
 GRAPH_DIRS = ("", "onnx")  # optimum puts graphs at the root, transformers.js under onnx/

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import postprocess
-from ..errors import EngineError
-from ..fileio import fsync_dir, sha256_hex, write_atomic
-from ..manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
-from . import quantize
-from .fuse import fuse_attention
-from .prune import prune_to_first_token
+from engine.errors import EngineError
+from engine.export import quantize
+from engine.export.fuse import fuse_attention
+from engine.export.prune import prune_to_first_token
+from engine.model.fileio import fsync_dir, sha256_hex, write_atomic
+from engine.model.manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from engine.runtime import postprocess
 
 HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"

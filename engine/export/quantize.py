@@ -69,9 +69,9 @@ from typing import Any
 
 import numpy as np
 
-from engine import batching, postprocess
-from engine.session import OnnxSession
-from engine.tokenize import Strategy, TextTokenizer, Truncation
+from engine.runtime import batching, postprocess
+from engine.runtime.session import OnnxSession
+from engine.runtime.tokenization import Strategy, TextTokenizer, Truncation
 
 Item = str | tuple[str, str]
 WEIGHT_MAX = 63  # 7-bit symmetric weights: 2 * 255 * 63 < 2**15, so AVX2's int16 pair sums cannot saturate

@@ -2,7 +2,7 @@
 
 Records are taken in chunks of `chunk_rows`; each chunk is validated row by row (a bad row becomes an error row,
 it never stops the job) and scored in one call, inside which rows are sorted by length into token-budget
-batches. Files, resumability and the errors file are engine.file_job's; the command line is engine.cli's.
+batches. Files, resumability and the errors file are engine.jobs.file_job's; the command line is engine.cli's.
 """
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, TypeVar
 
-from .errors import InvalidRequestError, TextTooLongError
-from .records import RESULT_COLUMNS, Row, to_json_id
-from .spec import (
+from engine.errors import InvalidRequestError, TextTooLongError
+from engine.jobs.formats import RESULT_COLUMNS, Row, to_json_id
+from engine.runtime.tokenization import Side, Strategy, Truncation
+from engine.tasks.spec import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
     LabeledText,
@@ -23,9 +24,8 @@ from .spec import (
     ZeroShotClassificationParameters,
     check_text,
 )
-from .text_classification import TextClassifier
-from .tokenize import Side, Strategy, Truncation
-from .zero_shot import ZeroShotClassifier
+from engine.tasks.text_classification import TextClassifier
+from engine.tasks.zero_shot import ZeroShotClassifier
 
 DEFAULT_CHUNK_ROWS = 2048
 Classifier = TextClassifier | ZeroShotClassifier

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunking import TRUNCATE, LongText
-from .errors import InvalidRequestError
-from .postprocess import Activation, parse_top_k
+from engine.errors import InvalidRequestError
+from engine.runtime.chunking import TRUNCATE, LongText
+from engine.runtime.postprocess import Activation, parse_top_k
 
 
 @dataclass(frozen=True)

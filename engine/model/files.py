@@ -1,9 +1,9 @@
 """Loading a model directory made by scripts/export_models.py: manifest, integrity check, graph check.
 
-Layout: model.onnx, tokenizer.json, manifest.json (schema: engine.manifest), and model.onnx.data when the graph
+Layout: model.onnx, tokenizer.json, manifest.json (schema: engine.model.manifest), and model.onnx.data when the graph
 keeps its large tensors outside (every export since the weights file was introduced). The graph's bytes are hashed
-and scanned (engine.onnx_scan), then released, and onnxruntime reads the file from its path: handing onnxruntime the
-Python copy instead held both at once and doubled peak memory and load time (`python -m benchmarks.profile_memory
+and scanned (engine.model.onnx_scan), then released, and onnxruntime reads the file from its path: handing onnxruntime
+the Python copy instead held both at once and doubled peak memory and load time (`python -m benchmarks.profile_memory
 MODEL_DIR` shows the steps). The weights file is hashed in chunks and never held: onnxruntime memory-maps it, so
 weights it pre-packs are not kept twice and the embedding rows no text uses are never read (a third of the
 resident memory of a single-file graph). Every file's identity (inode, size, change times) is taken when it is
@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import manifest, verify_cache
-from .errors import IntegrityError, ModelLoadError
-from .fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular, sha256_hex
-from .manifest import DATA_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
-from .onnx_scan import check_graph
+from engine.errors import IntegrityError, ModelLoadError
+from engine.model import manifest, verify_cache
+from engine.model.fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular, sha256_hex
+from engine.model.manifest import DATA_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from engine.model.onnx_scan import check_graph
 
 
 @dataclass(frozen=True)
@@ -67,8 +67,8 @@ def _read(path: Path) -> tuple[bytes, FileIdentity]:
 def load(path: str | Path, verify: bool = True) -> ModelFiles:
     """Read and check a model directory. verify=False skips the sha256 check (not recommended).
 
-    A graph already verified unchanged (engine.verify_cache) is not read again: onnxruntime reads it from its path,
-    and its identity is still checked after the session is built.
+    A graph already verified unchanged (engine.model.verify_cache) is not read again: onnxruntime reads it from its
+    path, and its identity is still checked after the session is built.
     """
     found = manifest.read(path)
     info = found.info

@@ -2,7 +2,7 @@
 
 Two ways to spend the cores on a call's batches. One batch at a time with every core inside each operator
 (TextClassifier's default): the lowest latency for one text. Or `concurrent_batches` batches at once, the cores
-split between them (ZeroShotClassifier's default, two at once: engine.task): no threads wait at each operator's
+split between them (ZeroShotClassifier's default, two at once: engine.tasks.base): no threads wait at each operator's
 end, so more texts per second on calls of many batches (2 cores, `python -m benchmarks`, run G: MiniLM-L6 +28%,
 DistilBERT-base +17%, zero-shot +35%, in the shared machine's slow phase, when handing each operator's work
 between the cores costs most; level in its fast phase, scratch); a lone text gets fewer cores.
@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import batching, model_files
-from .errors import InvalidRequestError
-from .manifest import ModelInfo
-from .session import OnnxSession, resolve_threads
-from .tokenize import Encoded, TextTokenizer
+from engine.errors import InvalidRequestError
+from engine.model import files as model_files
+from engine.model.manifest import ModelInfo
+from engine.runtime import batching
+from engine.runtime.session import OnnxSession, resolve_threads
+from engine.runtime.tokenization import Encoded, TextTokenizer
 
 if TYPE_CHECKING:  # concurrent.futures is imported only by a model with concurrent batches (0.8 MB resident)
     from concurrent.futures import Future, ThreadPoolExecutor

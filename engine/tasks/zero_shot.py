@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import postprocess
-from .errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
-from .model import LoadedModel
-from .spec import (
+from engine.errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
+from engine.runtime import postprocess
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Premise, Side, Strategy, Truncation
+from engine.tasks.base import Task, single_or_batch
+from engine.tasks.spec import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
     LabeledText,
@@ -22,8 +24,6 @@ from .spec import (
     ZeroShotText,
     parse_texts,
 )
-from .task import Task, single_or_batch
-from .tokenize import Premise, Side, Strategy, Truncation
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class ZeroShotClassifier(Task):
     # a call is texts x labels pairs, so even one text makes several runs' worth: two at once, each on half the
     # cores. 2 cores, python -m benchmarks, texts/s at 4 / 20 labels against one batch at a time: +7% / level on
     # one core complex (full-near.md), +33% / +33% across two (full-far.md); one text's 4 pairs, cut between the
-    # runs (engine.model): p50 4.5-5.0 against 6.0 ms across two; on one, level at 4 labels and 3% slower at 20
+    # runs (engine.runtime.loaded): p50 4.5-5.0 against 6.0 ms across two; on one, level at 4 labels and 3% slower at 20
     # (19.2-20.0 against 18.6-19.3 ms; scratch, both ways in one process, rounds alternating)
     default_concurrent_batches = 2
 

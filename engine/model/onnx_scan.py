@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelLoadError
+from engine.errors import ModelLoadError
 
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a sequence classifier may take
 

@@ -4,7 +4,7 @@ Code written against the hosted APIs runs unchanged but for the base URL. Each r
 auth (401) -> model id (404) -> body size (413) -> JSON (400) -> request shape and parameters (422) -> result
 cache -> model state (503 with `estimated_time` while a model loads, unless `x-wait-for-model: true`) ->
 bounded queue (503 when full) -> dynamic batching in the model's worker thread (serving_worker).
-The shapes are engine.serving_api's (pure functions); this module only wires them to routes. With
+The shapes are engine.serve.wire's (pure functions); this module only wires them to routes. With
 `ServerConfig.preload` every model is loaded and warmed before the server accepts a connection (uvicorn runs
 the lifespan start-up before it listens). Needs the `server` extra.
 """
@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EngineError
+from engine.errors import EngineError
 
 try:
     from starlette.applications import Starlette
@@ -30,10 +30,10 @@ except ImportError as exc:  # engine.cli prints this instead of a traceback
     raise EngineError(
         "engine serve needs the server extra: pip install 'offline-textclf-engine[server]' (starlette, uvicorn)"
     ) from exc
-from . import serving_api as api
-from .serving_api import HTTPError, Parsed
-from .serving_models import ResultCache, ServedModel
-from .serving_worker import Job, JobResult, State
+from engine.serve import wire as api
+from engine.serve.models import ResultCache, ServedModel
+from engine.serve.wire import HTTPError, Parsed
+from engine.serve.worker import Job, JobResult, State
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_CACHED_BODY = 64 << 10  # larger requests are not cached: the cache stays small

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePath
 
-from .manifest import ModelInfo
+from engine.model.manifest import ModelInfo
 
 # scripts/export_models.py's aliases (tests/test_export.py checks that the two tables agree)
 EXPORT_ALIASES = {

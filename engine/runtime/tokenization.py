@@ -16,8 +16,8 @@ from enum import Enum
 
 from tokenizers import Encoding, Tokenizer
 
-from .chunking import TRUNCATE, LongText
-from .errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
+from engine.errors import InvalidRequestError, ModelLoadError, TextTooLongError, first_error
+from engine.runtime.chunking import TRUNCATE, LongText
 
 # Texts are cut to this many characters per window token before tokenizing (TEI does the same), so that a
 # 50 MB string is never handed to the tokenizer. Far more than any window needs: a token covers >= 1 character.

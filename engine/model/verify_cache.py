@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .fileio import FileIdentity, identity, write_atomic
+from engine.model.fileio import FileIdentity, identity, write_atomic
 
 RACY_NS = 2_000_000_000  # coarser than any file system's ctime granularity we load from
 MAX_ENTRIES = 256

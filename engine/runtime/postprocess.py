@@ -11,11 +11,11 @@ from enum import Enum
 
 import numpy as np
 
-from .errors import InferenceError, InvalidRequestError
+from engine.errors import InferenceError, InvalidRequestError
 
 
 class Aggregation(str, Enum):
-    """How the windows' scores of one long text become its scores (long_text="chunk", engine.chunking)."""
+    """How the windows' scores of one long text become its scores (long_text="chunk", engine.runtime.chunking)."""
 
     MEAN = "mean"  # softmax models: the mean of the probabilities
     MAX = "max"  # sigmoid / multi-label: a label is present if any part of the text has it

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import postprocess
-from .errors import InvalidRequestError, TextTooLongError, first_error
-from .model import LoadedModel
-from .spec import (
+from engine.errors import InvalidRequestError, TextTooLongError, first_error
+from engine.runtime import postprocess
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Encoded, Side, Strategy, Truncation
+from engine.tasks.base import Task, single_or_batch
+from engine.tasks.spec import (
     ClassificationOutput,
     TextClassificationInput,
     TextClassificationParameters,
@@ -18,8 +20,6 @@ from .spec import (
     TextPair,
     parse_inputs,
 )
-from .task import Task, single_or_batch
-from .tokenize import Encoded, Side, Strategy, Truncation
 
 
 @dataclass(frozen=True)

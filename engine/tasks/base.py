@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from . import batching
-from .model import LoadedModel
-from .session import resolve_threads
+from engine.runtime import batching
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.session import resolve_threads
 
 log = logging.getLogger("engine")
 
@@ -44,8 +44,8 @@ class Task:
     ) -> TaskT:
         """Load a directory made by `engine export`; its sha256 manifest is checked unless verify=False.
         `threads`: cores to use (default: all); `concurrent_batches` > 1 runs that many batches at once, for
-        throughput over latency (engine.model; default: the task's `default_concurrent_batches`, never more than
-        the cores)."""
+        throughput over latency (engine.runtime.loaded; default: the task's `default_concurrent_batches`, never more
+        than the cores)."""
         if concurrent_batches is None:
             concurrent_batches = min(cls.default_concurrent_batches, resolve_threads(threads))
         model = LoadedModel.load(

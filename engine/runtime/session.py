@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .batching import Batch
-from .errors import InferenceError, InvalidRequestError, ModelLoadError
+from engine.errors import InferenceError, InvalidRequestError, ModelLoadError
+from engine.runtime.batching import Batch
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ModelLoadError
-from .fileio import NotRegularFileError, read_regular, sha256_hex
+from engine.errors import ModelLoadError
+from engine.model.fileio import NotRegularFileError, read_regular, sha256_hex
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"

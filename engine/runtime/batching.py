@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokenize import Encoded
+from engine.runtime.tokenization import Encoded
 
 # Small batches keep activations in cache: 256 padded tokens per batch was the fastest setting measured, for int8
 # and fp32 alike. Measure it on your machine with `python -m benchmarks.levers` (results: benchmarks/results/).

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
-from .errors import EngineError, InferenceError, Overloaded
+from engine.errors import EngineError, InferenceError, Overloaded
 
 log = logging.getLogger("engine")
 

@@ -1,6 +1,6 @@
 """The HTTP shapes of `engine serve`, as pure functions: request parsing, response bodies, the Cloudflare
 envelope, error statuses and the cache key. No starlette here, so all of it is importable and testable without
-the `server` extra; engine.server only wires these to routes.
+the `server` extra; engine.serve.app only wires these to routes.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .errors import EngineError, InvalidRequestError, outcome
-from .postprocess import parse_top_k
-from .rerank import RerankParameters, check_documents, ranked
-from .spec import (
+from engine.errors import EngineError, InvalidRequestError, outcome
+from engine.runtime.postprocess import parse_top_k
+from engine.tasks.rerank import RerankParameters, check_documents, ranked
+from engine.tasks.spec import (
     LONG_TEXT_KEYS,
     CloudflareTextClassificationInput,
     TextClassificationInput,
@@ -126,10 +126,10 @@ def parse_hf(task: str, body: Any, served_ids: Sequence[str] = ()) -> Parsed:
         if task == "zero-shot-classification":
             zs = ZeroShotClassificationInput.from_dict(body)
             texts = zs.inputs if isinstance(zs.inputs, list) else [zs.inputs]
-            key = (task, tuple(texts), zs.parameters)
+            zs_key: Hashable = (task, tuple(texts), zs.parameters)
             cost = sum(len(zs.parameters.labels_of(t)) for t in texts)
             legacy = isinstance(body.get("inputs"), dict)
-            return Parsed(texts, zs.parameters, cost, isinstance(zs.inputs, list), key, legacy, ignored)
+            return Parsed(texts, zs.parameters, cost, isinstance(zs.inputs, list), zs_key, legacy, ignored)
         if isinstance(body, dict) and isinstance(body.get("parameters", {}), dict):
             body = {**body, "parameters": {"top_k": None, **(body.get("parameters") or {})}}
         tc = TextClassificationInput.from_dict(body)

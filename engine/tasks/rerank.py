@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from . import postprocess
-from .errors import InvalidRequestError, ModelLoadError, first_error
-from .model import LoadedModel
-from .spec import TextPair, check_text
-from .task import Task
-from .tokenize import Side, Strategy, Truncation
+from engine.errors import InvalidRequestError, ModelLoadError, first_error
+from engine.runtime import postprocess
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Side, Strategy, Truncation
+from engine.tasks.base import Task
+from engine.tasks.spec import TextPair, check_text
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ class Reranker(Task):
     """
 
     what = "(query, document) pairs"
-    default_concurrent_batches = 2  # a call is one query x many documents: as zero-shot's pairs (engine.zero_shot)
+    # a call is one query x many documents: as zero-shot's pairs (engine.tasks.zero_shot)
+    default_concurrent_batches = 2
 
     def __init__(self, model: LoadedModel) -> None:
         info = model.info

@@ -1,8 +1,8 @@
 """A batch-scoring job over a file: .jsonl, .csv or .parquet in, the same formats out, resumable.
 
-`score_file` scores the records chunk by chunk (engine.scoring) and commits every finished chunk to a state
-directory next to OUTPUT (engine.resume), so a killed job run again resumes. OUTPUT and OUTPUT.errors.jsonl are
-written only at the end, atomically (engine.fileio). Chunks are the same on every run, so a resumed job's output
+`score_file` scores the records chunk by chunk (engine.jobs.scoring) and commits every finished chunk to a state
+directory next to OUTPUT (engine.jobs.resume), so a killed job run again resumes. OUTPUT and OUTPUT.errors.jsonl are
+written only at the end, atomically (engine.model.fileio). Chunks are the same on every run, so a resumed job's output
 is byte-identical to an uninterrupted one's.
 """
 
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import batching
-from .errors import InvalidRequestError, RecordFileError, TooManyErrorsError
-from .fileio import atomic_file, fsync_dir
-from .records import Format, Reader, Writer
-from .resume import JobState, input_fingerprint
-from .scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
-from .text_classification import TextClassifier
-from .zero_shot import ZeroShotClassifier
+from engine.errors import InvalidRequestError, RecordFileError, TooManyErrorsError
+from engine.jobs.formats import Format, Reader, Writer
+from engine.jobs.resume import JobState, input_fingerprint
+from engine.jobs.scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
+from engine.model.fileio import atomic_file, fsync_dir
+from engine.runtime import batching
+from engine.tasks.text_classification import TextClassifier
+from engine.tasks.zero_shot import ZeroShotClassifier
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def score_file(
     `model` is a model directory or a loaded classifier; options are a ScoringOptions or its `parse` keywords.
     Rows that cannot be scored go to OUTPUT.errors.jsonl; more than `max_errors` of them raise
     TooManyErrorsError (finished chunks are kept: calling again resumes). Memory stays within a few chunks.
-    `concurrent_batches` > 1 runs that many batches at once (more rows/s on many cores; see engine.model).
+    `concurrent_batches` > 1 runs that many batches at once (more rows/s on many cores; see engine.runtime.loaded).
     """
     opts = options or ScoringOptions.parse(**fields)
     input_path, output_path = Path(input), Path(output)

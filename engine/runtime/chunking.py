@@ -1,7 +1,7 @@
 """Long texts: cut to the window (the default, as the reference pipelines) or scored whole, window by window.
 
-`LongText` is the caller's choice, parsed once; the windows are made in engine.tokenize (the tokenizer's own
-overflow with a stride, never by re-tokenizing strings) and their scores are aggregated in engine.postprocess.
+`LongText` is the caller's choice, parsed once; the windows are made in engine.runtime.tokenization (the tokenizer's own
+overflow with a stride, never by re-tokenizing strings) and their scores are aggregated in engine.runtime.postprocess.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from .errors import InvalidRequestError
-from .postprocess import Aggregation
+from engine.errors import InvalidRequestError
+from engine.runtime.postprocess import Aggregation
 
 
 class LongTextMode(str, Enum):

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import JobLockedError, ResumeRefusedError
-from .fileio import fsync_dir, sha256, write_atomic
+from engine.errors import JobLockedError, ResumeRefusedError
+from engine.model.fileio import fsync_dir, sha256, write_atomic
 
 STATE_FORMAT = "engine-score-state/1"
 STATE_MANIFEST = "manifest.json"

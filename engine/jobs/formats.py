@@ -17,7 +17,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import RecordFileError
+from engine.errors import RecordFileError
 
 # csv's default field limit (128 KiB) would turn one long text into a crash of the whole reader
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))

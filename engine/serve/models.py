@@ -1,6 +1,6 @@
 """What `engine serve` serves: model directories, the ids clients call them by, and a bounded result cache.
 
-Ids of a model directory come from engine.model_ids (directory name, Hugging Face id, export alias, Cloudflare
+Ids of a model directory come from engine.model.ids (directory name, Hugging Face id, export alias, Cloudflare
 id). An automatic id claimed by two directories is dropped (ambiguous); explicit
 `--alias NEW_ID=KNOWN_ID` aliases must not collide. Only the manifest is read here; the workers load the weights
 (at start-up unless `engine serve --lazy`) and run one warm-up input before they report ready.
@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import batching, manifest
-from .errors import InvalidRequestError, ModelLoadError
-from .manifest import DATA_FILE, MODEL_FILE, ModelInfo
-from .model_ids import automatic_ids
-from .serving_worker import BatchPolicy, ModelWorker, Predictor
+from engine.errors import InvalidRequestError, ModelLoadError
+from engine.model import manifest
+from engine.model.ids import automatic_ids
+from engine.model.manifest import DATA_FILE, MODEL_FILE, ModelInfo
+from engine.runtime import batching
+from engine.serve.worker import BatchPolicy, ModelWorker, Predictor
 
 DEFAULT_POLICY = BatchPolicy()
 WARM_UP_TEXT = "A short sentence to warm the model up."
@@ -63,13 +64,13 @@ def default_loader(info: ModelInfo, threads: int | None, batch_tokens: int) -> C
 
     def load() -> Predictor:
         if info.task == "zero-shot-classification":
-            from .spec import ZeroShotClassificationParameters
-            from .zero_shot import ZeroShotClassifier
+            from engine.tasks.spec import ZeroShotClassificationParameters
+            from engine.tasks.zero_shot import ZeroShotClassifier
 
             zs = ZeroShotClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)
             zs.predict([WARM_UP_TEXT], ZeroShotClassificationParameters(("yes", "no")))
             return zs
-        from .text_classification import TextClassifier
+        from engine.tasks.text_classification import TextClassifier
 
         clf = TextClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)
         clf.predict([WARM_UP_TEXT])
@@ -84,13 +85,13 @@ class TextModel:
     RerankParameters."""
 
     def __init__(self, clf: Any) -> None:
-        from .rerank import Reranker
+        from engine.tasks.rerank import Reranker
 
         self.clf = clf
         self.reranker = Reranker(clf.model) if clf.model.info.num_labels in (1, 2) else None
 
     def predict(self, inputs: Sequence[Any], parameters: Any) -> Sequence[Any]:
-        from .rerank import RerankParameters
+        from engine.tasks.rerank import RerankParameters
 
         if isinstance(parameters, RerankParameters):
             if self.reranker is None:

@@ -1,0 +1,1 @@
+"""One forward pass, stage by stage: tokenize -> batch -> session -> postprocess (numpy only)."""

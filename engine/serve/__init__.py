@@ -1,0 +1,1 @@
+"""`engine serve`: the hosted APIs' wire shapes (pure functions), served models, workers and routes."""
