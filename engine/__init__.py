@@ -15,18 +15,17 @@ from engine.errors import (
 from engine.jobs.file_job import ScoreSummary, score_file
 from engine.jobs.scoring import ScoredRow, ScoringOptions, score_records
 from engine.runtime.postprocess import Activation
-from engine.tasks.rerank import Reranker, RerankResult
-from engine.tasks.spec import (
+from engine.serve.wire import CloudflareTextClassificationInput
+from engine.tasks.inputs import LabeledText, TextPair
+from engine.tasks.params import (
     ClassificationOutput,
-    CloudflareTextClassificationInput,
-    LabeledText,
     TextClassificationInput,
     TextClassificationParameters,
-    TextPair,
     ZeroShotClassificationInput,
     ZeroShotClassificationParameters,
     ZeroShotPipelineOutput,
 )
+from engine.tasks.rerank import Reranker, RerankResult
 from engine.tasks.text_classification import Prediction, TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier, ZeroShotPrediction
 

@@ -19,7 +19,7 @@ from typing import Any
 from engine.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_ROW_ERRORS, EngineError, InvalidRequestError, outcome
 from engine.runtime import batching
 from engine.runtime.postprocess import Activation
-from engine.tasks.spec import DEFAULT_HYPOTHESIS_TEMPLATE
+from engine.tasks.params import DEFAULT_HYPOTHESIS_TEMPLATE
 
 DEFAULT_MAX_BODY = 1 << 20  # engine.serve.app's, repeated so that --help works without the server extra
 
@@ -33,7 +33,7 @@ def classify(argv: Sequence[str]) -> int:
     parser.add_argument("--candidate-labels", help="comma-separated labels: zero-shot with an NLI model")
     parser.add_argument("--multi-label", action="store_true")
     args = parser.parse_args(argv)
-    from engine.tasks.spec import ClassificationOutput, outputs_to_json
+    from engine.tasks.params import ClassificationOutput, outputs_to_json
 
     result: list[ClassificationOutput] | list[list[ClassificationOutput]]
     if args.candidate_labels:

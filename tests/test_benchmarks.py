@@ -20,7 +20,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from benchmarks import corpus, labelled, models, peers, run, train  # noqa: E402
-from engine import batching  # noqa: E402
+from engine.runtime import batching  # noqa: E402
 
 
 def test_corpus_is_real_text_with_sst2_lengths() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from engine import InvalidRequestError, ZeroShotClassificationInput, ZeroShotClassifier, score_records
 from engine.serve.wire import parse_hf
-from engine.tasks.spec import LabeledText
+from engine.tasks.inputs import LabeledText
 
 TEXTS = [
     "I want my money back, the device broke after two days.",

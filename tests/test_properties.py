@@ -23,12 +23,12 @@ from engine import (
     TextClassifier,
     TextTooLongError,
     ZeroShotClassifier,
-    model_files,
-    postprocess,
 )
+from engine.model import files as model_files
+from engine.runtime import postprocess
 from engine.runtime.postprocess import Activation
 from engine.runtime.tokenization import Side, Strategy, TextTokenizer, Truncation
-from engine.tasks.spec import parse_inputs
+from engine.tasks.inputs import parse_inputs
 
 QUICK = settings(max_examples=150, deadline=None, derandomize=True, database=None)
 MODEL = settings(

@@ -29,7 +29,7 @@ from engine.serve.wire import (
     parse_cloudflare,
     parse_hf,
 )
-from engine.tasks.spec import TextClassificationParameters
+from engine.tasks.params import TextClassificationParameters
 
 
 def test_importable_without_starlette() -> None:

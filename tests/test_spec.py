@@ -16,7 +16,7 @@ from engine import (
     TextPair,
     TextTooLongError,
 )
-from engine.tasks.spec import outputs_to_json
+from engine.tasks.params import outputs_to_json
 
 BAD_CALLS: list[tuple[str, Any, dict[str, Any], type[Exception]]] = [
     ("empty text", "", {}, InvalidRequestError),

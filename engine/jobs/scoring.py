@@ -15,14 +15,12 @@ from typing import Any, TypeVar
 from engine.errors import InvalidRequestError, TextTooLongError
 from engine.jobs.formats import RESULT_COLUMNS, Row, to_json_id
 from engine.runtime.tokenization import Side, Strategy, Truncation
-from engine.tasks.spec import (
+from engine.tasks.inputs import LabeledText, TextPair, check_text
+from engine.tasks.params import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
-    LabeledText,
     TextClassificationParameters,
-    TextPair,
     ZeroShotClassificationParameters,
-    check_text,
 )
 from engine.tasks.text_classification import TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier

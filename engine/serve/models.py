@@ -64,7 +64,7 @@ def default_loader(info: ModelInfo, threads: int | None, batch_tokens: int) -> C
 
     def load() -> Predictor:
         if info.task == "zero-shot-classification":
-            from engine.tasks.spec import ZeroShotClassificationParameters
+            from engine.tasks.params import ZeroShotClassificationParameters
             from engine.tasks.zero_shot import ZeroShotClassifier
 
             zs = ZeroShotClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)

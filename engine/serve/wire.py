@@ -15,14 +15,14 @@ from typing import Any
 
 from engine.errors import EngineError, InvalidRequestError, outcome
 from engine.runtime.postprocess import parse_top_k
-from engine.tasks.rerank import RerankParameters, check_documents, ranked
-from engine.tasks.spec import (
+from engine.tasks.inputs import TextPair, check_keys, check_text
+from engine.tasks.params import (
     LONG_TEXT_KEYS,
-    CloudflareTextClassificationInput,
     TextClassificationInput,
-    TextPair,
+    TextClassificationParameters,
     ZeroShotClassificationInput,
 )
+from engine.tasks.rerank import RerankParameters, check_documents, ranked
 
 TRUE = {"true", "1", "yes"}
 FALSE = {"false", "0", "no"}
@@ -278,6 +278,23 @@ def cohere_rerank_response(request: CohereRerank, model: str, scores: list[float
 def cohere_error(exc: HTTPError) -> dict[str, Any]:
     """Cohere's error body."""
     return {"message": exc.message}
+
+
+@dataclass(frozen=True)
+class CloudflareTextClassificationInput:
+    """Cloudflare Workers AI `{"text": str}`: answered with every label, sorted."""
+
+    text: str
+
+    @classmethod
+    def from_dict(cls, obj: object) -> CloudflareTextClassificationInput:
+        if not isinstance(obj, Mapping):
+            raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
+        check_keys(obj, {"text"}, {"text"}, "the request")
+        return cls(check_text(obj["text"], "text"))
+
+    def to_request(self) -> TextClassificationInput:
+        return TextClassificationInput(self.text, TextClassificationParameters(top_k=None))
 
 
 def parse_cloudflare(body: Any) -> Parsed:

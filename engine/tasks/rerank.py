@@ -18,7 +18,7 @@ from engine.runtime import postprocess
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.tokenization import Side, Strategy, Truncation
 from engine.tasks.base import Task
-from engine.tasks.spec import TextPair, check_text
+from engine.tasks.inputs import TextPair, check_text
 
 
 @dataclass(frozen=True)

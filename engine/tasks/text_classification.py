@@ -12,14 +12,8 @@ from engine.runtime import postprocess
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.tokenization import Encoded, Side, Strategy, Truncation
 from engine.tasks.base import Task, single_or_batch
-from engine.tasks.spec import (
-    ClassificationOutput,
-    TextClassificationInput,
-    TextClassificationParameters,
-    TextInput,
-    TextPair,
-    parse_inputs,
-)
+from engine.tasks.inputs import TextInput, TextPair, parse_inputs
+from engine.tasks.params import ClassificationOutput, TextClassificationInput, TextClassificationParameters
 
 
 @dataclass(frozen=True)

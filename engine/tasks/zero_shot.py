@@ -14,15 +14,13 @@ from engine.runtime import postprocess
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.tokenization import Premise, Side, Strategy, Truncation
 from engine.tasks.base import Task, single_or_batch
-from engine.tasks.spec import (
+from engine.tasks.inputs import LabeledText, ZeroShotText, parse_texts
+from engine.tasks.params import (
     DEFAULT_HYPOTHESIS_TEMPLATE,
     ClassificationOutput,
-    LabeledText,
     ZeroShotClassificationInput,
     ZeroShotClassificationParameters,
     ZeroShotPipelineOutput,
-    ZeroShotText,
-    parse_texts,
 )
 
 

@@ -1,13 +1,10 @@
-"""Request and response shapes of the HF Inference API task spec and of Cloudflare Workers AI, as dataclasses.
-
-`from_dict` validates a plain JSON object into a request (raising InvalidRequestError, never KeyError or
-TypeError); `to_dict` gives back the JSON the hosted APIs speak. Validation of single texts also lives here,
-so every entry point (Python call, batch file, HTTP) refuses the same inputs with the same messages.
+"""Each task's parameters, its request (the HF task spec's `{"inputs", "parameters"}` as a dataclass, which the
+Python API also takes) and its outputs. `from_dict` validates a plain JSON object into a request (raising
+InvalidRequestError, never KeyError or TypeError); `to_dict` gives back the JSON the hosted APIs speak.
 """
 
 from __future__ import annotations
 
-import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,17 +12,18 @@ from typing import Any
 from engine.errors import InvalidRequestError
 from engine.runtime.chunking import TRUNCATE, LongText
 from engine.runtime.postprocess import Activation, parse_top_k
-
-
-@dataclass(frozen=True)
-class TextPair:
-    """Two texts classified together (cross-encoders, rerankers, NLI)."""
-
-    text: str
-    text_pair: str
-
-
-TextInput = str | TextPair
+from engine.tasks.inputs import (
+    LabeledText,
+    TextInput,
+    TextPair,
+    ZeroShotText,
+    check_keys,
+    check_template,
+    labeled_text,
+    parse_candidate_labels,
+    parse_inputs,
+    parse_texts,
+)
 
 
 @dataclass(frozen=True)
@@ -35,55 +33,6 @@ class ClassificationOutput:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "score": self.score}
-
-
-def check_text(value: object, what: str = "text") -> str:
-    """A usable text: a str, not blank, valid Unicode (no lone surrogates)."""
-    if not isinstance(value, str):
-        kind = "bytes (decode it to str first)" if isinstance(value, (bytes, bytearray)) else type(value).__name__
-        raise InvalidRequestError(f"{what} must be a string, got {kind}")
-    if not value.strip():
-        raise InvalidRequestError(f"{what} is empty or only whitespace; give some text to classify")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequestError(
-            f"{what} is not valid Unicode (lone surrogate at position {exc.start}); fix its encoding"
-        ) from None
-    return value
-
-
-def _check_keys(obj: Mapping[str, Any], allowed: set[str], required: set[str], what: str) -> None:
-    extra = set(obj) - allowed
-    if extra:
-        raise InvalidRequestError(f"{what} has unknown field(s) {sorted(extra)}; allowed: {sorted(allowed)}")
-    missing = required - set(obj)
-    if missing:
-        raise InvalidRequestError(f"{what} is missing field(s) {sorted(missing)}")
-
-
-def parse_text_input(value: object) -> TextInput:
-    """One input: a string, or a text pair given as TextPair or {"text": ..., "text_pair": ...}."""
-    if isinstance(value, TextPair):
-        return TextPair(check_text(value.text, "text"), check_text(value.text_pair, "text_pair"))
-    if isinstance(value, Mapping):
-        _check_keys(value, {"text", "text_pair"}, {"text", "text_pair"}, "a text pair")
-        return TextPair(check_text(value["text"], "text"), check_text(value["text_pair"], "text_pair"))
-    if isinstance(value, (list, tuple)):
-        raise InvalidRequestError(
-            "nested lists are not inputs: pass a string, a list of strings, or "
-            '{"text": ..., "text_pair": ...} objects for text pairs'
-        )
-    return check_text(value, "input text")
-
-
-def parse_inputs(inputs: object) -> tuple[list[TextInput], bool]:
-    """Normalize `inputs` to a list; the flag says whether the caller passed a list (a batch)."""
-    if isinstance(inputs, (list, tuple)):
-        if not inputs:
-            raise InvalidRequestError("inputs is an empty list; give at least one text")
-        return [parse_text_input(v) for v in inputs], True
-    return [parse_text_input(inputs)], False
 
 
 @dataclass(frozen=True)
@@ -114,7 +63,7 @@ class TextClassificationParameters:
             return cls()
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"parameters must be an object, got {type(obj).__name__}")
-        _check_keys(obj, {"function_to_apply", "top_k", *LONG_TEXT_KEYS}, set(), "parameters")
+        check_keys(obj, {"function_to_apply", "top_k", *LONG_TEXT_KEYS}, set(), "parameters")
         return cls.parse(obj.get("function_to_apply"), obj.get("top_k", 1), *_long_text_values(obj))
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +91,7 @@ class TextClassificationInput:
     def from_dict(cls, obj: object) -> TextClassificationInput:
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
+        check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
         items, is_batch = parse_inputs(obj["inputs"])
         return cls(items if is_batch else items[0], TextClassificationParameters.from_dict(obj.get("parameters")))
 
@@ -154,97 +103,12 @@ class TextClassificationInput:
         return {"inputs": inputs, "parameters": self.parameters.to_dict()}
 
 
-@dataclass(frozen=True)
-class CloudflareTextClassificationInput:
-    """Cloudflare Workers AI `{"text": str}`: answered with every label, sorted."""
-
-    text: str
-
-    @classmethod
-    def from_dict(cls, obj: object) -> CloudflareTextClassificationInput:
-        if not isinstance(obj, Mapping):
-            raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, {"text"}, {"text"}, "the request")
-        return cls(check_text(obj["text"], "text"))
-
-    def to_request(self) -> TextClassificationInput:
-        return TextClassificationInput(self.text, TextClassificationParameters(top_k=None))
-
-
 def outputs_to_json(outputs: Sequence[ClassificationOutput] | Sequence[Sequence[ClassificationOutput]]) -> Any:
     """Nested lists of ClassificationOutput -> the same nesting of {"label", "score"} dicts."""
     return [o.to_dict() if isinstance(o, ClassificationOutput) else outputs_to_json(o) for o in outputs]
 
 
-# Zero-shot classification ---------------------------------------------------------------------------------------
-
 DEFAULT_HYPOTHESIS_TEMPLATE = "This example is {}."
-
-
-def parse_candidate_labels(value: object) -> tuple[str, ...]:
-    """A list of labels, or one comma-separated string (split, stripped, empties dropped, as the reference does).
-
-    Duplicates are refused: each label is one hypothesis, and a repeated one would be scored twice and, without
-    multi_label, would take a double share of the softmax.
-    """
-    if isinstance(value, str):
-        labels: list[object] = [part.strip() for part in value.split(",") if part.strip()]
-    elif isinstance(value, (list, tuple)):
-        labels = list(value)
-    else:
-        raise InvalidRequestError(
-            f"candidate_labels must be a list of strings or a comma-separated string, got {type(value).__name__}"
-        )
-    if not labels:
-        raise InvalidRequestError("candidate_labels is empty; give at least one label")
-    for label in labels:
-        if not isinstance(label, str) or not label.strip():
-            raise InvalidRequestError(f"every candidate label must be a non-empty string, got {label!r}")
-        check_text(label, "candidate label")
-    if len(set(labels)) != len(labels):
-        dupes = sorted({str(x) for x in labels if labels.count(x) > 1})
-        raise InvalidRequestError(f"candidate_labels has duplicates {dupes}; give each label once")
-    return tuple(str(label) for label in labels)
-
-
-def check_template(template: object, label: str) -> str:
-    """The template must take the label through `{}`; anything else would score the same hypothesis for every label."""
-    if not isinstance(template, str):
-        raise InvalidRequestError(f"hypothesis_template must be a string, got {type(template).__name__}")
-    try:
-        # a request-supplied format string may only take the label itself: "{0.__class__}" or "{0[x]}" would reach
-        # into the label's attributes (and raise AttributeError or TypeError on bad names)
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-        bad = next((f"field {{{name}}} is not allowed" for name in names if name not in ("", "0")), None)
-        formatted = template.format(label) if bad is None else ""
-    except (IndexError, KeyError, ValueError) as exc:
-        bad = repr(exc)
-    if bad is not None:
-        raise InvalidRequestError(
-            f"hypothesis_template {template!r} cannot be formatted ({bad}); use a plain {{}} where the label goes, "
-            'e.g. "This example is {}."'
-        )
-    if not names:  # "{{}}" formats to "{}" but takes no label: every hypothesis would be the same
-        raise InvalidRequestError(
-            f'hypothesis_template {template!r} has no {{}} for the label; e.g. "This example is {{}}."'
-        )
-    check_text(formatted, "hypothesis_template")
-    return template
-
-
-@dataclass(frozen=True)
-class LabeledText:
-    """A zero-shot text with its own candidate labels (an extension: the reference takes one list for all texts)."""
-
-    text: str
-    candidate_labels: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, text: object, candidate_labels: object) -> LabeledText:
-        return cls(check_text(text, "input text"), parse_candidate_labels(candidate_labels))
-
-
-ZeroShotText = str | LabeledText
 
 
 @dataclass(frozen=True)
@@ -297,7 +161,7 @@ class ZeroShotClassificationParameters:
             "hypothesis_template": "hypothesisTemplate",
             "multi_label": "multiLabel",
         }
-        _check_keys(obj, set(names) | set(names.values()) | set(LONG_TEXT_KEYS), set(), "parameters")
+        check_keys(obj, set(names) | set(names.values()) | set(LONG_TEXT_KEYS), set(), "parameters")
         values: dict[str, Any] = {}
         for snake, camel in names.items():
             if snake in obj and camel in obj:
@@ -342,13 +206,13 @@ class ZeroShotClassificationInput:
     def from_dict(cls, obj: object) -> ZeroShotClassificationInput:
         if not isinstance(obj, Mapping):
             raise InvalidRequestError(f"the request must be a JSON object, got {type(obj).__name__}")
-        _check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
+        check_keys(obj, {"inputs", "parameters"}, {"inputs"}, "the request")
         inputs, labels = obj["inputs"], None
         if isinstance(inputs, (list, tuple)) and any(isinstance(x, Mapping) for x in inputs):  # labels per text
-            items = [_labeled(x) for x in inputs]
+            items = [labeled_text(x) for x in inputs]
             return cls(items, ZeroShotClassificationParameters.from_dict(obj.get("parameters"), per_text=True))
         if isinstance(inputs, Mapping):  # the older spec shape
-            _check_keys(inputs, {"text", "candidateLabels", "candidate_labels"}, {"text"}, "inputs")
+            check_keys(inputs, {"text", "candidateLabels", "candidate_labels"}, {"text"}, "inputs")
             labels = inputs.get("candidateLabels", inputs.get("candidate_labels"))
             if labels is None:
                 raise InvalidRequestError("inputs.candidateLabels is missing")
@@ -363,29 +227,6 @@ class ZeroShotClassificationInput:
 
         inputs = [one(x) for x in self.inputs] if isinstance(self.inputs, list) else self.inputs
         return {"inputs": inputs, "parameters": self.parameters.to_dict()}
-
-
-def _labeled(value: object) -> LabeledText:
-    if not isinstance(value, Mapping):
-        raise InvalidRequestError(
-            'when one input carries its own labels, every input must: {"text": ..., "candidate_labels": [...]}'
-        )
-    _check_keys(value, {"text", "candidate_labels", "candidateLabels"}, {"text"}, "an input")
-    if "candidate_labels" in value and "candidateLabels" in value:
-        raise InvalidRequestError("an input has both 'candidate_labels' and 'candidateLabels'; give one")
-    labels = value.get("candidate_labels", value.get("candidateLabels"))
-    if labels is None:
-        raise InvalidRequestError("an input is missing its candidate_labels")
-    return LabeledText.parse(value["text"], labels)
-
-
-def parse_texts(inputs: object) -> list[str]:
-    """One text or a list of texts (zero-shot takes no pairs)."""
-    if isinstance(inputs, (list, tuple)):
-        if not inputs:
-            raise InvalidRequestError("inputs is an empty list; give at least one text")
-        return [check_text(t, "input text") for t in inputs]
-    return [check_text(inputs, "input text")]
 
 
 @dataclass(frozen=True)
