@@ -22,6 +22,8 @@ from engine.jobs.resume import JobState, input_fingerprint
 from engine.jobs.scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
 from engine.model.fileio import atomic_file, fsync_dir
 from engine.runtime import batching
+from engine.tasks import registry
+from engine.tasks.registry import TaskName
 from engine.tasks.text_classification import TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier
 
@@ -82,8 +84,8 @@ def _load(
 ) -> Classifier:
     if isinstance(model, (TextClassifier, ZeroShotClassifier)):
         return model
-    cls = ZeroShotClassifier if opts.zero_shot else TextClassifier
-    return cls.load(model, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent)
+    cls = registry.facade(TaskName.ZERO_SHOT if opts.zero_shot else TaskName.TEXT_CLASSIFICATION)
+    return cls.load(model, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent)  # type: ignore[return-value]
 
 
 def _error_record(record: Mapping[str, Any], opts: ScoringOptions) -> dict[str, Any]:

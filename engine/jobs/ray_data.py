@@ -33,6 +33,8 @@ from engine.errors import EngineError, IntegrityError, InvalidRequestError
 from engine.jobs.formats import Format, RecordFileError, Writer, pyarrow_modules, to_json_id
 from engine.model.manifest import MANIFEST_FILE
 from engine.runtime import batching
+from engine.tasks import registry
+from engine.tasks.registry import TaskName
 from engine.tasks.text_classification import TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier
 
@@ -56,8 +58,8 @@ def _ray() -> Any:
 def load_model(model_dir: str | Path, options: ScoringOptions, threads: int | None, batch_tokens: int) -> Classifier:
     """The engine's normal load (sha256 manifest checked); zero-shot when the options have candidate labels. One
     batch at a time whatever the task: on a cluster, more actors run more batches at once."""
-    cls = ZeroShotClassifier if options.zero_shot else TextClassifier
-    return cls.load(model_dir, threads=threads, batch_tokens=batch_tokens, concurrent_batches=1)
+    cls = registry.facade(TaskName.ZERO_SHOT if options.zero_shot else TaskName.TEXT_CLASSIFICATION)
+    return cls.load(model_dir, threads=threads, batch_tokens=batch_tokens, concurrent_batches=1)  # type: ignore[return-value]
 
 
 def manifest_sha256(model: Classifier) -> str:

@@ -34,6 +34,8 @@ from engine.serve import wire as api
 from engine.serve.models import ResultCache, ServedModel
 from engine.serve.wire import HTTPError, Parsed
 from engine.serve.worker import Job, JobResult, State
+from engine.tasks import registry
+from engine.tasks.registry import TaskName
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_CACHED_BODY = 64 << 10  # larger requests are not cached: the cache stays small
@@ -194,7 +196,7 @@ class Server:
             options = api.request_options(body)
             use_cache = flag(request, "x-use-cache", options, "use_cache", True)
             wait = flag(request, "x-wait-for-model", options, "wait_for_model", False)
-            task = served.info.task
+            task = registry.task_of(served.info)
             parsed = api.parse_hf(task, body, served.names)
             fmt = api.zero_shot_format(
                 request.headers.get(api.ZERO_SHOT_FORMAT_HEADER), request.headers.get("user-agent"), parsed
@@ -272,7 +274,7 @@ class Server:
         try:
             self.authorize(request)
             served = self.model(request.path_params["model_id"])
-            if served.info.task != "text-classification":
+            if registry.task_of(served.info) is not TaskName.TEXT_CLASSIFICATION:
                 raise HTTPError(
                     400,
                     f"model {served.name} is a {served.info.task} model; this route takes text "
@@ -287,7 +289,7 @@ class Server:
 
 
 def is_cross_encoder(served: ServedModel) -> bool:
-    return served.info.task == "text-classification" and len(served.info.labels) in (1, 2)
+    return registry.is_cross_encoder(served.info)
 
 
 def flag(request: Request, header: str, options: dict[str, Any], option: str, default: bool) -> bool:

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from engine.errors import InvalidRequestError, ModelLoadError
 from engine.model import manifest
@@ -21,6 +21,9 @@ from engine.model.ids import automatic_ids
 from engine.model.manifest import DATA_FILE, MODEL_FILE, ModelInfo
 from engine.runtime import batching
 from engine.serve.worker import BatchPolicy, ModelWorker, Predictor
+from engine.tasks import registry
+from engine.tasks.params import ZeroShotClassificationParameters
+from engine.tasks.registry import TaskName
 
 DEFAULT_POLICY = BatchPolicy()
 WARM_UP_TEXT = "A short sentence to warm the model up."
@@ -63,18 +66,11 @@ def default_loader(info: ModelInfo, threads: int | None, batch_tokens: int) -> C
     """Load the model and run one warm-up input, so the first request does not pay for onnxruntime's first run."""
 
     def load() -> Predictor:
-        if info.task == "zero-shot-classification":
-            from engine.tasks.params import ZeroShotClassificationParameters
-            from engine.tasks.zero_shot import ZeroShotClassifier
-
-            zs = ZeroShotClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)
-            zs.predict([WARM_UP_TEXT], ZeroShotClassificationParameters(("yes", "no")))
-            return zs
-        from engine.tasks.text_classification import TextClassifier
-
-        clf = TextClassifier.load(info.path, threads=threads, batch_tokens=batch_tokens)
-        clf.predict([WARM_UP_TEXT])
-        return TextModel(clf)
+        task = registry.task_of(info)
+        model = cast(Predictor, registry.facade(task).load(info.path, threads=threads, batch_tokens=batch_tokens))
+        zero_shot = task is TaskName.ZERO_SHOT
+        model.predict([WARM_UP_TEXT], ZeroShotClassificationParameters(("yes", "no")) if zero_shot else None)
+        return model if zero_shot else TextModel(model)
 
     return load
 
@@ -88,7 +84,7 @@ class TextModel:
         from engine.tasks.rerank import Reranker
 
         self.clf = clf
-        self.reranker = Reranker(clf.model) if clf.model.info.num_labels in (1, 2) else None
+        self.reranker = Reranker(clf.model) if registry.is_cross_encoder(clf.model.info) else None
 
     def predict(self, inputs: Sequence[Any], parameters: Any) -> Sequence[Any]:
         from engine.tasks.rerank import RerankParameters

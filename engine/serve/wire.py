@@ -22,6 +22,7 @@ from engine.tasks.params import (
     TextClassificationParameters,
     ZeroShotClassificationInput,
 )
+from engine.tasks.registry import TaskName
 from engine.tasks.rerank import RerankParameters, check_documents, ranked
 
 TRUE = {"true", "1", "yes"}
@@ -64,8 +65,8 @@ LEGACY_HUB_AGENT = re.compile(r"(^|[;\s])hf_hub/0\.")
 # and named in the x-ignored-fields response header, so a typo is visible without failing the call)
 FIELDS = {"inputs", "parameters", "options", "model"}
 PARAMETERS = {
-    "text-classification": {"function_to_apply", "top_k", *LONG_TEXT_KEYS},
-    "zero-shot-classification": {
+    TaskName.TEXT_CLASSIFICATION: {"function_to_apply", "top_k", *LONG_TEXT_KEYS},
+    TaskName.ZERO_SHOT: {
         "candidate_labels",
         "candidateLabels",
         "hypothesis_template",
@@ -91,7 +92,7 @@ class Parsed:
     ignored: tuple[str, ...] = ()
 
 
-def _lenient(task: str, body: Any, served_ids: Sequence[str]) -> tuple[Any, tuple[str, ...]]:
+def _lenient(task: TaskName, body: Any, served_ids: Sequence[str]) -> tuple[Any, tuple[str, ...]]:
     """The body with what the spec allows but the engine's strict parsers refuse taken care of: the legacy
     `options`, a `model` field (checked against the route's model), unknown fields (dropped, named), and a
     `top_k` given as an integral JSON number such as 2.0 (JSON does not tell 2 from 2.0)."""
@@ -118,12 +119,13 @@ def _lenient(task: str, body: Any, served_ids: Sequence[str]) -> tuple[Any, tupl
     return body, tuple(ignored)
 
 
-def parse_hf(task: str, body: Any, served_ids: Sequence[str] = ()) -> Parsed:
+def parse_hf(task: TaskName, body: Any, served_ids: Sequence[str] = ()) -> Parsed:
     """HF Inference API request -> Parsed. Text classification without top_k returns every label, as the hosted
     API does. The hosted API's legacy `options` ({use_cache, wait_for_model}) are accepted and read as headers."""
+    task = TaskName(task)
     try:
         body, ignored = _lenient(task, body, served_ids)
-        if task == "zero-shot-classification":
+        if task is TaskName.ZERO_SHOT:
             zs = ZeroShotClassificationInput.from_dict(body)
             texts = zs.inputs if isinstance(zs.inputs, list) else [zs.inputs]
             zs_key: Hashable = (task, tuple(texts), zs.parameters)
@@ -329,13 +331,13 @@ def flag(header: str | None, name: str, options: Mapping[str, Any], option: str,
     return value
 
 
-def hf_response(task: str, parsed: Parsed, results: list[Any], fmt: ZeroShotFormat = ZeroShotFormat.LABELS) -> Any:
+def hf_response(task: TaskName, parsed: Parsed, results: list[Any], fmt: ZeroShotFormat = ZeroShotFormat.LABELS) -> Any:
     """Text classification: one list of {label, score} per input, always nested (`[[...]]` for one input), as
     the hosted API and InferenceClient expect. Zero-shot in the spec's shape: one list of {label, score} per
     input, and a single list for one text, or for a list of one (as the hosted API answered it, and as
     @huggingface/inference 4.x parses its README's `inputs: [text]`). In the pipeline's shape:
     {sequence, labels, scores}, one per input when `inputs` was a list."""
-    if task == "zero-shot-classification":
+    if TaskName(task) is TaskName.ZERO_SHOT:
         if fmt is ZeroShotFormat.PIPELINE:
             shaped = [p.to_pipeline().to_dict() for p in results]
             return shaped if parsed.is_batch else shaped[0]

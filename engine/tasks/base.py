@@ -14,6 +14,7 @@ from typing import TypeVar
 from engine.runtime import batching
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.session import resolve_threads
+from engine.tasks.registry import REGISTRY, TaskName
 
 log = logging.getLogger("engine")
 
@@ -22,12 +23,9 @@ TaskT = TypeVar("TaskT", bound="Task")
 
 
 class Task:
-    """A loaded model behind one task's API."""
+    """A loaded model behind one task's API; `task` names its entry in engine.tasks.registry (its defaults)."""
 
-    what = "inputs"  # how the truncation warning names what was cut
-    # batches at once when the caller does not say: 1 (one batch at a time, every core in each operator: the
-    # lowest latency for one text) or 2 (two at once, the cores halved), for tasks whose calls are many rows
-    default_concurrent_batches = 1
+    task = TaskName.TEXT_CLASSIFICATION
 
     def __init__(self, model: LoadedModel) -> None:
         self.model = model
@@ -44,10 +42,10 @@ class Task:
     ) -> TaskT:
         """Load a directory made by `engine export`; its sha256 manifest is checked unless verify=False.
         `threads`: cores to use (default: all); `concurrent_batches` > 1 runs that many batches at once, for
-        throughput over latency (engine.runtime.loaded; default: the task's `default_concurrent_batches`, never more
+        throughput over latency (engine.runtime.loaded; default: the task's in engine.tasks.registry, never more
         than the cores)."""
         if concurrent_batches is None:
-            concurrent_batches = min(cls.default_concurrent_batches, resolve_threads(threads))
+            concurrent_batches = min(REGISTRY[cls.task].concurrent_batches, resolve_threads(threads))
         model = LoadedModel.load(
             path, threads=threads, batch_tokens=batch_tokens, verify=verify, concurrent_batches=concurrent_batches
         )
@@ -61,7 +59,7 @@ class Task:
                 "%d of %d %s were truncated to the model's window of %d tokens",
                 cut,
                 len(truncated),
-                self.what,
+                REGISTRY[self.task].what,
                 self.model.info.max_length,
             )
 

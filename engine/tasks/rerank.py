@@ -19,6 +19,7 @@ from engine.runtime.loaded import LoadedModel
 from engine.runtime.tokenization import Side, Strategy, Truncation
 from engine.tasks.base import Task
 from engine.tasks.inputs import TextPair, check_text
+from engine.tasks.registry import TaskName, is_cross_encoder
 
 
 @dataclass(frozen=True)
@@ -75,13 +76,11 @@ class Reranker(Task):
     [RerankResult(index=1, score=0.98..., text='The giant panda is a bear.'), RerankResult(index=0, ...)]
     """
 
-    what = "(query, document) pairs"
-    # a call is one query x many documents: as zero-shot's pairs (engine.tasks.zero_shot)
-    default_concurrent_batches = 2
+    task = TaskName.RERANK
 
     def __init__(self, model: LoadedModel) -> None:
         info = model.info
-        if info.task != "text-classification" or info.num_labels not in (1, 2):
+        if not is_cross_encoder(info):
             raise ModelLoadError(
                 f"{info.path} is a {info.task} model with {info.num_labels} labels; a reranker is a cross-encoder "
                 "with one relevance logit or two (not relevant, relevant)"

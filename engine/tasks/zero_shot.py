@@ -22,6 +22,7 @@ from engine.tasks.params import (
     ZeroShotClassificationParameters,
     ZeroShotPipelineOutput,
 )
+from engine.tasks.registry import TaskName
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,7 @@ class ZeroShotClassifier(Task):
     [ClassificationOutput(label='refund', score=0.9...), ...]
     """
 
-    what = "texts"
-    # a call is texts x labels pairs, so even one text makes several runs' worth: two at once, each on half the
-    # cores. 2 cores, python -m benchmarks, texts/s at 4 / 20 labels against one batch at a time: +7% / level on
-    # one core complex (full-near.md), +33% / +33% across two (full-far.md); one text's 4 pairs, cut between the
-    # runs (engine.runtime.loaded): p50 4.5-5.0 against 6.0 ms across two; on one, level at 4 labels and 3% slower at 20
-    # (19.2-20.0 against 18.6-19.3 ms; scratch, both ways in one process, rounds alternating)
-    default_concurrent_batches = 2
+    task = TaskName.ZERO_SHOT
 
     def __init__(self, model: LoadedModel) -> None:
         info = model.info
