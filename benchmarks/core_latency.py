@@ -7,7 +7,7 @@ median round trip in nanoseconds per 50 ms window. On the 2-vCPU AMD EPYC VM of 
 80 ns for some minutes and about 360 ns for others: the host moves the two vCPUs between one core complex and
 two. onnxruntime splits every operator of a run between its threads, so a run on two threads pays that latency
 at each operator and the activations it moves across; two runs at once, one thread each, do not
-(`python -m benchmarks.levers`). The harness records the figure before and after every system's measurement,
+(`python -m experiments.levers`). The harness records the figure before and after every system's measurement,
 and `python -m benchmarks --phase near` (or `far`) waits for that phase before each one.
 
 The probe is a few lines of C, compiled once with the system's C compiler (`cc`) into the benchmark cache;

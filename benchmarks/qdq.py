@@ -2,7 +2,7 @@
 
 OpenVINO's ONNX reader takes onnxruntime's MatMulIntegerToFloat as plain float math; QuantizeLinear ->
 DequantizeLinear -> MatMul is the pattern its low-precision transformations run as int8 (as they run NNCF's
-graphs). Used by `python -m benchmarks` (system "engine int8 graph on OpenVINO") and `benchmarks.int8_levers`.
+graphs). Used by `python -m benchmarks` (system "engine int8 graph on OpenVINO") and `experiments.int8_levers`.
 """
 
 from __future__ import annotations

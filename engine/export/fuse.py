@@ -4,8 +4,8 @@ optimum's export spells attention out as reshapes, four transposes, two scalings
 batched MatMuls per layer: on 2 cores the transposes alone were 12% of a DistilBERT-base int8 run. onnxruntime's
 own fusion (onnxruntime.transformers, shipped with the run time) replaces that core with its fused CPU kernel,
 and nothing else: the Q/K/V, output and FFN MatMuls stay plain MatMuls for the int8 rewrite, LayerNorm and GELU
-stay as exported. Measured one process per graph (`python -m benchmarks.attention_fusion`,
-benchmarks/results/attention_fusion.md): int8 DistilBERT-base +30% sentences/s and -34% batch-1 latency, MiniLM-L6
+stay as exported. Measured one process per graph (`python -m experiments.attention_fusion`,
+experiments/results/attention_fusion.md): int8 DistilBERT-base +30% sentences/s and -34% batch-1 latency, MiniLM-L6
 level (+18% on a busier run); the fp32 graph's logits moved by 2e-6 to 4e-6. onnxruntime's full fusion set
 (SkipLayerNorm, BiasGelu, EmbedLayerNorm, packed Attention) was slower with the int8 rewrite, so only attention
 is fused.

@@ -13,7 +13,7 @@ two scales, the search choosing per group:
   per channel by s = amax(x)^0.75 / amax(W row)^0.25 and the weight rows multiplied by s, x W = (x / s)(s W),
   which evens the channels out. It costs one Mul per group (~8% of MiniLM's time), so the search tries it only
   when plain static falls short. On the benchmark's NLI model it keeps 99-100% of the zero-shot winners on its
-  own topics where plain static keeps 96-98% (`python -m benchmarks.zero_shot_int8_forms`).
+  own topics where plain static keeps 96-98% (`python -m experiments.zero_shot_int8_forms`).
 - dynamic: one scale and offset per token, from that token's own min and max (q = round((x - min) / step), step
   = (max - min) / 255), quantized by one blocked `QuantizeLinear` (opset 21, a block = a token's row; the graph's
   opset is raised to 21 when it has per-token groups, which changes none of its other ops), the step passed to
@@ -22,7 +22,7 @@ two scales, the search choosing per group:
   min) W + min colsum(W)). The blocked QuantizeLinear replaced a Div over the whole tensor: the input side of a
   per-token group took half the time on 256-token batches (scratch), the NLI benchmark model +12% texts/s.
   Symmetric per-token scales (no offset) were measured ~3% faster but lost too many decisions: on the trained
-  MiniLM they fell below 99% agreement where this keeps it (`python -m benchmarks.int8_levers`).
+  MiniLM they fell below 99% agreement where this keeps it (`python -m experiments.int8_levers`).
 
 Static Q/K/V groups then fuse with the attention kernel they feed: the three `MatMulIntegerToFloat`s and the
 `MultiHeadAttention` become one onnxruntime `QAttention` (`fuse_qkv`), bit-identical and three nodes fewer per
@@ -38,7 +38,7 @@ after the lookup). 8-bit tables keep one scale per block of 64 columns of a row 
 `GatherBlockQuantized`), a quarter of the fp32 bytes: the weights file is memory-mapped, so the rows a workload
 touches are what it holds resident (8-12 MB less than fp16 on the benchmark's models). Blocks, not whole rows:
 word-embedding rows have outlier dimensions, so whole 8-bit rows lose 0.8-1.6% of each value (MiniLM,
-DistilBERT), blocks of 64 0.6-0.8%, fp16 0.02% (`python -m benchmarks.embedding_storage`); the gate decides.
+DistilBERT), blocks of 64 0.6-0.8%, fp16 0.02% (`python -m experiments.embedding_storage`); the gate decides.
 
 Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI, onnxruntime's u8s8 kernel uses vpmaddubsw,
 which adds pairs of u8*s8 products into a saturating int16. With weights in -63..63 the largest pair is
@@ -55,7 +55,7 @@ the fewest that reach the bound. If even every group dynamic falls short, a bise
 (MatMul groups and embedding tables, ordered by their dynamic damage) to keep fp32; the other groups then go
 through the static/dynamic bisection. Last, the passing recipe is tried with 8-bit embedding tables, kept if it
 still passes. The manifest lists the static, dynamic and fp32 nodes, the smoothing and the tables' storage.
-`python -m benchmarks.int8_levers` measures the forms against each other. The export code may add further checks
+`python -m experiments.int8_levers` measures the forms against each other. The export code may add further checks
 (`Check`: a figure of the candidate graph and its bound, e.g. zero-shot ranking agreement for NLI models); a recipe
 passes only when every one holds, and each figure is recorded with the recipes tried.
 """

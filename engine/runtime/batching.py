@@ -14,7 +14,7 @@ import numpy as np
 from engine.runtime.tokenization import Encoded
 
 # Small batches keep activations in cache: 256 padded tokens per batch was the fastest setting measured, for int8
-# and fp32 alike. Measure it on your machine with `python -m benchmarks.levers` (results: benchmarks/results/).
+# and fp32 alike. Measure it on your machine with `python -m experiments.levers` (results: benchmarks/results/).
 DEFAULT_BATCH_TOKENS = 256
 DEFAULT_MAX_ROWS = 256
 

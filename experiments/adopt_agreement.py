@@ -1,6 +1,6 @@
 """Published-style int8 files against `engine adopt --requantize`: top-1 agreement with fp32 and max score change.
 
-    python -m benchmarks.adopt_agreement [--models distilbert,bert,...] [--trained /work/cache/trained-minilm]
+    python -m experiments.adopt_agreement [--models distilbert,bert,...] [--trained /work/cache/trained-minilm]
 
 For each model: its fp32 graph is exported once (the project's export), laid out as a transformers.js repository
 with int8 files made as those repositories make them (onnxruntime quantize_dynamic, per-tensor weights, no

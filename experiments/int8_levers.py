@@ -1,6 +1,6 @@
 """The engine's int8 against the strongest int8 and bf16 peers, in one process, A/B interleaved.
 
-    python -m benchmarks.int8_levers FP32_DIR INT8_DIR [--extra OTHER_INT8_DIR ...] [--reps 3]
+    python -m experiments.int8_levers FP32_DIR INT8_DIR [--extra OTHER_INT8_DIR ...] [--reps 3]
 
 FP32_DIR and INT8_DIR are engine exports of one checkpoint (scripts/export_models.py --precision fp32 / int8);
 --extra adds other engine int8 exports (e.g. made by an earlier recipe, or with another --calibration-file).
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from . import corpus
-from .qdq import qdq_file
+from benchmarks import corpus
+from benchmarks.qdq import qdq_file
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -60,7 +60,7 @@ def texts(path: Path | None) -> tuple[list[str], list[str]]:
         data = json.loads(path.read_text())
         return data["test"], data["calibration"]
     try:
-        from . import labelled  # type: ignore[attr-defined]  # the trained models' data (benchmarks/labelled.py)
+        from benchmarks import labelled  # type: ignore[attr-defined]  # the trained models' data (benchmarks/labelled.py)
 
         split = labelled.classifier_split(False)
         return [t for t, _ in split.test], [t for t, _ in split.calibration]

@@ -2,7 +2,7 @@
 (tests/checkpoints.py, fixed seed) exported at int8 gated on pair top-1 only (--min-zero-shot-agreement 0, the
 old gate) and with the zero-shot gate (the default), one Markdown row per model and gate from the manifests.
 
-    .venv/bin/python -m benchmarks.zero_shot_gate
+    .venv/bin/python -m experiments.zero_shot_gate
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How the word-embedding table's storage moves a model's decisions: the figures behind fp16 embeddings in
 scripts/quantize.py.
 
-    .venv/bin/python -m benchmarks.embedding_storage FP32_MODEL_DIR [--texts 300]
+    .venv/bin/python -m experiments.embedding_storage FP32_MODEL_DIR [--texts 300]
 
 FP32_MODEL_DIR is an fp32 export (`scripts/export_models.py SOURCE --precision fp32`). Each variant replaces the
 word-embedding table by its values after a storage round trip (fp16; int8 per row, symmetric and asymmetric; int8
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import corpus
+from benchmarks import corpus
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """The engine's run-time levers, one at a time, each in a fresh process: session options and token budget.
 
-    python -m benchmarks.levers [--model DIR] [--texts N] [--rounds 3] [--only NAME ...]
+    python -m experiments.levers [--model DIR] [--texts N] [--rounds 3] [--only NAME ...]
 
 For each variant: load time, sentences/s over the corpus, single-request p50, peak RSS (VmHWM) after scoring.
 A variant changes one option of the engine's own onnxruntime session as it is created; everything else is the
@@ -18,8 +18,8 @@ import sys
 import time
 from typing import Any
 
-from . import core_latency, corpus, run
-from .worker import peak_rss_mb
+from benchmarks import core_latency, corpus, run
+from benchmarks.worker import peak_rss_mb
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "engine defaults": {},
@@ -126,14 +126,14 @@ def main() -> int:
     if args.child:
         print("RESULT " + json.dumps(one(args.model, VARIANTS[args.child], args.texts, args.reps)))
         return 0
-    from .int8_levers import cpu
+    from experiments.int8_levers import cpu
 
     print(cpu())
     names = args.only or list(VARIANTS)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     for r in range(args.rounds):  # every variant once per round, the order alternating (see benchmarks/run.py)
         for name in names[:: -1 if r % 2 else 1]:
-            cmd = [sys.executable, "-m", "benchmarks.levers", "--model", args.model, "--texts", str(args.texts)]
+            cmd = [sys.executable, "-m", "experiments.levers", "--model", args.model, "--texts", str(args.texts)]
             before = core_latency.round_trip_ns()
             proc = subprocess.run([*cmd, "--reps", str(args.reps), "--child", name], capture_output=True, text=True)
             line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
