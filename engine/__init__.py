@@ -4,6 +4,8 @@ Run time needs only onnxruntime, tokenizers and numpy; models are made by `engin
 imported only by that command) or adopted from ready-made ONNX exports by `engine adopt`.
 """
 
+__version__ = "0.2.0"  # the package's one version (pyproject reads it); recorded in every manifest's "tools"
+
 from engine.errors import (
     EngineError,
     InferenceError,
@@ -30,6 +32,7 @@ from engine.tasks.text_classification import Prediction, TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier, ZeroShotPrediction
 
 __all__ = [
+    "__version__",
     "Activation",
     "ClassificationOutput",
     "CloudflareTextClassificationInput",

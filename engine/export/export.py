@@ -310,7 +310,9 @@ def _verified(
 def tool_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    from engine import __version__
+
+    out = {"offline-textclf-engine": __version__}
     for pkg in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers", "numpy"):
         try:
             out[pkg] = version(pkg)

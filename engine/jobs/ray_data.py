@@ -371,7 +371,7 @@ def _datasink(sink: ResultSink) -> Any:
     """ResultSink as a ray.data.Datasink (built here so importing engine.jobs.ray_data needs no Ray)."""
     from ray.data import Datasink
 
-    class _Sink(Datasink):  # type: ignore[misc]
+    class _Sink(Datasink):
         def __init__(self) -> None:
             self.sink = sink
 
