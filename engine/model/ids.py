@@ -13,21 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePath
 
+from engine.model.aliases import CLOUDFLARE_IDS, EXPORT_ALIASES  # noqa: F401  (re-exported: tests read them here)
 from engine.model.manifest import ModelInfo
-
-# scripts/export_models.py's aliases (tests/test_export.py checks that the two tables agree)
-EXPORT_ALIASES = {
-    "distilbert-sst-2": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
-    "finbert": "ProsusAI/finbert",
-    "twitter-roberta-sentiment": "cardiffnlp/twitter-roberta-base-sentiment-latest",
-    "xlm-roberta-langdetect": "papluca/xlm-roberta-base-language-detection",
-    "mxbai-rerank-base": "mixedbread-ai/mxbai-rerank-base-v1",
-    "bart-large-mnli": "facebook/bart-large-mnli",
-    "mdeberta-xnli": "MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7",
-}
-CLOUDFLARE_IDS = {  # Cloudflare Workers AI id -> (Hugging Face id, precision) it runs
-    "@cf/huggingface/distilbert-sst-2-int8": ("distilbert/distilbert-base-uncased-finetuned-sst-2-english", "int8"),
-}
 
 
 def hub_id(source: str) -> str | None:

@@ -122,7 +122,8 @@ def cannot_read(path: Path, exc: OSError) -> ModelLoadError:
         return ModelLoadError(f"{path} is not a regular file; re-export the model")
     if isinstance(exc, FileNotFoundError):
         return ModelLoadError(
-            f"{path.name} is missing from {path.parent}; re-export the model with scripts/export_models.py"
+            f"{path.name} is missing from {path.parent}; make the directory again with `engine export` or "
+            "`engine adopt`"
         )
     return ModelLoadError(f"cannot read {path}: {exc}; check its permissions or re-export the model")
 
@@ -130,10 +131,10 @@ def cannot_read(path: Path, exc: OSError) -> ModelLoadError:
 def read(directory: str | Path) -> Manifest:
     """Read and validate `directory`/manifest.json (the manifest only: cheap, no weights)."""
     path = Path(directory)
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"{path} is not a model directory; make one with `python scripts/export_models.py SOURCE --output {path}`"
-        )
+    if not (path / MANIFEST_FILE).is_file():
+        from engine.model.resolve import describe_path
+
+        raise ModelLoadError(describe_path(path))
     where = path / MANIFEST_FILE
     try:
         data, _ = read_regular(where)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from engine.model.resolve import resolve
 from engine.runtime import batching
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.session import resolve_threads
@@ -33,21 +34,27 @@ class Task:
     @classmethod
     def load(
         cls: type[TaskT],
-        path: str | Path,
+        path: str | Path | None = None,
         *,
         threads: int | None = None,
         batch_tokens: int = batching.DEFAULT_BATCH_TOKENS,
         verify: bool = True,
         concurrent_batches: int | None = None,
     ) -> TaskT:
-        """Load a directory made by `engine export`; its sha256 manifest is checked unless verify=False.
+        """Load a model: a directory made by `engine export` or `engine adopt`, an export alias or a Hugging Face
+        id (made once into the model cache: engine.model.resolve), or None for the model shipped with the package.
+        Its sha256 manifest is checked unless verify=False.
         `threads`: cores to use (default: all); `concurrent_batches` > 1 runs that many batches at once, for
         throughput over latency (engine.runtime.loaded; default: the task's in engine.tasks.registry, never more
         than the cores)."""
         if concurrent_batches is None:
             concurrent_batches = min(REGISTRY[cls.task].concurrent_batches, resolve_threads(threads))
         model = LoadedModel.load(
-            path, threads=threads, batch_tokens=batch_tokens, verify=verify, concurrent_batches=concurrent_batches
+            resolve(path),
+            threads=threads,
+            batch_tokens=batch_tokens,
+            verify=verify,
+            concurrent_batches=concurrent_batches,
         )
         return cls(model)
 
