@@ -36,16 +36,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.fixture(scope="session")
 def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session)."""
+    """exported(name, precision, keep_fp32=False) -> a model directory written by scripts/export_models.py (once per
+    session; keep_fp32 also writes the fp32 reference `engine check` reads)."""
     from engine.export import export as export_models
 
-    made: dict[tuple[str, str], Path] = {}
+    made: dict[tuple[str, str, bool], Path] = {}
 
-    def get(name: str, precision: str = "fp32") -> Path:
-        key = (name, precision)
+    def get(name: str, precision: str = "fp32", keep_fp32: bool = False) -> Path:
+        key = (name, precision, keep_fp32)
         if key not in made:
             out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
-            export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
+            export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32)
             made[key] = out
         return made[key]
 
