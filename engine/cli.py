@@ -342,6 +342,13 @@ def adopt(argv: Sequence[str]) -> int:
     return adopt_main(argv)
 
 
+def check(argv: Sequence[str]) -> int:
+    """engine/export/check.py: int8 against the kept fp32 graph on the user's own texts, no torch."""
+    from engine.export.check import main as check_main
+
+    return check_main(argv)
+
+
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "classify": classify,
     "rerank": rerank,
@@ -349,6 +356,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "serve": serve,
     "export": export,
     "adopt": adopt,
+    "check": check,
 }
 
 

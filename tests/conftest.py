@@ -64,21 +64,22 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.fixture(scope="session")
 def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """exported(name, precision) -> a model directory written by scripts/export_models.py (once per session);
-    without the export extra, a copy of tests/models/NAME-PRECISION."""
+    """exported(name, precision, keep_fp32=False) -> a model directory written by scripts/export_models.py (once per
+    session; keep_fp32 also writes the fp32 reference `engine check` reads); without the export extra, a copy of
+    tests/models/NAME-PRECISION."""
     if CAN_EXPORT:
         from engine.export import export as export_models
 
-    made: dict[tuple[str, str], Path] = {}
+    made: dict[tuple[str, str, bool], Path] = {}
 
-    def get(name: str, precision: str = "fp32") -> Path:
-        key = (name, precision)
+    def get(name: str, precision: str = "fp32", keep_fp32: bool = False) -> Path:
+        key = (name, precision, keep_fp32)
         if key not in made:
             out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
             committed = COMMITTED / f"{name}-{precision}"
             if CAN_EXPORT:
-                export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None)
-            elif committed.is_dir():  # a copy: some tests alter the directory they are given
+                export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32)
+            elif committed.is_dir() and not keep_fp32:  # a copy: some tests alter the directory they are given
                 shutil.copytree(committed, out)
             else:
                 pytest.skip(f"needs the export extra: tests/models/ has no {name}-{precision}")

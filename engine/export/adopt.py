@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from engine.errors import ModelLoadError
-from engine.export import quantize
+from engine.export import gate, quantize
 from engine.export.export import (
     EOS_POOLED_MODELS,
     FP32_ATOL,
@@ -430,20 +430,29 @@ class Verification:
         verification["fused_attention_layers"] = fused
         # quantize.search reads only `problem_type` of its config argument: the description has it
         # NLI models: the export's zero-shot ranking gate too (the winning label over candidate sets)
-        grid = ZeroShotGrid(self.runtime, fp32_path, self.items, entail) if entail is not None else None
+        # the export's held-out gate: choose on the search split, confirm on the other (engine/export/gate.py)
+        search_idx, confirm_idx = gate.split(self.items)
+        search_items = [self.items[i] for i in search_idx]
+        confirm_items = [self.items[i] for i in confirm_idx]
+        grid_items = search_items[: gate.ZERO_SHOT_PREMISES]
+        grid = ZeroShotGrid(self.runtime, fp32_path, grid_items, entail) if entail is not None else None
         checks = [grid.check(MIN_ZERO_SHOT_AGREEMENT)] if grid is not None else []
-        result = quantize.search(
-            fp32_path,
-            reference,
-            self.items,
-            self.runtime,
-            self.desc,
-            self.workdir,
+        result, gate_figures = gate.gated_search(
+            lambda bound, where: quantize.search(
+                fp32_path, reference[search_idx], search_items, self.runtime, self.desc, where, bound, self.log, checks
+            ),
+            lambda path: self.runtime.logits(path.read_bytes(), confirm_items),
+            reference[confirm_idx],
             self.min_agreement,
+            len(search_items),
+            self.workdir,
             self.log,
-            checks,
+            "int8 kept {point:.2%} of the held-out decisions (lower bound {lower:.2%}) even with every "
+            "search-split decision kept; adopt model.onnx without --requantize",
         )
         verification.update(result.figures)
+        verification.update(gate_figures)
+        verification["int8_min_agreement"] = self.min_agreement
         if grid is not None:
             verification.update(grid.figures(result.path, MIN_ZERO_SHOT_AGREEMENT, self.log))
         final, verification["first_token_matmuls"] = pruned_graph(result.path, graph_logits, bound, self.log)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import EngineError
-from engine.export import quantize
+from engine.export import gate, quantize
 from engine.export.fuse import fuse_attention
 from engine.export.prune import prune_to_first_token
 from engine.model.fileio import fsync_dir, sha256_hex, write_atomic
@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
 FP32_ATOL = 1e-4  # torch vs ONNX fp32: same math, so only float reordering may differ
 MIN_INT8_AGREEMENT = 0.99
+FP32_REFERENCE = "reference/model.fp32.onnx"  # --keep-fp32: the verified fp32 graph, for `engine check`
 # hypotheses of the NLI checks ("This example is {topic}."): the pipeline's default template
 NLI_TOPICS = ["politics", "sports", "technology", "a complaint", "good news", "science"]
 # label sets of the int8 zero-shot gate: every verification premise is ranked against each ("This example is {}.")
@@ -346,6 +347,7 @@ def export(
     min_agreement: float = MIN_INT8_AGREEMENT,
     min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT,
     zero_shot_labels: Sequence[Sequence[str]] | None = None,
+    keep_fp32: bool = False,
 ) -> dict[str, Any]:
     """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
 
@@ -353,7 +355,8 @@ def export(
     the manifest records the bound used. NLI models are also gated on zero-shot top-1 agreement (the winning label
     of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off). `zero_shot_labels`
     replaces the gate's generic label sets with the ones the model will rank (at least two labels each), so
-    the gate holds int8 to the decisions its users will see."""
+    the gate holds int8 to the decisions its users will see. `keep_fp32` writes the verified fp32 graph beside
+    an int8 one (FP32_REFERENCE, recorded in the manifest), the reference `engine check` needs."""
     for name, bound in (("--min-agreement", min_agreement), ("--min-zero-shot-agreement", min_zero_shot_agreement)):
         if not 0.0 <= bound <= 1.0:
             raise ExportError(f"{name} must be between 0 and 1, got {bound!r}")
@@ -408,13 +411,30 @@ def export(
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path
         if precision == "int8":
-            grid = ZeroShotGrid(runtime, fp32_path, items, entail, label_sets) if entail is not None else None
+            # choose on the search split, confirm on the confirm split it never saw (engine/export/gate.py)
+            search_idx, confirm_idx = gate.split(items)
+            search_items = [items[i] for i in search_idx]
+            confirm_items = [items[i] for i in confirm_idx]
+            grid_items = search_items[: gate.ZERO_SHOT_PREMISES]
+            grid = ZeroShotGrid(runtime, fp32_path, grid_items, entail, label_sets) if entail is not None else None
             checks = [grid.check(min_zero_shot_agreement)] if grid is not None and min_zero_shot_agreement > 0 else []
-            result = quantize.search(
-                fp32_path, fp32_logits, items, runtime, config, workdir, min_agreement, log, checks
+            result, gate_figures = gate.gated_search(
+                lambda bound, where: quantize.search(
+                    fp32_path, fp32_logits[search_idx], search_items, runtime, config, where, bound, log, checks
+                ),
+                lambda path: runtime.logits(path.read_bytes(), confirm_items),
+                fp32_logits[confirm_idx],
+                min_agreement,
+                len(search_items),
+                workdir,
+                log,
+                "int8 kept {point:.2%} of the held-out decisions (lower bound {lower:.2%}) even with every "
+                "search-split decision kept; export with --precision fp32, or --calibration-file with your texts",
             )
             final_path, recipe = result.path, result.recipe
             verification.update(result.figures)
+            verification.update(gate_figures)
+            verification["int8_min_agreement"] = min_agreement  # the gate's; each look's search bound: int8_gate
             if grid is not None:
                 verification.update(grid.figures(final_path, min_zero_shot_agreement, log))
         final_path, verification["first_token_matmuls"] = pruned_graph(final_path, graph_logits, bound, log)
@@ -433,11 +453,13 @@ def export(
             source=hub_id,
             pooled_token_id=pooled_id,
         )
+        extra = {FP32_REFERENCE: fp32_path.read_bytes()} if keep_fp32 and precision == "int8" else {}
         manifest = write_directory(
             output,
             final_path.read_bytes(),
             tokenizer_json,
             {**info.to_dict(), "quantization": recipe, "verification": verification, "tools": tool_versions()},
+            extra,
         )
     return manifest
 
@@ -469,9 +491,16 @@ def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
     return model.SerializeToString(), bytes(data)
 
 
-def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manifest: dict[str, Any]) -> dict[str, Any]:
+def write_directory(
+    output: Path,
+    onnx_bytes: bytes,
+    tokenizer_json: str,
+    manifest: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
+) -> dict[str, Any]:
     """Write into a sibling temp dir, then swap it in: DIR is never left half-written. The graph's large tensors
-    go to the weights file (split_weights)."""
+    go to the weights file (split_weights). `extra_files` (relative path -> bytes; the fp32 reference) are
+    written too, their sha256 under the manifest's `extra_files` (`files` lists only what the run time loads)."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -484,7 +513,12 @@ def write_directory(output: Path, onnx_bytes: bytes, tokenizer_json: str, manife
         if weights:
             write_atomic(staging / DATA_FILE, weights)
             files[DATA_FILE] = sha256_hex(weights)
-        manifest = {**manifest, "files": files}
+        extras = {}
+        for rel, content in (extra_files or {}).items():
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(staging / rel, content)
+            extras[rel] = sha256_hex(content)
+        manifest = {**manifest, "files": files, **({"extra_files": extras} if extras else {})}
         write_atomic(staging / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
         if output.exists():
             old = output.with_name(f".{output.name}.old")
@@ -530,6 +564,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="NLI models: a comma-separated label set the model will rank, checked by the zero-shot gate instead of "
         "its generic sets (repeat for several sets; hypotheses use 'This example is {}.')",
     )
+    parser.add_argument(
+        "--keep-fp32",
+        action="store_true",
+        help=f"int8: also write the verified fp32 graph ({FP32_REFERENCE}), so that `engine check DIR --texts F` "
+        "can measure int8 against it on your own texts, torch-free",
+    )
     parser.add_argument("--list", action="store_true", help="show the known aliases")
     args = parser.parse_args(argv)
     if args.list:
@@ -548,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_agreement=args.min_agreement,
             min_zero_shot_agreement=args.min_zero_shot_agreement,
             zero_shot_labels=None if args.zero_shot_labels is None else [s.split(",") for s in args.zero_shot_labels],
+            keep_fp32=args.keep_fp32,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
@@ -556,8 +597,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {args.output} ({manifest['precision']}, recipe: {manifest['quantization']['name']})")
     if "int8_top1_agreement" in v:
         print(
-            f"int8 vs fp32: top-1 agreement {v['int8_top1_agreement']:.2%}, "
-            f"max score diff {v['int8_max_score_diff']:.4f}"
+            f"int8 vs fp32: top-1 agreement {v['int8_top1_agreement']:.2%} on the search split "
+            f"({v['int8_gate']['search_inputs']} inputs), {v['int8_confirm_top1_agreement']:.2%} on the held-out "
+            f"confirm split ({v['int8_gate']['confirm_inputs']}; lower bound {v['int8_confirm_lower_bound']:.2%}, "
+            f"{v['int8_gate']['bound']}), max score diff {v['int8_max_score_diff']:.4f}"
         )
     if "int8_zero_shot_top1_agreement" in v:
         print(
