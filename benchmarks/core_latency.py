@@ -151,9 +151,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
-    from .int8_levers import cpu
+    from .models import cpu_flags
 
-    print(cpu())
+    cpu = cpu_flags()
+    print(cpu["model"], os.cpu_count(), "cores, flags:", " ".join(f for f, on in cpu["flags"].items() if on))
     figures = windows_ns(args.seconds)
     if not figures:
         print("cannot measure here: no C compiler (cc) or fewer than two CPUs")

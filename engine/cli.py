@@ -277,9 +277,49 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-tokens", type=int, default=batching.DEFAULT_BATCH_TOKENS)
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits for more requests")
     parser.add_argument("--max-batch-inputs", type=int, default=128, help="inputs per model run; 1 = no batching")
-    parser.add_argument("--max-queue", type=int, default=256, help="queued requests per model before 503")
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=4096,
+        help="model inputs queued per model before 503 (a zero-shot text counts once per label); a request with "
+        "more inputs than this gets 413 (default: 4096)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="a request none of whose inputs has run after this long gets 503 with Retry-After (default: 0, none)",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY)
     parser.add_argument("--cache-size", type=int, default=1024, help="cached responses (0 = no cache)")
+    parser.add_argument(
+        "--header-timeout", type=float, default=10.0, metavar="SECONDS", help="time to send the request headers"
+    )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time to send the body once the headers are in (408 past it)",
+    )
+    parser.add_argument(
+        "--keep-alive", type=float, default=5.0, metavar="SECONDS", help="an idle connection is closed after this"
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=512,
+        help="open connections before 503; lowered to stay below the open-files limit, whose soft value is "
+        "raised to the hard one at start (default: 512)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=20.0,
+        metavar="SECONDS",
+        help="on SIGTERM: stop accepting, let requests in flight finish for this long, then close what is left",
+    )
     parser.add_argument("--access-log", action="store_true")
     return parser
 
@@ -287,10 +327,20 @@ def _serve_parser() -> argparse.ArgumentParser:
 def serve(argv: Sequence[str]) -> int:
     parser = _serve_parser()
     args = parser.parse_args(argv)
-    for name in ("batch_wait_ms", "max_batch_inputs", "max_queue", "max_body_bytes", "cache_size"):
-        if getattr(args, name) < (0 if name in ("batch_wait_ms", "cache_size") else 1):
+    at_least_zero = ("batch_wait_ms", "cache_size", "queue_timeout")
+    for name in (*at_least_zero, "max_batch_inputs", "max_queue", "max_body_bytes", "max_connections"):
+        if getattr(args, name) < (0 if name in at_least_zero else 1):
             parser.error(f"--{name.replace('_', '-')} is out of range: {getattr(args, name)}")
-    from engine.serve.app import ServerConfig, create_app  # raises EngineError without the server extra
+    for name in ("header_timeout", "body_timeout", "keep_alive", "shutdown_grace"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be more than 0 seconds: {getattr(args, name)}")
+    from engine.serve.app import (  # raises EngineError without the server extra
+        ServerConfig,
+        connection_cap,
+        create_app,
+        raise_open_files_limit,
+        uvicorn_config,
+    )
     from engine.serve.models import build_models
     from engine.serve.worker import BatchPolicy, State
 
@@ -310,10 +360,34 @@ def serve(argv: Sequence[str]) -> int:
                 raise error if isinstance(error, EngineError) else EngineError(f"loading {m.name} failed: {error}")
             print(f"engine serve: {m.name} loaded and warmed", file=sys.stderr)
     print(auth_notice(tokens, args.token_file, args.host, args.port), file=sys.stderr)
+    import logging
+
     import uvicorn
 
-    config = ServerConfig(tokens, args.max_body_bytes, args.cache_size, preload=not args.lazy)
-    uvicorn.run(create_app(models, config), host=args.host, port=args.port, access_log=args.access_log)
+    open_files = raise_open_files_limit()
+    cap = connection_cap(args.max_connections, open_files)
+    if cap < args.max_connections:
+        print(
+            f"engine serve: --max-connections lowered to {cap}: the open-files limit is {open_files}", file=sys.stderr
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("engine serve: %(message)s"))
+    logging.getLogger("engine").addHandler(handler)  # one line per client that goes away, load errors
+    logging.getLogger("engine").setLevel(logging.INFO)
+    config = ServerConfig(
+        tokens,
+        args.max_body_bytes,
+        args.cache_size,
+        preload=not args.lazy,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        keep_alive=args.keep_alive,
+        queue_timeout=args.queue_timeout or None,
+        max_connections=cap,
+        shutdown_grace=args.shutdown_grace,
+    )
+    app = create_app(models, config)
+    uvicorn.Server(uvicorn_config(app, config, host=args.host, port=args.port, access_log=args.access_log)).run()
     return 0
 
 

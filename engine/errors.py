@@ -25,6 +25,10 @@ class TextTooLongError(InvalidRequestError):
     """A text does not fit the model's window and truncation was turned off."""
 
 
+class RequestTooLargeError(InvalidRequestError):
+    """A request has more model inputs than a served model's queue holds: split it, or raise --max-queue."""
+
+
 class ModelLoadError(EngineError):
     """A model directory is missing, incomplete, corrupt or not what the task needs. Re-export it."""
 
@@ -75,6 +79,7 @@ class Outcome:
 OUTCOMES: dict[type[EngineError], Outcome] = {
     EngineError: Outcome(500, EXIT_FAILED),
     InvalidRequestError: Outcome(422, EXIT_REFUSED),
+    RequestTooLargeError: Outcome(413, EXIT_REFUSED),
     ModelLoadError: Outcome(500, EXIT_REFUSED),
     InferenceError: Outcome(500, EXIT_FAILED),
     Overloaded: Outcome(503, EXIT_FAILED),

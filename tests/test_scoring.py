@@ -345,11 +345,11 @@ def die_after_commits(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     real = JobState.commit
     calls = {"n": 0}
 
-    def commit(self: JobState, k: int, records: list[dict[str, Any]]) -> None:
+    def commit(self: JobState, k: int, records: list[dict[str, Any]], *digest: Any) -> None:
         if calls["n"] >= n:
             raise Killed
         calls["n"] += 1
-        real(self, k, records)
+        real(self, k, records, *digest)
 
     monkeypatch.setattr(JobState, "commit", commit)
 

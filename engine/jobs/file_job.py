@@ -125,7 +125,20 @@ def _finish(state: JobState, chunks: int, opts: ScoringOptions, output: Path, re
 
 def _job_identity(reader: Reader, model: Classifier, opts: ScoringOptions, output: Path) -> dict[str, Any]:
     parameters = {**opts.to_dict(), "batch_tokens": model.model.batch_tokens, "output_format": Format.of(output).value}
-    return {"input": input_fingerprint(reader.path), "model": model.model.manifest_sha256, "parameters": parameters}
+    # text formats are hashed while they are read (JobState.check_input); pyarrow reads Parquet itself
+    fingerprint = input_fingerprint(reader.path, whole=reader.format is Format.PARQUET)
+    return {"input": fingerprint, "model": model.model.manifest_sha256, "parameters": parameters}
+
+
+def _check_output(output: Path, input_path: Path) -> None:
+    """Refuse an OUTPUT that cannot be written before any work, not after the whole job."""
+    Format.of(output)
+    if output.is_dir():
+        raise RecordFileError(f"OUTPUT {output} is a directory; give a file name such as {output / 'scores.jsonl'}")
+    if not output.parent.is_dir():
+        raise RecordFileError(f"the folder of OUTPUT {output} does not exist; create {output.parent} first")
+    if output.resolve() == input_path.resolve():
+        raise RecordFileError("OUTPUT is the INPUT file; write the results to another file")
 
 
 def score_file(
@@ -155,9 +168,7 @@ def score_file(
         raise InvalidRequestError(f"max_errors must be a non-negative integer, got {max_errors!r}")
     if not input_path.is_file():
         raise RecordFileError(f"{input_path} is not a file")
-    Format.of(output_path)
-    if output_path.resolve() == input_path.resolve():
-        raise RecordFileError("OUTPUT is the INPUT file; write the results to another file")
+    _check_output(output_path, input_path)
     reader = Reader(input_path, opts.columns)
     classifier = _load(model, opts, threads, batch_tokens, concurrent_batches)
     check_model(classifier, opts)
@@ -176,9 +187,10 @@ def score_file(
         try:
             for k, chunk in enumerate(chunked(reader, opts.chunk_rows)):
                 if k < done:
+                    state.check_input(k, reader.digest())  # the rows scored before are still these rows
                     continue
                 scored = score_chunk(classifier, opts, chunk)
-                state.commit(k, [r.to_state() for r in scored])
+                state.commit(k, [r.to_state() for r in scored], reader.digest())
                 rows += len(scored)
                 errors += sum(r.error is not None for r in scored)
                 bar.update(len(scored))

@@ -1,8 +1,12 @@
 """Record files for batch scoring: JSON Lines, CSV and Parquet, read and written in chunks, chosen by extension.
 
 Readers stream: they yield one `Row` at a time and never hold the file. A row that cannot be decoded (invalid
-UTF-8, a JSON line that does not parse or is not an object) comes out as a Row with `problem` set instead of
-stopping the reader, so one bad line costs one row. Parquet goes through pyarrow, imported only when asked for.
+UTF-8, a JSON line that does not parse or is not an object, a CSV row with more or fewer cells than the header)
+comes out as a Row with `problem` set instead of stopping the reader, so one bad line costs one row and is
+reported. A CSV file whose quoting is broken (a quote never closed, text after a closing quote) is refused as a
+whole before any row is read: see `Reader._check_csv`. Text formats are hashed as they are read (`digest`), so a
+resumed job can check that the rows it already scored are still the rows of the file. Parquet goes through
+pyarrow, imported only when asked for.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.errors import RecordFileError
+from engine.model.fileio import sha256
 
 # csv's default field limit (128 KiB) would turn one long text into a crash of the whole reader
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -63,8 +68,33 @@ class Row:
     problem: str | None = None
 
 
+class _HashingRaw(io.RawIOBase):
+    """A raw binary file that hashes every byte read through it, in order: the digest of the prefix read so far."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+        self.hasher = sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._f.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            view = memoryview(buffer)[:n]
+            self.hasher.update(view)
+            self.count += n
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
 class Reader:
-    """Rows of one file, streamed. `position()` is how far into the file reading has got (for progress)."""
+    """Rows of one file, streamed. `position()` is how far into the file reading has got (for progress);
+    `digest()` is the sha256 of the bytes read so far (text formats)."""
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
@@ -73,6 +103,7 @@ class Reader:
         self.size = path.stat().st_size
         self.total_rows: int | None = None
         self._file: IO[bytes] | None = None
+        self._raw: _HashingRaw | None = None
         self._parquet: Any = None
         if self.format is Format.PARQUET:
             self._open_parquet()
@@ -104,18 +135,46 @@ class Reader:
         missing = [c for c in self.columns if c not in header]
         if missing:
             raise RecordFileError(f"{self.path} has no column(s) {missing}; its header is {header}")
+        self._check_csv()
+
+    def _check_csv(self) -> None:
+        """Refuse a file whose quoting is broken, before any row is scored.
+
+        A quote that is never closed makes every later line part of one cell: where the cell was meant to end,
+        and so how many rows follow, cannot be known. Scoring the merged text as one row would silently lose the
+        rows inside it, and one error row would undercount them, so the file is refused with the line where the
+        broken record starts. A row with the wrong number of cells is different: its neighbours are intact, so it
+        costs only its own row, reported in the errors file (see `_csv_rows`). One streaming pass of the csv
+        module (C), cheap next to scoring the rows."""
+        with self.path.open("rb") as f:
+            reader = csv.reader(_decoding(f), strict=True)
+            start = 1
+            try:
+                for _ in reader:
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                raise RecordFileError(
+                    f"{self.path}: the CSV record starting at line {start} cannot be parsed ({exc}): a quote is "
+                    "not closed, or text follows a closing quote. Every row after it would be merged into one "
+                    "cell, so the file is refused; fix the quoting (a quote inside a quoted cell is written twice)"
+                ) from None
 
     def position(self) -> int:
-        try:
-            return self._file.tell() if self._file is not None and not self._file.closed else 0
-        except (OSError, ValueError):
-            return 0
+        return self._raw.count if self._raw is not None else 0
+
+    def digest(self) -> dict[str, Any] | None:
+        """{bytes, sha256} of the input read so far (text formats; None for Parquet, which pyarrow reads itself).
+        Rows are read the same way on every run, so the same rows of the same file give the same digest."""
+        if self._raw is None:
+            return None
+        return {"bytes": self._raw.count, "sha256": self._raw.hasher.copy().hexdigest()}
 
     def __iter__(self) -> Iterator[Row]:
         if self.format is Format.PARQUET:
             yield from self._parquet_rows()
             return
-        with self.path.open("rb") as f:
+        self._raw = _HashingRaw(self.path.open("rb", buffering=0))
+        with io.BufferedReader(self._raw) as f:
             self._file = f
             yield from self._jsonl_rows(f) if self.format is Format.JSONL else self._csv_rows(f)
 
@@ -128,17 +187,25 @@ class Reader:
             index += 1
 
     def _csv_rows(self, f: IO[bytes]) -> Iterator[Row]:
-        reader = csv.reader(_decoding(f))
+        reader = csv.reader(_decoding(f), strict=True)
         header = next(reader)
         try:
             for index, values in enumerate(reader):
+                if len(values) != len(header):  # zip() would drop the extra cells or leave columns missing
+                    yield Row(
+                        index,
+                        {},
+                        f"CSV line {reader.line_num} has {len(values)} cell(s), the header has {len(header)}: "
+                        "quote a cell that holds a comma",
+                    )
+                    continue
                 record = dict(zip(header, values))
                 bad = [name for name, value in record.items() if _has_undecodable(value)]
                 if bad:
                     yield Row(index, {}, f"invalid UTF-8 in column(s) {bad} (CSV line {reader.line_num})")
                 else:
                     yield Row(index, record)
-        except csv.Error as exc:
+        except csv.Error as exc:  # the file changed since _check_csv
             raise RecordFileError(f"{self.path}: CSV line {reader.line_num} cannot be parsed ({exc})") from exc
 
     def _parquet_rows(self) -> Iterator[Row]:

@@ -3,11 +3,16 @@
     OUTPUT.partial/
         manifest.json   what the job is: input fingerprint, model manifest sha256, every result-changing parameter
         lock            held (flock) while a job runs, so two jobs never write the same state
-        000000.jsonl    one file per finished chunk, each committed by write-to-temp, fsync, rename
+        000000.jsonl    one file per finished chunk, each committed by write-to-temp, fsync, rename; its first
+                        line is the digest of the input read up to the end of that chunk
         *.tmp           unfinished writes, discarded when the job starts again
 
 A chunk file exists complete or not at all, so on restart the finished chunks are exactly the files present.
 A job whose manifest differs from the stored one is refused: mixing two jobs' rows would be silent corruption.
+Size and mtime can be restored after an edit, so a resumed job also reads the input again and compares, at the
+end of every finished chunk, the digest of the bytes read so far with the one stored in that chunk
+(`check_input`): the rows already scored must still be the file's rows. `--restart` takes the lock first and
+never touches the state of a job that is running.
 """
 
 from __future__ import annotations
@@ -19,15 +24,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine.errors import JobLockedError, ResumeRefusedError
-from engine.model.fileio import fsync_dir, sha256, write_atomic
+from engine.model.fileio import fsync_dir, hash_regular, sha256, write_atomic
 
-STATE_FORMAT = "engine-score-state/1"
+STATE_FORMAT = "engine-score-state/2"  # /2: chunk files start with the input digest
 STATE_MANIFEST = "manifest.json"
 EDGE_BYTES = 1 << 20
 
 
-def input_fingerprint(path: Path) -> dict[str, Any]:
-    """Size, mtime and the sha256 of the first and last MiB: cheap on any size, and catches edits and appends."""
+def input_fingerprint(path: Path, whole: bool = False) -> dict[str, Any]:
+    """Size, mtime and the sha256 of the first and last MiB: cheap on any size, and catches appends. `whole`
+    adds the sha256 of the whole file, for inputs that are not hashed while they are read (Parquet)."""
     stat = path.stat()
     digest = sha256()
     with path.open("rb") as f:
@@ -35,7 +41,10 @@ def input_fingerprint(path: Path) -> dict[str, Any]:
         if stat.st_size > EDGE_BYTES:
             f.seek(max(EDGE_BYTES, stat.st_size - EDGE_BYTES))
             digest.update(f.read(EDGE_BYTES))
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_edges": digest.hexdigest()}
+    found = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_edges": digest.hexdigest()}
+    if whole:
+        found["sha256"] = hash_regular(path)[0]
+    return found
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -62,11 +71,11 @@ class JobState:
     def open(cls, directory: Path, identity: dict[str, Any], *, restart: bool = False) -> JobState:
         """Create the state, or reopen a matching one. restart=True throws away any earlier state first."""
         identity = {"format": STATE_FORMAT, **identity}
-        if restart and directory.exists():
-            shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        lock = _lock(directory)
+        lock = _lock(directory)  # before anything is read or removed: a running job keeps its state
         try:
+            if restart:
+                _clear(directory)
             manifest = directory / STATE_MANIFEST
             if manifest.exists():
                 stored = json.loads(manifest.read_bytes())
@@ -78,9 +87,7 @@ class JobState:
                         "to start over."
                     )
             else:
-                for stale in directory.iterdir():  # a job killed before its manifest existed left nothing of value
-                    if stale.name != "lock":
-                        stale.unlink()
+                _clear(directory)  # a job killed before its manifest existed left nothing of value
                 write_atomic(manifest, json.dumps(identity, sort_keys=True, indent=1).encode("utf-8"))
             for tmp in directory.glob("*.tmp"):
                 tmp.unlink()
@@ -99,14 +106,27 @@ class JobState:
             n += 1
         return n
 
-    def commit(self, k: int, records: list[dict[str, Any]]) -> None:
-        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        write_atomic(self.chunk_path(k), data.encode("utf-8"))
+    def commit(self, k: int, records: list[dict[str, Any]], input_digest: dict[str, Any] | None = None) -> None:
+        """Chunk k's records, after the digest of the input read up to its end (None: not hashed, Parquet)."""
+        lines = [json.dumps({"input": input_digest})] + [json.dumps(r, ensure_ascii=False) for r in records]
+        write_atomic(self.chunk_path(k), "".join(line + "\n" for line in lines).encode("utf-8"))
 
     def read(self, k: int) -> Iterator[dict[str, Any]]:
         with self.chunk_path(k).open("rb") as f:
+            next(f)  # the input digest
             for line in f:
                 yield json.loads(line)
+
+    def check_input(self, k: int, input_digest: dict[str, Any] | None) -> None:
+        """Refuse to resume when the input read up to the end of finished chunk k is not what it was."""
+        with self.chunk_path(k).open("rb") as f:
+            stored = json.loads(next(f))["input"]
+        if stored != input_digest:
+            raise ResumeRefusedError(
+                f"the input changed in rows this unfinished job already scored (its bytes up to the end of chunk {k} "
+                f"differ from when that chunk was scored, although size and modification time may match). Pass "
+                f"--restart (or delete {self.dir}) to score the file as it is now."
+            )
 
     def close(self) -> None:
         self._lock.close()
@@ -115,6 +135,18 @@ class JobState:
         self.close()
         shutil.rmtree(self.dir)
         fsync_dir(self.dir.parent)
+
+
+def _clear(directory: Path) -> None:
+    """Everything in the state directory but the lock file, which the caller holds."""
+    for entry in directory.iterdir():
+        if entry.name == "lock":
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    fsync_dir(directory)
 
 
 def _lock(directory: Path) -> IO[bytes]:

@@ -110,7 +110,7 @@ def fsync_dir(path: Path) -> None:
 def atomic_file(path: Path, temp_dir: Path | None = None) -> Iterator[IO[bytes]]:
     """Write `path` through a temp file (in `temp_dir`, same file system, default its own directory): flushed,
     fsynced and renamed onto `path` when the block ends, then the directory is fsynced. On an exception the temp
-    file is removed and `path` keeps its old content."""
+    file is removed (even when closing it fails too, as it does on a full disk) and `path` keeps its old content."""
     tmp = (temp_dir or path.parent) / f".{path.name}.tmp"
     f = tmp.open("wb")
     try:
@@ -120,8 +120,12 @@ def atomic_file(path: Path, temp_dir: Path | None = None) -> Iterator[IO[bytes]]
         f.close()
         os.replace(tmp, path)
     except BaseException:
-        f.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            f.close()  # flushes what is buffered: on a full disk this raises again
+        except OSError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
 

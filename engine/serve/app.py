@@ -1,34 +1,56 @@
 """`engine serve`: the Hugging Face Inference API and Cloudflare Workers AI on localhost (Starlette on uvicorn).
 
 Code written against the hosted APIs runs unchanged but for the base URL. Each request is checked in this order:
-auth (401) -> model id (404) -> body size (413) -> JSON (400) -> request shape and parameters (422) -> result
-cache -> model state (503 with `estimated_time` while a model loads, unless `x-wait-for-model: true`) ->
-bounded queue (503 when full) -> dynamic batching in the model's worker thread (serving_worker).
+auth (401) -> model id (404) -> body size (413) and deadline (408) -> JSON (400, deep nesting too) -> request
+shape and parameters (422) -> result cache -> model state (503 with `estimated_time` while a model loads, unless
+`x-wait-for-model: true`) -> bounded queue, counted in inputs (503 when full, 413 when a request alone is over
+it) -> fair dynamic batching in the model's worker thread (engine.serve.worker) -> the optional queue deadline (503
+with Retry-After). A client that goes away is noticed while its request waits (uvicorn's `http.disconnect`):
+the request leaves the queue, its inputs are not run, and one line is logged.
 The shapes are engine.serve.wire's (pure functions); this module only wires them to routes. With
 `ServerConfig.preload` every model is loaded and warmed before the server accepts a connection (uvicorn runs
-the lifespan start-up before it listens). Needs the `server` extra.
+the lifespan start-up before it listens).
+
+Hostile clients are held off by uvicorn's own settings (`uvicorn_config`): limit_concurrency caps connections
+below the open-files limit (503 past it), timeout_keep_alive closes idle connections, timeout_graceful_shutdown
+bounds a SIGTERM, h11_max_incomplete_event_size bounds the headers. uvicorn has no deadline for reading a
+request, so `ReadDeadlines`, a subclass of its h11 protocol, arms one with the same timers it uses for
+keep-alive: the headers must arrive within `header_timeout` of the connection (or of the first byte of the next
+request), the body within `body_timeout` of the headers (answered 408 by the route that reads it; the protocol
+closes the connection a second later whoever reads it). `GET /metrics` gives Prometheus text: requests by route
+and status, queue depth and wait, batch sizes, inference time, rejections, dropped work. Needs the `server`
+extra.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import EngineError
+from engine.errors import EngineError, Overloaded
 
 try:
+    import h11
+    import uvicorn
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
-    from starlette.requests import Request
+    from starlette.middleware import Middleware
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 except ImportError as exc:  # engine.cli prints this instead of a traceback
     raise EngineError(
-        "engine serve needs the server extra: pip install 'offline-textclf-engine[server]' (starlette, uvicorn)"
+        "engine serve needs the server extra: pip install 'offline-textclf-engine[server]' "
+        f"(starlette, uvicorn, prometheus-client; missing: {exc.name})"
     ) from exc
 from engine.serve import wire as api
 from engine.serve.models import ResultCache, ServedModel
@@ -39,17 +61,137 @@ from engine.tasks.registry import TaskName
 
 DEFAULT_MAX_BODY = 1 << 20
 MAX_CACHED_BODY = 64 << 10  # larger requests are not cached: the cache stays small
+MAX_HEADER_BYTES = 16 << 10  # h11's own default, made explicit: larger headers get uvicorn's 400
+FD_RESERVE = 64  # open files kept for everything but connections: models, logs, the listener, the event loop
+BACKSTOP = 1.0  # seconds after the body deadline at which the protocol closes a connection nobody answered
+
+log = logging.getLogger("engine.serve")
 
 
 @dataclass(frozen=True)
 class ServerConfig:
     """`tokens` empty: no authentication (local use). `preload`: load and warm every model before listening
-    (`engine serve` does, unless --lazy); otherwise a model loads on its first request."""
+    (`engine serve` does, unless --lazy); otherwise a model loads on its first request. Times in seconds;
+    `queue_timeout` None: a request waits in the queue as long as it takes (the queue bound still holds)."""
 
     tokens: tuple[str, ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY
     cache_size: int = 1024
     preload: bool = False
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    keep_alive: float = 5.0
+    queue_timeout: float | None = None
+    max_connections: int = 512
+    shutdown_grace: float = 20.0
+
+
+class ClientGone(ClientDisconnect):
+    """The client closed its connection; `when` says at which step (for the one log line)."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__(when)
+        self.when = when
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own (several servers in one process stay apart).
+    Also the workers' `events`: prometheus_client's metrics are thread-safe."""
+
+    def __init__(self, models: Sequence[ServedModel]) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "engine_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r
+        )
+        self.rejections = Counter(
+            "engine_rejections",
+            "requests or connections refused or cut short, by reason: queue_full, too_large, queue_timeout, "
+            "connections, header_timeout, body_timeout, client_gone",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_inputs = Gauge("engine_queue_inputs", "model inputs waiting to run", ["model"], registry=r)
+        self.queue_requests = Gauge(
+            "engine_queue_requests", "requests waiting for inputs to run", ["model"], registry=r
+        )
+        self.waits = Histogram(
+            "engine_queue_wait_seconds",
+            "from a request's arrival in the queue to the first model run with its inputs",
+            ["model"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.batch_inputs = Histogram(
+            "engine_batch_inputs",
+            "model inputs per model run",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "engine_batch_requests",
+            "requests sharing one model run",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.inference = Histogram(
+            "engine_inference_seconds",
+            "duration of one model run",
+            ["model"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.inputs = Counter("engine_inputs", "model inputs run", ["model"], registry=r)
+        self.dropped_inputs = Counter(
+            "engine_dropped_inputs", "model inputs never run because their client went away", ["model"], registry=r
+        )
+        self.connections = Gauge("engine_open_connections", "open HTTP connections", registry=r)
+        for m in models:
+            self.queue_inputs.labels(m.name).set_function(functools.partial(lambda w: float(w.queued_inputs), m.worker))
+            self.queue_requests.labels(m.name).set_function(functools.partial(lambda w: float(w.queued), m.worker))
+
+    # WorkerEvents
+    def model_run(self, model: str, inputs: int, requests: int, seconds: float) -> None:
+        self.batch_inputs.labels(model).observe(inputs)
+        self.batch_requests.labels(model).observe(requests)
+        self.inference.labels(model).observe(seconds)
+        self.inputs.labels(model).inc(inputs)
+
+    def queue_wait(self, model: str, seconds: float) -> None:
+        self.waits.labels(model).observe(seconds)
+
+    def dropped(self, model: str, inputs: int) -> None:
+        self.dropped_inputs.labels(model).inc(inputs)
+        self.rejections.labels("client_gone").inc()
+
+    def reject(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+
+class CountRequests:
+    """ASGI middleware: every answer counted by its route's path template and status."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            route = scope.get("route")
+            self.metrics.requests.labels(getattr(route, "path", "unmatched"), str(status[0])).inc()
 
 
 class Server:
@@ -61,10 +203,14 @@ class Server:
         self.config = config
         self.cache = ResultCache(config.cache_size)
         self._tokens = [t.encode("utf-8") for t in config.tokens]
+        self.metrics = Metrics(self.models)
+        for m in self.models:
+            m.worker.events = self.metrics
 
     def app(self) -> Starlette:
         routes = [
             Route("/health", self.health, methods=["GET"]),
+            Route("/metrics", self.prometheus, methods=["GET"]),
             Route("/models", self.list_models, methods=["GET"]),
             Route("/rerank", self.rerank, methods=["POST"]),
             Route("/v1/rerank", self.cohere_rerank, methods=["POST"]),
@@ -75,7 +221,14 @@ class Server:
             Route("/hf-inference/models/{model_id:path}", self.hf, methods=["POST"]),
             Route("/client/v4/accounts/{account_id}/ai/run/{model_id:path}", self.cloudflare, methods=["POST"]),
         ]
-        return Starlette(routes=routes, lifespan=self.lifespan)
+        app = Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            middleware=[Middleware(CountRequests, metrics=self.metrics)],
+            exception_handlers={ClientDisconnect: self.client_gone},
+        )
+        app.state.metrics = self.metrics  # uvicorn_config hands them to the protocol
+        return app
 
     @contextlib.asynccontextmanager
     async def lifespan(self, _app: Starlette) -> AsyncIterator[None]:
@@ -117,25 +270,41 @@ class Server:
         return self.by_id[model_id]
 
     async def json_body(self, request: Request) -> tuple[Any, int]:
-        """The parsed body and its size in bytes."""
+        """The parsed body and its size in bytes, read within the body deadline."""
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise HTTPError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise HTTPError(413, f"request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
+
+        async def read() -> tuple[bytes, int]:
+            chunks, size = [], 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPError(413, f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks), size
+
         try:
-            return json.loads(b"".join(chunks)), size
-        except ValueError as exc:
+            data, size = await asyncio.wait_for(read(), self.config.body_timeout)
+        except asyncio.TimeoutError:
+            self.metrics.reject("body_timeout")
             raise HTTPError(
-                400, f'the body is not valid JSON ({exc}); send a JSON object such as {{"inputs": "some text"}}'
+                408, f"the request body did not arrive within {self.config.body_timeout:g} s; send it at once"
+            ) from None
+        except ClientDisconnect:
+            raise ClientGone("while sending its request body") from None
+        try:
+            return json.loads(data), size
+        except (ValueError, RecursionError) as exc:  # RecursionError: arrays or objects nested too deep
+            reason = "nested too deep" if isinstance(exc, RecursionError) else str(exc)
+            raise HTTPError(
+                400, f'the body is not valid JSON ({reason}); send a JSON object such as {{"inputs": "some text"}}'
             ) from None
 
-    async def run(self, served: ServedModel, parsed: Parsed, wait: bool) -> JobResult:
+    async def run(self, request: Request, served: ServedModel, parsed: Parsed, wait: bool) -> JobResult:
+        """Queue the request's inputs and wait for their results, for the client's disconnect, or for the queue
+        deadline, whichever comes first."""
         worker = served.worker
         if worker.state is State.FAILED:
             raise HTTPError(500, f"model {served.name} failed to load: {worker.error}; fix it and restart the server")
@@ -145,21 +314,47 @@ class Server:
                 raise HTTPError(
                     503, f"Model {served.name} is currently loading", {"estimated_time": worker.estimated_time()}
                 )
+        job = Job(parsed.inputs, parsed.parameters, parsed.cost)
         try:
-            future = worker.submit(Job(parsed.inputs, parsed.parameters, parsed.cost))
-            return await asyncio.wrap_future(future)
+            result = asyncio.wrap_future(worker.submit(job))
         except EngineError as exc:
-            raise HTTPError.of(exc) from None
+            self.metrics.reject("queue_full" if isinstance(exc, Overloaded) else "too_large")
+            raise HTTPError.of(exc, retry_after=worker.retry_after()) from None
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            waiting: set[asyncio.Future[Any]] = {result, gone}
+            done, _ = await asyncio.wait(waiting, timeout=self.config.queue_timeout, return_when="FIRST_COMPLETED")
+            if not done and worker.withdraw(job):
+                self.metrics.reject("queue_timeout")
+                raise HTTPError.of(
+                    Overloaded(
+                        f"the request waited {self.config.queue_timeout:g} s in model {served.name}'s queue without "
+                        "starting (--queue-timeout); retry later"
+                    ),
+                    retry_after=worker.retry_after(),
+                )
+            if not done:  # it has started: let it finish
+                done, _ = await asyncio.wait(waiting, return_when="FIRST_COMPLETED")
+            if result in done:
+                try:
+                    return result.result()
+                except EngineError as exc:
+                    raise HTTPError.of(exc) from None
+            raise ClientGone("while its request waited for the model")
+        finally:
+            gone.cancel()
+            if not result.done():  # the client went away, or this task was cancelled (shutdown): drop the work
+                worker.drop(job)
 
     async def answer(
-        self, served: ServedModel, parsed: Parsed, size: int, use_cache: bool, wait: bool, shape: Any
+        self, request: Request, served: ServedModel, parsed: Parsed, size: int, use_cache: bool, wait: bool, shape: Any
     ) -> Response:
         """The model's results (cached before they are shaped, if the request was small) shaped by `shape`."""
         key = api.cache_key(str(served.info.path), parsed)
         ignored = {"x-ignored-fields": ", ".join(parsed.ignored)} if parsed.ignored else {}
         if use_cache and (cached := self.cache.get(key)) is not None:
             return JSONResponse(shape(cached), headers={"x-cache": "hit", **ignored})
-        result = await self.run(served, parsed, wait)
+        result = await self.run(request, served, parsed, wait)
         if size <= MAX_CACHED_BODY:
             self.cache.put(key, result.results)
         timing = api.timing_headers(result.queue_time, result.compute_time, result.batch_requests)
@@ -173,6 +368,25 @@ class Server:
             return JSONResponse({"status": "ok"})
         states = {m.name: m.worker.state.value for m in self.models}
         return JSONResponse({"status": "ok", "models": states})
+
+    async def prometheus(self, request: Request) -> Response:
+        """Prometheus text format; the same authentication as the model routes."""
+        try:
+            self.authorize(request)
+        except HTTPError as exc:
+            return hf_error(exc)
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def client_gone(self, request: Request, exc: Exception) -> Response:
+        """One line per client that went away, instead of a traceback; the answer goes nowhere (499, as nginx
+        counts it)."""
+        when = exc.when if isinstance(exc, ClientGone) else "while sending its request"
+        client = request.client
+        who = f"{client.host}:{client.port}" if client else "a client"
+        log.info("%s closed the connection %s: %s %s dropped", who, when, request.method, request.url.path)
+        if not isinstance(exc, ClientGone) or "body" in when:
+            self.metrics.reject("client_gone")
+        return Response(status_code=499)
 
     async def list_models(self, request: Request) -> Response:
         try:
@@ -202,7 +416,13 @@ class Server:
                 request.headers.get(api.ZERO_SHOT_FORMAT_HEADER), request.headers.get("user-agent"), parsed
             )
             return await self.answer(
-                served, parsed, size, use_cache, wait, lambda results: api.hf_response(task, parsed, results, fmt)
+                request,
+                served,
+                parsed,
+                size,
+                use_cache,
+                wait,
+                lambda results: api.hf_response(task, parsed, results, fmt),
             )
         except HTTPError as exc:
             return hf_error(exc)
@@ -241,7 +461,13 @@ class Server:
             wait = flag(request, "x-wait-for-model", {}, "wait_for_model", False)
             parsed, texts, return_text = api.parse_rerank(body)
             return await self.answer(
-                served, parsed, size, use_cache, wait, lambda scores: api.rerank_response(texts, return_text, scores)
+                request,
+                served,
+                parsed,
+                size,
+                use_cache,
+                wait,
+                lambda scores: api.rerank_response(texts, return_text, scores),
             )
         except HTTPError as exc:
             payload, status = api.tei_error(exc)
@@ -259,6 +485,7 @@ class Server:
             wait = flag(request, "x-wait-for-model", {}, "wait_for_model", False)
             req = api.parse_cohere_rerank(body, served.names)
             return await self.answer(
+                request,
                 served,
                 req.parsed,
                 size,
@@ -283,7 +510,7 @@ class Server:
             body, size = await self.json_body(request)
             parsed = api.parse_cloudflare(body)
             use_cache = flag(request, "x-use-cache", {}, "use_cache", True)
-            return await self.answer(served, parsed, size, use_cache, True, api.cloudflare_response)
+            return await self.answer(request, served, parsed, size, use_cache, True, api.cloudflare_response)
         except HTTPError as exc:
             return JSONResponse(api.cloudflare_error(exc), status_code=exc.status, headers=api.error_headers(exc))
 
@@ -302,3 +529,148 @@ def hf_error(exc: HTTPError) -> Response:
 
 def create_app(models: Sequence[ServedModel], config: ServerConfig | None = None) -> Starlette:
     return Server(models, config or ServerConfig()).app()
+
+
+async def disconnected(request: Request) -> None:
+    """Returns once the client has gone: after the body, uvicorn's receive() waits for `http.disconnect`."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+class ReadDeadlines(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for reading each request, armed with the event loop timers that
+    uvicorn uses for keep-alive. uvicorn arms its keep-alive timer only after a response, so a connection that
+    sends nothing, or dribbles its headers or body, would hold its socket and memory for ever. Here the headers
+    must arrive within `header_timeout` (408, then the connection is closed), the body within `body_timeout` of
+    them (the route reading it answers 408; the connection is closed `BACKSTOP` seconds later whatever the app
+    did); between requests uvicorn's keep-alive timer applies. A connection past uvicorn's limit_concurrency is
+    refused with 503 as it opens, so the sockets of slow clients never reach the open-files limit (uvicorn
+    itself would refuse only once the headers had arrived)."""
+
+    header_timeout = 10.0
+    body_timeout = 30.0
+    metrics: Metrics | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self._timer: asyncio.TimerHandle | None = None
+        self._phase = ""
+        super().connection_made(transport)
+        self._count()
+        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
+            self._reject("connections", 503, "Service Unavailable", "too many connections; retry shortly")
+            return
+        self._arm("headers", self.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+        self._count()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._follow()
+
+    def _count(self) -> None:
+        if self.metrics is not None:
+            self.metrics.connections.set(len(self.connections))
+
+    def _follow(self) -> None:
+        """Arm the timer of the phase the client is in: headers, body, or none (answered, or idle)."""
+        if self.transport.is_closing():
+            self._disarm()
+            return
+        state = self.conn.their_state
+        if state is h11.IDLE and self.timeout_keep_alive_task is None:
+            if self._phase != "headers":
+                self._arm("headers", self.header_timeout)
+        elif state is h11.SEND_BODY:
+            if self._phase != "body":
+                self._arm("body", self.body_timeout + BACKSTOP)
+        else:
+            self._disarm()
+
+    def _arm(self, phase: str, seconds: float) -> None:
+        self._disarm()
+        self._phase = phase
+        self._timer = self.loop.call_later(seconds, self._late)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._phase = None, ""
+
+    def _late(self) -> None:
+        phase, self._timer, self._phase = self._phase, None, ""
+        if self.transport.is_closing():
+            return
+        if phase == "headers":
+            message = f"the request headers did not arrive within {self.header_timeout:g} s"
+            self._reject("header_timeout", 408, "Request Timeout", message)
+        elif self.cycle is not None and not self.cycle.response_started:  # nobody answered: the backstop
+            if self.metrics is not None:
+                self.metrics.reject("body_timeout")
+            self.transport.close()
+        else:  # answered (408, 413...) while the client still sends its body
+            self.transport.close()
+
+    def _reject(self, reason: str, status: int, phrase: str, message: str) -> None:
+        """Answer before any request was read (h11 cannot: it has no request to answer), then close."""
+        if self.metrics is not None:
+            self.metrics.reject(reason)
+        body = json.dumps({"error": message}).encode()
+        headers = [f"HTTP/1.1 {status} {phrase}", "content-type: application/json", f"content-length: {len(body)}"]
+        headers += ["retry-after: 1"] if status == 503 else []
+        head = "\r\n".join([*headers, "connection: close", "", ""])
+        self.transport.write(head.encode() + body)
+        self.transport.close()
+
+
+def raise_open_files_limit() -> int | None:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is an open file); the soft limit now in
+    force, or None where there is no such limit (Windows) or it is unlimited."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return int(soft)
+
+
+def connection_cap(requested: int, open_files: int | None) -> int:
+    """--max-connections, lowered to stay FD_RESERVE below the open-files limit."""
+    if open_files is None:
+        return requested
+    return max(1, min(requested, open_files - FD_RESERVE))
+
+
+def uvicorn_config(app: Starlette, config: ServerConfig, **options: Any) -> uvicorn.Config:
+    """uvicorn's settings for `config`, with ReadDeadlines as the HTTP protocol; `options` go to uvicorn.Config
+    (host, port, log_level, access_log...)."""
+    protocol = type(
+        "ReadDeadlines",
+        (ReadDeadlines,),
+        {"header_timeout": config.header_timeout, "body_timeout": config.body_timeout, "metrics": app.state.metrics},
+    )
+    return uvicorn.Config(
+        app,
+        http=protocol,
+        lifespan="on",
+        limit_concurrency=config.max_connections,
+        timeout_keep_alive=config.keep_alive,  # type: ignore[arg-type]  # a float works: it goes to call_later
+        timeout_graceful_shutdown=config.shutdown_grace,  # type: ignore[arg-type]
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        **options,
+    )

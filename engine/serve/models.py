@@ -56,9 +56,12 @@ class ServedModel:
             "labels": list(self.info.labels),
             "state": self.worker.state.value,
             "queued": self.worker.queued,
+            "queued_inputs": self.worker.queued_inputs,
             "requests": stats.requests,
             "model_runs": stats.model_runs,
             "inputs": stats.inputs,
+            "dropped_requests": stats.dropped_requests,
+            "dropped_inputs": stats.dropped_inputs,
         }
 
 

@@ -34,17 +34,25 @@ class HTTPError(Exception):
     """Ends a request with this status and message; `extra` goes into the HF error body. `cause` is the engine
     error's class name, for the error vocabularies that name kinds (TEI's `error_type`)."""
 
-    def __init__(self, status: int, message: str, extra: dict[str, Any] | None = None, cause: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        cause: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.extra = extra or {}
         self.cause = cause
+        self.retry_after = retry_after  # seconds, for a 503's Retry-After header
 
     @classmethod
-    def of(cls, exc: EngineError, **extra: Any) -> HTTPError:
+    def of(cls, exc: EngineError, retry_after: float | None = None, **extra: Any) -> HTTPError:
         """An engine error answered with the status errors.OUTCOMES gives its class."""
-        return cls(outcome(exc).http_status, str(exc), extra, type(exc).__name__)
+        return cls(outcome(exc).http_status, str(exc), extra, type(exc).__name__, retry_after)
 
 
 class ZeroShotFormat(str, Enum):
@@ -363,7 +371,10 @@ def error_headers(exc: HTTPError) -> dict[str, str]:
     if exc.status == 401:
         return {"www-authenticate": "Bearer"}
     if exc.status == 503:
-        return {"retry-after": str(max(1, round(exc.extra.get("estimated_time", 1))))}
+        wait = exc.retry_after if exc.retry_after is not None else exc.extra.get("estimated_time", 1)
+        return {"retry-after": str(max(1, round(wait)))}
+    if exc.status in (408, 413):  # the body may still be on its way: this connection cannot carry another request
+        return {"connection": "close"}
     return {}
 
 
