@@ -411,3 +411,19 @@ def test_sigterm_with_a_client_stalled_mid_body_exits_after_the_grace(model_dir:
             proc.kill()
         _, err = proc.communicate(timeout=BOUND)
     assert "Traceback" not in err
+
+
+def test_share_out_is_round_robin_and_fills_the_budget() -> None:
+    from engine.serving_worker import Job, share_out
+
+    def sizes(*jobs: Job, budget: int = 128) -> list[tuple[int, int]]:
+        return [(len(job.inputs), b - a) for job, a, b in share_out(jobs, budget)]
+
+    assert sizes(Job(list(range(2000)), "p", 2000), Job(["small"], "p", 1), budget=16) == [(2000, 15), (1, 1)]
+    assert sizes(Job(list(range(100)), "p", 100), Job([1, 2, 3], "p", 3), Job(list(range(50)), "p", 50)) == [
+        (100, 75),
+        (3, 3),
+        (50, 50),
+    ]
+    assert sizes(Job([1, 2, 3], "p", 600), Job(list(range(10)), "p", 50)) == [(3, 1)]  # over budget: alone, at the head
+    assert sizes(Job(list(range(10)), "p", 50), Job([1, 2, 3], "p", 600)) == [(10, 10)]  # 5 each: 50 of 128

@@ -121,8 +121,10 @@ Slice = tuple[Job, int, int]
 
 def share_out(jobs: Sequence[Job], budget: int) -> list[Slice]:
     """Split `budget` model inputs between the jobs, equal shares first, what a job cannot use going to the
-    others; every job gets at least one input while the budget lasts. A single input costlier than the whole
-    budget runs alone."""
+    others; every job gets at least one input while the budget lasts. An input costlier than the whole budget
+    runs alone when its job is at the head (jobs rotate through the head)."""
+    if jobs and jobs[0].unit > budget:  # the head's turn: its input alone, or it would wait for ever
+        return [(jobs[0], jobs[0].taken, jobs[0].taken + 1)]
     take = [0] * len(jobs)
     left = [len(j.inputs) - j.taken for j in jobs]
     while True:
@@ -135,8 +137,6 @@ def share_out(jobs: Sequence[Job], budget: int) -> list[Slice]:
             k = min(left[i] - take[i], max(1, share // unit), budget // unit)
             take[i] += k
             budget -= k * unit
-    if not any(take) and jobs:
-        take[0] = 1
     return [(j, j.taken, j.taken + t) for j, t in zip(jobs, take) if t]
 
 
@@ -209,6 +209,10 @@ class ModelWorker:
 
     def submit(self, job: Job) -> Future[JobResult]:
         limit = self.policy.max_queue
+        if not job.inputs:  # nothing to run (and nothing a model run would ever finish)
+            job.closed = True
+            _settle(job.future, JobResult([], 0.0, 0.0, 0))
+            return job.future
         if job.cost > limit:
             raise RequestTooLargeError(
                 f"this request has {job.cost} model inputs, more than the {limit} that model {self.name}'s queue "
