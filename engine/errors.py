@@ -61,13 +61,27 @@ class TooManyErrorsError(EngineError):
     """More rows failed than --max-errors allows; the job stopped early and can be resumed."""
 
 
-# Exit codes of `engine score` (also in the README)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both end a job the same way."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a batch job: `rows` are committed, and the same command resumes after them."""
+
+    def __init__(self, rows: int, terminated: bool) -> None:
+        super().__init__(rows, terminated)
+        self.rows = rows
+        self.terminated = terminated
+
+
+# Exit codes of `engine score` (also in docs/batch.md)
 EXIT_OK = 0  # every row scored
 EXIT_ROW_ERRORS = 1  # finished, but some rows failed: see OUTPUT.errors.jsonl
 EXIT_REFUSED = 2  # nothing done: bad arguments, unreadable model or input, resume refused, job locked
 EXIT_TOO_MANY_ERRORS = 3  # stopped by --max-errors; finished chunks are kept, the same command resumes
 EXIT_FAILED = 4  # stopped by an error while running (disk, inference); finished chunks are kept
 EXIT_INTERRUPTED = 130  # Ctrl-C; finished chunks are kept
+EXIT_TERMINATED = 143  # SIGTERM; finished chunks are kept
 
 
 @dataclass(frozen=True)

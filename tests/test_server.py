@@ -520,7 +520,8 @@ def test_engine_serve_command(dirs: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_command_line_errors(dirs: dict[str, Path], tmp_path: Path) -> None:
-    from engine.cli import auth_notice, main
+    from engine.cli import main
+    from engine.cli.serve import auth_notice
 
     with pytest.raises(SystemExit):
         main(["serve", str(dirs["tc"]), "--alias", "no-equals-sign"])

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import InvalidRequestError, RecordFileError, TooManyErrorsError
+from engine.errors import InvalidRequestError, JobInterrupted, RecordFileError, Terminated, TooManyErrorsError
 from engine.jobs.formats import Format, Reader, Writer
 from engine.jobs.resume import JobState, input_fingerprint
 from engine.jobs.scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
@@ -62,7 +62,13 @@ class _Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=reader.total_rows, initial=done, unit="rows", file=sys.stderr, dynamic_ncols=True)
+            # Parquet's metadata gives the exact row count; text formats' total is estimated from the bytes read
+            desc = f"resumed at row {done}" if done else None
+            self.bar = tqdm(
+                total=reader.total_rows, initial=done, unit="rows", file=sys.stderr, dynamic_ncols=True, desc=desc
+            )
+            if reader.total_rows is None:
+                self.bar.set_postfix_str("total estimated")
 
     def update(self, rows: int) -> None:
         if self.bar is None:
@@ -73,10 +79,15 @@ class _Progress:
             self.bar.total = max(done, round(done * self.reader.size / position))
         self.bar.update(rows)
 
-    def close(self) -> None:
-        if self.bar is not None:
+    def close(self, finished: bool) -> None:
+        if self.bar is None:
+            return
+        if finished:
             self.bar.total = self.bar.n  # the estimate was only an estimate
-            self.bar.close()
+            self.bar.refresh()
+        else:  # an interruption stays one: the bar is not drawn as complete
+            self.bar.set_description("interrupted")
+        self.bar.close()
 
 
 def _load(
@@ -111,14 +122,23 @@ def _write_errors(state: JobState, chunks: int, opts: ScoringOptions, target: Pa
 
 
 def _finish(state: JobState, chunks: int, opts: ScoringOptions, output: Path, reader: Reader) -> int:
-    """Assemble OUTPUT from the finished chunks, atomically, then drop the state. Returns the error count."""
-    errors = _write_errors(state, chunks, opts, errors_path(output))
-    with atomic_file(output, state.dir) as f:
+    """Assemble OUTPUT and its errors file from the finished chunks in one read of each, atomically, then drop
+    the state. Returns the error count."""
+    errors = 0
+    target = errors_path(output)
+    with atomic_file(target, state.dir) as ef, atomic_file(output, state.dir) as f:
         id_type = reader.arrow_type(opts.id_column) if opts.id_column else None
         writer = Writer(f, Format.of(output), opts.id_name, row_numbers=opts.id_column is None, id_arrow_type=id_type)
         for k in range(chunks):
-            writer.write([r for r in state.read(k) if "error" not in r])
+            rows = list(state.read(k))
+            failed = [_error_record(r, opts) for r in rows if "error" in r]
+            ef.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in failed).encode("utf-8"))
+            errors += len(failed)
+            writer.write([r for r in rows if "error" not in r])
         writer.close()
+    if not errors:
+        target.unlink()  # no stale file from an earlier job describing other rows either
+        fsync_dir(target.parent)
     state.remove()
     return errors
 
@@ -177,13 +197,14 @@ def score_file(
     start = time.monotonic()
     try:
         done = state.committed()
-        resumed_rows = errors = 0
-        for k in range(done):
-            for r in state.read(k):
-                resumed_rows += 1
-                errors += "error" in r
+        headers = [state.header(k) for k in range(done)]  # counts without decoding the finished rows
+        resumed_rows = sum(h["rows"] for h in headers)
+        errors = sum(h["errors"] for h in headers)
+        if resumed_rows and progress:
+            print(f"resuming after {resumed_rows} finished rows ({done} chunks)", file=sys.stderr)
         bar = _Progress(progress, reader, resumed_rows)
         rows = resumed_rows
+        finished = False
         try:
             for k, chunk in enumerate(chunked(reader, opts.chunk_rows)):
                 if k < done:
@@ -201,8 +222,11 @@ def score_file(
                         f"See {errors_path(output_path)}; fix the input (then use --restart), or run the same "
                         "command with a higher --max-errors to go on where it stopped."
                     )
+            finished = True
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (errors.Terminated): the committed rows are kept
+            raise JobInterrupted(rows, isinstance(exc, Terminated)) from exc
         finally:
-            bar.close()
+            bar.close(finished)
         errors = _finish(state, state.committed(), opts, output_path, reader)
     finally:
         state.close()

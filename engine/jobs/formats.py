@@ -275,16 +275,7 @@ class Writer:
                 id_arrow_type = pa.int64()
             elif id_arrow_type is None or not _plain_arrow_type(pa, id_arrow_type):
                 id_arrow_type = pa.string()  # ids from text formats, or of types JSON cannot carry
-            self._schema = pa.schema(
-                [
-                    (id_name, id_arrow_type),
-                    ("label", pa.string()),
-                    ("score", pa.float64()),
-                    ("labels", pa.list_(pa.string())),
-                    ("scores", pa.list_(pa.float64())),
-                    ("truncated", pa.bool_()),
-                ]
-            )
+            self._schema = result_schema(pa, id_name, id_arrow_type)
             self._pa = pa
             self._parquet = pq.ParquetWriter(f, self._schema)
 
@@ -335,6 +326,19 @@ class Writer:
         elif self.format is Format.CSV:
             self._text.flush()
             self._text.detach()
+
+
+def result_schema(pa: Any, id_name: str, id_type: Any, *extra: tuple[str, Any]) -> Any:
+    """The one Arrow schema of result rows (RESULT_COLUMNS after the id), for Parquet files and Ray blocks."""
+    fields = [
+        (id_name, id_type),
+        ("label", pa.string()),
+        ("score", pa.float64()),
+        ("labels", pa.list_(pa.string())),
+        ("scores", pa.list_(pa.float64())),
+        ("truncated", pa.bool_()),
+    ]
+    return pa.schema(fields + list(extra))
 
 
 def _plain_arrow_type(pa: Any, t: Any) -> bool:

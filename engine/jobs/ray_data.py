@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import EngineError, IntegrityError, InvalidRequestError
-from engine.jobs.formats import Format, RecordFileError, Writer, pyarrow_modules, to_json_id
+from engine.jobs.formats import Format, RecordFileError, Writer, pyarrow_modules, result_schema, to_json_id
 from engine.model.manifest import MANIFEST_FILE
 from engine.runtime import batching
 from engine.tasks import registry
@@ -163,22 +163,19 @@ def _records(table: Any, columns: list[str]) -> list[dict[str, Any]]:
 
 
 def _result_table(pa: Any, id_name: str, ids: Any, scored: list[ScoredRow], n: int) -> Any:
+    """The block of results, in formats.result_schema plus the error column."""
     ok = [r.error is None for r in scored]
-    return pa.table(
-        {
-            id_name: ids if ids is not None else pa.nulls(n),
-            "label": pa.array([r.outputs[0].label if k else None for r, k in zip(scored, ok)], pa.string()),
-            "score": pa.array([r.outputs[0].score if k else None for r, k in zip(scored, ok)], pa.float64()),
-            "labels": pa.array(
-                [[o.label for o in r.outputs] if k else None for r, k in zip(scored, ok)], pa.list_(pa.string())
-            ),
-            "scores": pa.array(
-                [[o.score for o in r.outputs] if k else None for r, k in zip(scored, ok)], pa.list_(pa.float64())
-            ),
-            "truncated": pa.array([r.truncated if k else None for r, k in zip(scored, ok)], pa.bool_()),
-            ERROR_COLUMN: pa.array([r.error for r in scored], pa.string()),
-        }
-    )
+    ids = ids if ids is not None else pa.nulls(n)
+    columns = {
+        id_name: ids,
+        "label": [r.outputs[0].label if k else None for r, k in zip(scored, ok)],
+        "score": [r.outputs[0].score if k else None for r, k in zip(scored, ok)],
+        "labels": [[o.label for o in r.outputs] if k else None for r, k in zip(scored, ok)],
+        "scores": [[o.score for o in r.outputs] if k else None for r, k in zip(scored, ok)],
+        "truncated": [r.truncated if k else None for r, k in zip(scored, ok)],
+        ERROR_COLUMN: [r.error for r in scored],
+    }
+    return pa.table(columns, schema=result_schema(pa, id_name, ids.type, (ERROR_COLUMN, pa.string())))
 
 
 # Wiring into Ray Data -----------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@
         manifest.json   what the job is: input fingerprint, model manifest sha256, every result-changing parameter
         lock            held (flock) while a job runs, so two jobs never write the same state
         000000.jsonl    one file per finished chunk, each committed by write-to-temp, fsync, rename; its first
-                        line is the digest of the input read up to the end of that chunk
+                        line holds the digest of the input read up to the end of that chunk and the chunk's row
+                        and error counts, so a resumed job counts its finished rows without decoding them
         *.tmp           unfinished writes, discarded when the job starts again
 
 A chunk file exists complete or not at all, so on restart the finished chunks are exactly the files present.
@@ -26,7 +27,7 @@ from typing import IO, Any
 from engine.errors import JobLockedError, ResumeRefusedError
 from engine.model.fileio import fsync_dir, hash_regular, sha256, write_atomic
 
-STATE_FORMAT = "engine-score-state/2"  # /2: chunk files start with the input digest
+STATE_FORMAT = "engine-score-state/3"  # /2: chunk files start with the input digest; /3: and their counts
 STATE_MANIFEST = "manifest.json"
 EDGE_BYTES = 1 << 20
 
@@ -107,20 +108,27 @@ class JobState:
         return n
 
     def commit(self, k: int, records: list[dict[str, Any]], input_digest: dict[str, Any] | None = None) -> None:
-        """Chunk k's records, after the digest of the input read up to its end (None: not hashed, Parquet)."""
-        lines = [json.dumps({"input": input_digest})] + [json.dumps(r, ensure_ascii=False) for r in records]
+        """Chunk k's records, after a header: the digest of the input read up to its end (None: not hashed,
+        Parquet) and the chunk's row and error counts."""
+        header = {"input": input_digest, "rows": len(records), "errors": sum("error" in r for r in records)}
+        lines = [json.dumps(header)] + [json.dumps(r, ensure_ascii=False) for r in records]
         write_atomic(self.chunk_path(k), "".join(line + "\n" for line in lines).encode("utf-8"))
+
+    def header(self, k: int) -> dict[str, Any]:
+        """Chunk k's first line only: {input, rows, errors}."""
+        with self.chunk_path(k).open("rb") as f:
+            found: dict[str, Any] = json.loads(next(f))
+        return found
 
     def read(self, k: int) -> Iterator[dict[str, Any]]:
         with self.chunk_path(k).open("rb") as f:
-            next(f)  # the input digest
+            next(f)  # the header
             for line in f:
                 yield json.loads(line)
 
     def check_input(self, k: int, input_digest: dict[str, Any] | None) -> None:
         """Refuse to resume when the input read up to the end of finished chunk k is not what it was."""
-        with self.chunk_path(k).open("rb") as f:
-            stored = json.loads(next(f))["input"]
+        stored = self.header(k)["input"]
         if stored != input_digest:
             raise ResumeRefusedError(
                 f"the input changed in rows this unfinished job already scored (its bytes up to the end of chunk {k} "

@@ -19,6 +19,7 @@ from engine.errors import InvalidRequestError, ModelLoadError
 from engine.model import manifest
 from engine.model.ids import automatic_ids
 from engine.model.manifest import DATA_FILE, MODEL_FILE, ModelInfo
+from engine.model.resolve import resolve
 from engine.runtime import batching
 from engine.serve.worker import BatchPolicy, ModelWorker, Predictor
 from engine.tasks import registry
@@ -111,8 +112,11 @@ def build_models(
     """Read every directory's manifest and assign ids; `loader` replaces the real load (tests use it)."""
     if not dirs:
         raise ModelLoadError("give at least one model directory to serve")
-    infos = [manifest.read(d).info for d in dirs]
-    ids = [automatic_ids(info) for info in infos]
+    found = [resolve(d) for d in dirs]  # names are made into the model cache once
+    infos = [manifest.read(path).info for path in found]
+    # a model given by name (an alias, a Hub id) answers to that name first
+    ids = [([str(d)] if path != Path(d) else []) + automatic_ids(info) for d, path, info in zip(dirs, found, infos)]
+    ids = [list(dict.fromkeys(names)) for names in ids]
     owners: dict[str, set[int]] = {}
     for i, names in enumerate(ids):
         for name in names:
