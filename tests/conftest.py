@@ -4,7 +4,6 @@ test session. HF_HUB_OFFLINE=1: nothing here may reach the Hugging Face Hub."""
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import os
 import shutil
 import sys
@@ -38,32 +37,38 @@ EXPORT_MODULES = {
 }
 
 
+# without the export extra these modules cannot even be imported: leave them out of collection
+collect_ignore = [] if CAN_EXPORT else [f"{name}.py" for name in sorted(EXPORT_MODULES)]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark `export` every test that needs torch: by module, or by asking for a checkpoint or a published layout
     (`pytest -m "not export"` then needs only the run-time dependencies)."""
     for item in items:
-        asked = set(inspect.signature(item.obj).parameters) if isinstance(item, pytest.Function) else set()
-        if item.module.__name__ in EXPORT_MODULES or asked & {"checkpoint", "published_layout"}:  # type: ignore[attr-defined]
+        needs = set(getattr(item, "fixturenames", ())) & {"checkpoint", "published_layout"}
+        if item.module.__name__ in EXPORT_MODULES or needs:  # type: ignore[attr-defined]
             item.add_marker(pytest.mark.export)
+
+
+BUILT: dict[str, Path] = {}  # tiny checkpoints of this session, shared by `checkpoint` and `exported`
+
+
+def build_checkpoint(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import checkpoints
+
+    if name not in BUILT:
+        BUILT[name] = checkpoints.build(name, tmp_path_factory.mktemp(f"ckpt-{name}"))
+    return BUILT[name]
 
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
     """checkpoint(name) -> a saved transformers checkpoint directory (built once per session)."""
-    made: dict[str, Path] = {}
-
-    def get(name: str) -> Path:
-        import checkpoints
-
-        if name not in made:
-            made[name] = checkpoints.build(name, tmp_path_factory.mktemp(f"ckpt-{name}"))
-        return made[name]
-
-    return get
+    return lambda name: build_checkpoint(name, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
-def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
     """exported(name, precision, keep_fp32=False) -> a model directory written by scripts/export_models.py (once per
     session; keep_fp32 also writes the fp32 reference `engine check` reads); without the export extra, a copy of
     tests/models/NAME-PRECISION."""
@@ -78,7 +83,8 @@ def exported(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
             out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
             committed = COMMITTED / f"{name}-{precision}"
             if CAN_EXPORT:
-                export_models.export(str(checkpoint(name)), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32)
+                ckpt = build_checkpoint(name, tmp_path_factory)
+                export_models.export(str(ckpt), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32)
             elif committed.is_dir() and not keep_fp32:  # a copy: some tests alter the directory they are given
                 shutil.copytree(committed, out)
             else:

@@ -22,7 +22,7 @@ def test_classify_prints_one_json_line_per_text(exported: Any, capsys: Any) -> N
 
 def test_bad_model_dir_is_a_clean_error(tmp_path: Any, capsys: Any) -> None:
     assert main(["classify", str(tmp_path / "missing"), "text"]) == 1
-    assert "export_models.py" in capsys.readouterr().err
+    assert "is not a model directory: it does not exist" in capsys.readouterr().err
 
 
 def test_unknown_command_shows_usage() -> None:

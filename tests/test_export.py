@@ -352,3 +352,15 @@ def test_bart_nli_int8_export_reports_agreement_and_runs(exported: Any) -> None:
     assert sorted(int8.labels) == sorted(fp32.labels) and sum(int8.scores) == pytest.approx(1.0, abs=1e-5)
     got = dict(zip(int8.labels, int8.scores))
     assert max(abs(got[label] - s) for label, s in zip(fp32.labels, fp32.scores)) <= 0.25
+
+
+def test_exported_directories_get_the_umasks_permissions(exported: Any) -> None:
+    """mkdtemp's 0700 used to stay on the renamed directory: a service account could not serve the model."""
+    import stat
+
+    from engine.export.export import current_umask
+
+    model = exported("bert", "fp32")
+    assert stat.S_IMODE(model.stat().st_mode) == 0o777 & ~current_umask()
+    for f in model.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~current_umask(), f.name

@@ -21,7 +21,7 @@ def test_import_engine_pulls_no_heavy_framework() -> None:
 
 
 def test_postprocess_imports_only_numpy_and_engine_errors() -> None:
-    tree = ast.parse((ENGINE / "postprocess.py").read_text())
+    tree = ast.parse((ENGINE / "runtime" / "postprocess.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -39,7 +39,7 @@ def test_missing_file_names_it(model_copy: Path, name: str, match: str) -> None:
 
 
 def test_not_a_directory(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="export_models"):
+    with pytest.raises(ModelLoadError, match="is not a model directory: it does not exist"):
         TextClassifier.load(tmp_path / "nothing-here")
 
 

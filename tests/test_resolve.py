@@ -102,7 +102,7 @@ def test_error_texts_say_what_the_path_is_and_the_command(tmp_path: Path) -> Non
     onnx_export = tmp_path / "onnx-export"
     (onnx_export / "onnx").mkdir(parents=True)
     (onnx_export / "onnx" / "model.onnx").write_bytes(b"")
-    with pytest.raises(ModelLoadError, match=r"is an ONNX export.*`engine adopt .*onnx-export --output NEW`"):
+    with pytest.raises(ModelLoadError, match=r"it is an ONNX export.*`engine adopt .*onnx-export --output NEW`"):
         TextClassifier.load(onnx_export)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -19,6 +19,7 @@ inside the functions that use them, so `engine adopt` reuses this module's check
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -472,6 +473,8 @@ def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
     """(graph, weights): the graph with its large initializers moved to DATA_FILE, each at a page-aligned offset.
     onnxruntime memory-maps that file: the weights it pre-packs are not also kept as read, and embedding rows no
     text uses are never paged in (`python -m benchmarks.profile_memory` shows the difference)."""
+    if importlib.util.find_spec("onnx") is None:  # the bare wheel adopting a self-contained graph: kept as it is
+        return onnx_bytes, b""
     import onnx
 
     model = onnx.load_from_string(onnx_bytes)
@@ -491,6 +494,12 @@ def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
     return model.SerializeToString(), bytes(data)
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_directory(
     output: Path,
     onnx_bytes: bytes,
@@ -505,6 +514,7 @@ def write_directory(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
     try:
+        staging.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would keep a service account from serving it
         tok_bytes = tokenizer_json.encode("utf-8")
         graph_bytes, weights = split_weights(onnx_bytes)
         write_atomic(staging / MODEL_FILE, graph_bytes)

@@ -1,63 +1,10 @@
-"""Accuracy-aware int8 quantization for the export script: row-independent by design, fused by onnxruntime.
+"""Accuracy-aware int8 quantization of ONNX graphs: row-independent by design, fused by onnxruntime.
 
-Scheme. Every MatMul with a constant weight (the encoder's linear layers) becomes one onnxruntime
-`MatMulIntegerToFloat` (uint8 activations x int8 weights, exact int32 sums, scaled to float inside the kernel).
-The weights are quantized offline per output channel to symmetric 7-bit integers (-63..63). The activations
-feeding each group of MatMuls (the ones that share an input: Q/K/V, attention output, FFN in, FFN out) get one of
-two scales, the search choosing per group:
-
-- static: one calibrated scale and zero point for the whole tensor (the min and max of that tensor over the
-  verification inputs), so the input is quantized by one `QuantizeLinear` and the bias is added inside the
-  kernel. The fastest form: two nodes per group, nothing per token. Smoothed static (SmoothQuant): BERT's hidden
-  states have a few outlier channels that stretch one scale over the whole tensor, so the input is first divided
-  per channel by s = amax(x)^0.75 / amax(W row)^0.25 and the weight rows multiplied by s, x W = (x / s)(s W),
-  which evens the channels out. It costs one Mul per group (~8% of MiniLM's time), so the search tries it only
-  when plain static falls short. On the benchmark's NLI model it keeps 99-100% of the zero-shot winners on its
-  own topics where plain static keeps 96-98% (`python -m experiments.zero_shot_int8_forms`).
-- dynamic: one scale and offset per token, from that token's own min and max (q = round((x - min) / step), step
-  = (max - min) / 255), quantized by one blocked `QuantizeLinear` (opset 21, a block = a token's row; the graph's
-  opset is raised to 21 when it has per-token groups, which changes none of its other ops), the step passed to
-  `MatMulIntegerToFloat` as a [..., 1] tensor. The kernel takes only one zero point per tensor, so the offset
-  comes back through one small MatMul, [min, 1] x [colsum(W); bias], added to the kernel's output (x W = (x -
-  min) W + min colsum(W)). The blocked QuantizeLinear replaced a Div over the whole tensor: the input side of a
-  per-token group took half the time on 256-token batches (scratch), the NLI benchmark model +12% texts/s.
-  Symmetric per-token scales (no offset) were measured ~3% faster but lost too many decisions: on the trained
-  MiniLM they fell below 99% agreement where this keeps it (`python -m experiments.int8_levers`).
-
-Static Q/K/V groups then fuse with the attention kernel they feed: the three `MatMulIntegerToFloat`s and the
-`MultiHeadAttention` become one onnxruntime `QAttention` (`fuse_qkv`), bit-identical and three nodes fewer per
-layer. A smoothed attention output's `Mul` then folds into the QAttention's V columns
-(`fold_attention_smoothing`; equal up to rounding, and measured by the gates like the rest of the rewrite).
-
-Either way a token's integers depend only on that token and on constants, so a row's scores equal its scores
-alone up to float rounding. onnxruntime's own dynamic quantization takes one scale over the whole batch tensor,
-padding rows included, so a row's scores there changed with its neighbours. The small head layers (Gemm:
-pooler, classifier) run once per row and stay fp32. Large embedding tables (the word embeddings: 94 MB of a
-134 MB DistilBERT-base fp32 graph) are stored 8-bit when the gate still passes with them, else fp16 (cast to fp32
-after the lookup). 8-bit tables keep one scale per block of 64 columns of a row (onnxruntime's fused
-`GatherBlockQuantized`), a quarter of the fp32 bytes: the weights file is memory-mapped, so the rows a workload
-touches are what it holds resident (8-12 MB less than fp16 on the benchmark's models). Blocks, not whole rows:
-word-embedding rows have outlier dimensions, so whole 8-bit rows lose 0.8-1.6% of each value (MiniLM,
-DistilBERT), blocks of 64 0.6-0.8%, fp16 0.02% (`python -m experiments.embedding_storage`); the gate decides.
-
-Why 7-bit weights (saturation). On x86 CPUs with AVX2 but no VNNI, onnxruntime's u8s8 kernel uses vpmaddubsw,
-which adds pairs of u8*s8 products into a saturating int16. With weights in -63..63 the largest pair is
-2 * 255 * 63 = 32130 < 32767: it cannot saturate, whatever the activation's zero point, and VNNI and AVX-512
-kernels accumulate in int32, so every x86 kernel returns the same exact integers and the same file gives the
-same answers everywhere, with no session option. (tests/test_quantize.py checks the kernel's output against
-numpy's exact integer product on this CPU; full 8-bit weights measured int32 errors of ~7e4 on an AVX2 CPU.)
-
-Search. Try every group static and measure top-1 agreement with fp32 through the engine's own run time on the
-verification inputs; then every group smoothed static. If both fall below the bound, estimate each group's damage
-from a static scale (that group alone static, in the form that came closer, the rest fp32, on a small subset of
-the inputs), order groups by logit error per weight element, and bisect on how many of the worst to make dynamic:
-the fewest that reach the bound. If even every group dynamic falls short, a bisection first finds how many groups
-(MatMul groups and embedding tables, ordered by their dynamic damage) to keep fp32; the other groups then go
-through the static/dynamic bisection. Last, the passing recipe is tried with 8-bit embedding tables, kept if it
-still passes. The manifest lists the static, dynamic and fp32 nodes, the smoothing and the tables' storage.
-`python -m experiments.int8_levers` measures the forms against each other. The export code may add further checks
-(`Check`: a figure of the candidate graph and its bound, e.g. zero-shot ranking agreement for NLI models); a recipe
-passes only when every one holds, and each figure is recorded with the recipes tried.
+Every MatMul with a constant weight becomes one `MatMulIntegerToFloat` with 7-bit per-channel weights (no int16
+saturation on AVX2 without VNNI); each group of MatMuls sharing an input gets a static (optionally smoothed) or a
+per-token dynamic activation scale, chosen by a search that must keep fp32's top-1 decisions (the `Check`s);
+large embedding tables are stored 8-bit in blocks or fp16. Why each choice, with the experiments that measured
+it: docs/design/int8.md.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ server read it with `read()`.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,8 @@ def cannot_read(path: Path, exc: OSError) -> ModelLoadError:
         return ModelLoadError(f"{path} is not a regular file; re-export the model")
     if isinstance(exc, FileNotFoundError):
         return ModelLoadError(
-            f"{path.name} is missing from {path.parent}; make the directory again with `engine export` or "
-            "`engine adopt`"
+            f"{path.name} is missing from {path.parent}; re-export the model (`engine export` or `engine adopt` "
+            "into a new directory)"
         )
     return ModelLoadError(f"cannot read {path}: {exc}; check its permissions or re-export the model")
 
@@ -131,7 +132,7 @@ def cannot_read(path: Path, exc: OSError) -> ModelLoadError:
 def read(directory: str | Path) -> Manifest:
     """Read and validate `directory`/manifest.json (the manifest only: cheap, no weights)."""
     path = Path(directory)
-    if not (path / MANIFEST_FILE).is_file():
+    if not os.path.lexists(path / MANIFEST_FILE):  # a special file there is refused below, by read_regular
         from engine.model.resolve import describe_path
 
         raise ModelLoadError(describe_path(path))

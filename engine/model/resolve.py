@@ -58,7 +58,8 @@ def describe_path(path: Path) -> str:
     names = {p.name for p in path.iterdir()} | {f"onnx/{p.name}" for p in (path / "onnx").glob("*.onnx")}
     if any(n.endswith(".onnx") for n in names):
         return (
-            f"{path} is an ONNX export, not an engine model directory; make one with `engine adopt {path} --output NEW`"
+            f"{path} has no {MANIFEST_FILE}: it is an ONNX export, not an engine model directory (or one that lost "
+            f"its manifest: re-export it); make one with `engine adopt {path} --output NEW`"
         )
     if "config.json" in names and names & {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"}:
         return (
@@ -78,7 +79,7 @@ def resolve(name: str | Path | None, log: Callable[[str], object] | None = None)
     # a path: a Path, anything that exists, or a string that does not look like org/name or whose folder exists here
     local_parent = path.parent != Path(".") and path.parent.is_dir()
     if isinstance(name, Path) or path.exists() or local_parent or (os.sep in str(name) and not HUB_ID.match(str(name))):
-        if (path / MANIFEST_FILE).is_file():
+        if os.path.lexists(path / MANIFEST_FILE):  # the loader checks it is a regular file
             return path
         raise ModelLoadError(describe_path(path))
     alias = ALIASES.get(str(name))
