@@ -44,3 +44,13 @@ def test_heldout_sentences(classifier: TextClassifier) -> None:
     assert len(wrong) <= 0.03 * len(rows), wrong
     per_language = Counter(label for label, _, _ in wrong)
     assert max(per_language.values(), default=0) <= 2, wrong
+
+
+def test_the_default_when_no_model_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """`TextClassifier.load()` and `engine classify TEXT` use the shipped model: the README's first command."""
+    from engine.cli import main
+
+    assert TextClassifier.load().model.info.path == MODEL
+    assert main(["classify", "Où est la gare, s'il vous plaît ? Je voudrais acheter un billet pour Lyon."]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert '"label": "fr"' in first.split("},")[0]
