@@ -743,6 +743,23 @@ def calibration_texts(train_: dict[str, list[Sentence]], path: Path, per_lang: i
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def make_portable(model_dir: Path) -> None:
+    """The oldest tokenizers the package claims (0.15) needs Metaspace's `add_prefix_space`, which newer releases
+    still read (same token ids: tested across versions); the manifest names the model rather than the temporary
+    checkpoint it was exported from, and records the tokenizer's new sha256."""
+    tok_path, manifest_path = model_dir / "tokenizer.json", model_dir / "manifest.json"
+    tok = json.loads(tok_path.read_text(encoding="utf-8"))
+    for key in ("pre_tokenizer", "decoder"):
+        if tok.get(key, {}).get("type") == "Metaspace":
+            tok[key]["add_prefix_space"] = True
+    raw = json.dumps(tok, ensure_ascii=False, indent=2)
+    tok_path.write_text(raw, encoding="utf-8")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    manifest["source"] = "offline-textclf-engine/default-langid"
+    manifest["files"]["tokenizer.json"] = hashlib.sha256(raw.encode("utf-8")).hexdigest()
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -840,6 +857,7 @@ def build(args: argparse.Namespace) -> int:
     t0 = time.time()
     subprocess.run(export_cmd, check=True)
     export_seconds = time.time() - t0
+    make_portable(args.output)
 
     for name, pairs in (("long", ev.long), ("short", ev.short)):
         results["int8 (engine)"][name] = accuracy(pairs, engine_predict(args.output, [t for _, t in pairs]))
