@@ -316,7 +316,7 @@ def test_fused_qkv_attention_is_bit_identical_to_the_separate_nodes(
     the three MatMulIntegerToFloat + MultiHeadAttention it replaces, batched and alone; per-token groups stay as
     they are."""
     fused, runtime = quantized_everywhere(exported, name, "mixed")
-    monkeypatch.setattr(quantize, "fuse_qkv", lambda graph: 0)
+    monkeypatch.setattr(quantize.passes, "fuse_qkv", lambda graph: 0)
     separate, _ = quantized_everywhere(exported, name, "mixed")
     dynamic, _ = quantized_everywhere(exported, name, "dynamic")
     kinds = {
@@ -338,7 +338,7 @@ def test_attention_smoothing_folds_into_the_v_columns(
     """The smoothing Mul after each QAttention goes into V's weight scales and bias: the same scores up to float
     rounding, batched and alone; a Mul whose input has another reader stays."""
     folded, runtime = quantized_everywhere(exported, name, "smoothed")
-    monkeypatch.setattr(quantize, "fold_attention_smoothing", lambda graph: 0)
+    monkeypatch.setattr(quantize.passes, "fold_attention_smoothing", lambda graph: 0)
     smoothed, _ = quantized_everywhere(exported, name, "smoothed")
     monkeypatch.undo()
     muls = [sum(n.op_type == "Mul" for n in m.graph.node) for m in (smoothed, folded)]
@@ -361,7 +361,7 @@ def test_attention_smoothing_folds_into_the_v_columns(
 def test_qkv_fusion_needs_the_int32_mask_and_the_attributes_it_knows(
     exported: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(quantize, "fuse_qkv", lambda graph: 0)
+    monkeypatch.setattr(quantize.passes, "fuse_qkv", lambda graph: 0)
     separate, _ = quantized_everywhere(exported, "bert", "static")
     monkeypatch.undo()
     assert quantize.fuse_qkv(onnx.ModelProto.FromString(separate.SerializeToString()).graph) == 2

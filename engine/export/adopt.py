@@ -47,7 +47,7 @@ from engine.export.export import (
 )
 from engine.model.fileio import read_regular
 from engine.model.manifest import ModelInfo
-from engine.model.onnx_scan import _Corrupt, check_graph, scan_onnx
+from engine.model.onnx_scan import CorruptGraph, check_graph, scan_onnx
 
 FP32_GRAPH = "model.onnx"
 GRAPH_DIRS = ("", "onnx")  # optimum puts graphs at the root, transformers.js under onnx/
@@ -180,7 +180,7 @@ def read_graph(source: Source, rel: str) -> bytes:
     data = read_regular(source.fetch(rel))[0]
     try:
         external = scan_onnx(data).external_tensors
-    except _Corrupt:
+    except CorruptGraph:
         return data  # check_graph says it clearly
     return inline_external_data(source, rel, data) if external else data
 
@@ -256,7 +256,7 @@ def describe(
     else:  # transformers' default names, as many labels as the graph's logits
         try:
             out = scan_onnx(graph).outputs
-        except _Corrupt:
+        except CorruptGraph:
             out = ()
         width = out[0].shape[1] if out and out[0].shape and len(out[0].shape) == 2 else None
         if not isinstance(width, int):

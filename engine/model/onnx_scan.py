@@ -17,7 +17,7 @@ from engine.errors import ModelLoadError
 GRAPH_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what a sequence classifier may take
 
 
-class _Corrupt(Exception):
+class CorruptGraph(Exception):
     """The bytes are not a well-formed protobuf message."""
 
 
@@ -45,7 +45,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         pos, shift = pos + 1, shift + 7
         if byte < 0x80:
             return value, pos
-    raise _Corrupt
+    raise CorruptGraph
 
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
@@ -63,15 +63,15 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int | memoryview]]:
         elif wire in (1, 5):  # fixed 64 / 32 bits
             pos += 8 if wire == 1 else 4
         else:  # groups (3, 4) are not used by ONNX; 6 and 7 do not exist
-            raise _Corrupt
+            raise CorruptGraph
         if number == 0 or pos > len(buf):
-            raise _Corrupt
+            raise CorruptGraph
         yield number, value
 
 
 def _message(value: int | memoryview) -> memoryview:
     if not isinstance(value, memoryview):
-        raise _Corrupt
+        raise CorruptGraph
     return value
 
 
@@ -163,11 +163,11 @@ def _external_tensors(model: memoryview) -> list[ExternalTensor]:
 
 
 def scan_onnx(data: bytes) -> GraphSummary:
-    """Inputs, outputs and external-data tensors of a serialized ModelProto. Raises _Corrupt on malformed bytes."""
+    """Inputs, outputs and external-data tensors of a serialized ModelProto. Raises CorruptGraph on malformed bytes."""
     model = memoryview(data)
     graphs = [value for number, value in _fields(model) if number == 7]
     if len(graphs) != 1:
-        raise _Corrupt
+        raise CorruptGraph
     inputs: list[GraphValue] = []
     outputs: list[GraphValue] = []
     initializers: set[str] = set()
@@ -216,7 +216,7 @@ def check_graph(
     `num_labels` outputs, before onnxruntime parses it."""
     try:
         graph = scan_onnx(data)
-    except _Corrupt:
+    except CorruptGraph:
         raise ModelLoadError(f"{where} is not a valid ONNX model (truncated or corrupt); re-export the model") from None
     for tensor in graph.external_tensors:
         why = _external_refusal(tensor, data_file, data_size)
