@@ -472,4 +472,3 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path, model: Path) -> No
         assert not state.exists()
         outcomes.append((point, committed))
     print("kill points (requested, chunks committed at the kill):", outcomes)
-    assert len((tmp_path / "large.out.jsonl").read_text().splitlines()) == 5000
