@@ -10,6 +10,7 @@ Each probe starts a fresh `engine serve MODEL_DIR --threads 1 --cache-size 0` su
 - big: one request of 4,000 short texts (under the default --max-queue, so both versions run it), then a small
   request 1 s later.
 - flood: 24 concurrent requests of 1,500 texts, then a small request 1 s later (client timeout 60 s).
+- flood-large: the same with 18,000 texts a request (~1 MB bodies; over the default --max-queue since issue 30).
 
 The small request's wait is its round trip. Every probe is bounded (connections, inputs, a 60 s client timeout).
 `--engine-root` runs the server from another checkout, e.g. the code before issue 30:
@@ -185,10 +186,10 @@ async def probe_big(served: Served) -> dict[str, Any]:
     return {"wait": wait_figure([small]), "note": f"the big request: {big_status} in {big_wait:.1f} s"}
 
 
-async def probe_flood(served: Served) -> dict[str, Any]:
+async def probe_flood(served: Served, inputs: int = 1500) -> dict[str, Any]:
     url = f"{served.base}/models/{served.model}"
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=64)) as http:
-        flood = [asyncio.create_task(timed_post(http, url, texts(1500, f"flood {c}"))) for c in range(24)]
+        flood = [asyncio.create_task(timed_post(http, url, texts(inputs, f"flood {c}"))) for c in range(24)]
         await asyncio.sleep(1)
         small = await timed_post(http, url, ["the small one"])
         results = await asyncio.gather(*flood)
@@ -199,7 +200,17 @@ async def probe_flood(served: Served) -> dict[str, Any]:
     return {"wait": wait_figure([small]), "note": f"the 24 large requests: {answered}"}
 
 
-PROBES = {"slow": probe_slow, "disconnect": probe_disconnect, "big": probe_big, "flood": probe_flood}
+async def probe_flood_large(served: Served) -> dict[str, Any]:
+    return await probe_flood(served, 18_000)  # ~1 MB bodies (just under the limit), as in the issue's flood
+
+
+PROBES = {
+    "slow": probe_slow,
+    "disconnect": probe_disconnect,
+    "big": probe_big,
+    "flood": probe_flood,
+    "flood-large": probe_flood_large,
+}
 
 
 def main() -> int:

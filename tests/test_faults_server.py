@@ -245,7 +245,8 @@ def test_clients_that_leave_cost_one_log_line_and_no_work(model_dir: Path, caplo
         until(lambda: served.worker.queued == 8, "the 8 requests queued")
         for s in leavers:
             s.close()
-        until(lambda: served.worker.stats.dropped_requests == 8, "the 8 requests dropped")
+        described = f"{base}/models/{MODEL}"
+        until(lambda: httpx.get(described, headers=AUTH).json().get("dropped_requests") == 8, "8 requests dropped")
         assert served.worker.queued == 0 and served.worker.queued_inputs == 0
         halfway = []
         for _ in range(3):  # headers and part of the body, then gone
@@ -257,8 +258,8 @@ def test_clients_that_leave_cost_one_log_line_and_no_work(model_dir: Path, caplo
         assert blocker.result().status_code == 200
         live = httpx.post(f"{base}/models/{MODEL}", json={"inputs": "still here"}, headers=AUTH)
         assert live.status_code == 200
-        stats = served.worker.stats
-        assert stats.inputs == 2 and stats.dropped_inputs == 3200  # the blocker and the live request only
+        stats = httpx.get(described, headers=AUTH).json()
+        assert stats["inputs"] == 2 and stats["dropped_inputs"] == 3200  # the blocker and the live request only
         assert [len(run) for run in gate.runs] == [1, 1]
         assert metric(base, "engine_dropped_inputs_total", model=MODEL) == 3200
         assert metric(base, "engine_rejections_total", reason="client_gone") == 11
@@ -414,7 +415,7 @@ def test_sigterm_with_a_client_stalled_mid_body_exits_after_the_grace(model_dir:
 
 
 def test_share_out_is_round_robin_and_fills_the_budget() -> None:
-    from engine.serving_worker import Job, share_out
+    from engine.serve.worker import Job, share_out
 
     def sizes(*jobs: Job, budget: int = 128) -> list[tuple[int, int]]:
         return [(len(job.inputs), b - a) for job, a, b in share_out(jobs, budget)]

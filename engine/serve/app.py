@@ -148,8 +148,14 @@ class Metrics:
         )
         self.connections = Gauge("engine_open_connections", "open HTTP connections", registry=r)
         for m in models:
+<<<<<<< HEAD:engine/serve/app.py
             self.queue_inputs.labels(m.name).set_function(functools.partial(lambda w: float(w.queued_inputs), m.worker))
             self.queue_requests.labels(m.name).set_function(functools.partial(lambda w: float(w.queued), m.worker))
+=======
+            worker = m.worker
+            self.queue_inputs.labels(m.name).set_function(functools.partial(getattr, worker, "queued_inputs"))
+            self.queue_requests.labels(m.name).set_function(functools.partial(getattr, worker, "queued"))
+>>>>>>> wip-faults:engine/server.py
 
     # WorkerEvents
     def model_run(self, model: str, inputs: int, requests: int, seconds: float) -> None:
@@ -321,8 +327,12 @@ class Server:
             self.metrics.reject("queue_full" if isinstance(exc, Overloaded) else "too_large")
             raise HTTPError.of(exc, retry_after=worker.retry_after()) from None
         gone = asyncio.ensure_future(disconnected(request))
+        waiting: set[asyncio.Future[Any]] = {result, gone}
         try:
+<<<<<<< HEAD:engine/serve/app.py
             waiting: set[asyncio.Future[Any]] = {result, gone}
+=======
+>>>>>>> wip-faults:engine/server.py
             done, _ = await asyncio.wait(waiting, timeout=self.config.queue_timeout, return_when="FIRST_COMPLETED")
             if not done and worker.withdraw(job):
                 self.metrics.reject("queue_timeout")
@@ -554,6 +564,7 @@ class ReadDeadlines(H11Protocol):
     def connection_made(self, transport: Any) -> None:
         self._timer: asyncio.TimerHandle | None = None
         self._phase = ""
+        self._refused = False
         super().connection_made(transport)
         self._count()
         if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
@@ -567,6 +578,8 @@ class ReadDeadlines(H11Protocol):
         self._count()
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # answered already: drop it
         super().data_received(data)
         self._follow()
 
@@ -580,7 +593,7 @@ class ReadDeadlines(H11Protocol):
 
     def _follow(self) -> None:
         """Arm the timer of the phase the client is in: headers, body, or none (answered, or idle)."""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             self._disarm()
             return
         state = self.conn.their_state
@@ -605,7 +618,7 @@ class ReadDeadlines(H11Protocol):
 
     def _late(self) -> None:
         phase, self._timer, self._phase = self._phase, None, ""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._refused:
             return
         if phase == "headers":
             message = f"the request headers did not arrive within {self.header_timeout:g} s"
@@ -618,15 +631,22 @@ class ReadDeadlines(H11Protocol):
             self.transport.close()
 
     def _reject(self, reason: str, status: int, phrase: str, message: str) -> None:
-        """Answer before any request was read (h11 cannot: it has no request to answer), then close."""
+        """Answer before any request was read (h11 cannot: it has no request to answer). The answer is followed
+        by a half-close, and whatever the client still sends is read and dropped until it closes too (at most
+        BACKSTOP seconds): closing at once would reset the connection and lose the answer."""
         if self.metrics is not None:
             self.metrics.reject(reason)
         body = json.dumps({"error": message}).encode()
         headers = [f"HTTP/1.1 {status} {phrase}", "content-type: application/json", f"content-length: {len(body)}"]
         headers += ["retry-after: 1"] if status == 503 else []
         head = "\r\n".join([*headers, "connection: close", "", ""])
+        self._refused = True
         self.transport.write(head.encode() + body)
-        self.transport.close()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(BACKSTOP, self.transport.close)
+        else:
+            self.transport.close()
 
 
 def raise_open_files_limit() -> int | None:
