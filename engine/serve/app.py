@@ -148,14 +148,9 @@ class Metrics:
         )
         self.connections = Gauge("engine_open_connections", "open HTTP connections", registry=r)
         for m in models:
-<<<<<<< HEAD:engine/serve/app.py
-            self.queue_inputs.labels(m.name).set_function(functools.partial(lambda w: float(w.queued_inputs), m.worker))
-            self.queue_requests.labels(m.name).set_function(functools.partial(lambda w: float(w.queued), m.worker))
-=======
             worker = m.worker
             self.queue_inputs.labels(m.name).set_function(functools.partial(getattr, worker, "queued_inputs"))
             self.queue_requests.labels(m.name).set_function(functools.partial(getattr, worker, "queued"))
->>>>>>> wip-faults:engine/server.py
 
     # WorkerEvents
     def model_run(self, model: str, inputs: int, requests: int, seconds: float) -> None:
@@ -329,10 +324,6 @@ class Server:
         gone = asyncio.ensure_future(disconnected(request))
         waiting: set[asyncio.Future[Any]] = {result, gone}
         try:
-<<<<<<< HEAD:engine/serve/app.py
-            waiting: set[asyncio.Future[Any]] = {result, gone}
-=======
->>>>>>> wip-faults:engine/server.py
             done, _ = await asyncio.wait(waiting, timeout=self.config.queue_timeout, return_when="FIRST_COMPLETED")
             if not done and worker.withdraw(job):
                 self.metrics.reject("queue_timeout")
