@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from engine.errors import InvalidRequestError
 from engine.model.resolve import DEFAULT_MODEL
 from engine.runtime.postprocess import Activation
+from engine.tasks import registry
+from engine.tasks.registry import TaskName
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -84,7 +86,7 @@ def _run(model: str | None, texts: list[str], args: argparse.Namespace) -> int:
     else:
         from engine.tasks.text_classification import TextClassifier
 
-        if info.task == "zero-shot-classification":
+        if registry.task_of(info) is TaskName.ZERO_SHOT:
             print(
                 f"note: {model} is a zero-shot (NLI) model: without --candidate-labels it answers its own labels "
                 f"{list(info.labels)}; give --candidate-labels A,B,C to classify by your labels",
