@@ -14,7 +14,7 @@ the lifespan start-up before it listens).
 Hostile clients are held off by uvicorn's own settings (`uvicorn_config`): limit_concurrency caps connections
 below the open-files limit (503 past it), timeout_keep_alive closes idle connections, timeout_graceful_shutdown
 bounds a SIGTERM, h11_max_incomplete_event_size bounds the headers. uvicorn has no deadline for reading a
-request, so `ReadDeadlines`, a subclass of its h11 protocol, arms one with the same timers it uses for
+request, so `ReadDeadlines` (engine.serve.limits), a subclass of its h11 protocol, arms one with the same timers it uses for
 keep-alive: the headers must arrive within `header_timeout` of the connection (or of the first byte of the next
 request), the body within `body_timeout` of the headers (answered 408 by the route that reads it; the protocol
 closes the connection a second later whoever reads it). `GET /metrics` gives Prometheus text: requests by route
@@ -26,64 +26,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import EngineError, Overloaded
 
 try:
-    import h11
-    import uvicorn
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    import uvicorn  # noqa: F401  (checked here: engine.serve.limits runs it)
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
-    from uvicorn.protocols.http.h11_impl import H11Protocol
 except ImportError as exc:  # engine.cli prints this instead of a traceback
     raise EngineError(
         "engine serve needs the server extra: pip install 'offline-textclf-engine[server]' "
         f"(starlette, uvicorn, prometheus-client; missing: {exc.name})"
     ) from exc
 from engine.serve import wire as api
+from engine.serve.config import DEFAULT_MAX_BODY, ServerConfig  # noqa: F401  (engine serve's configuration)
+from engine.serve.limits import connection_cap, raise_open_files_limit, uvicorn_config  # noqa: F401
+from engine.serve.metrics import CountRequests, Metrics
 from engine.serve.models import ResultCache, ServedModel
 from engine.serve.wire import HTTPError, Parsed
 from engine.serve.worker import Job, JobResult, State
 from engine.tasks import registry
 from engine.tasks.registry import TaskName
 
-DEFAULT_MAX_BODY = 1 << 20
 MAX_CACHED_BODY = 64 << 10  # larger requests are not cached: the cache stays small
-MAX_HEADER_BYTES = 16 << 10  # h11's own default, made explicit: larger headers get uvicorn's 400
-FD_RESERVE = 64  # open files kept for everything but connections: models, logs, the listener, the event loop
-BACKSTOP = 1.0  # seconds after the body deadline at which the protocol closes a connection nobody answered
 
 log = logging.getLogger("engine.serve")
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """`tokens` empty: no authentication (local use). `preload`: load and warm every model before listening
-    (`engine serve` does, unless --lazy); otherwise a model loads on its first request. Times in seconds;
-    `queue_timeout` None: a request waits in the queue as long as it takes (the queue bound still holds)."""
-
-    tokens: tuple[str, ...] = ()
-    max_body_bytes: int = DEFAULT_MAX_BODY
-    cache_size: int = 1024
-    preload: bool = False
-    header_timeout: float = 10.0
-    body_timeout: float = 30.0
-    keep_alive: float = 5.0
-    queue_timeout: float | None = None
-    max_connections: int = 512
-    shutdown_grace: float = 20.0
 
 
 class ClientGone(ClientDisconnect):
@@ -92,107 +68,6 @@ class ClientGone(ClientDisconnect):
     def __init__(self, when: str) -> None:
         super().__init__(when)
         self.when = when
-
-
-class Metrics:
-    """The server's Prometheus metrics, in a registry of its own (several servers in one process stay apart).
-    Also the workers' `events`: prometheus_client's metrics are thread-safe."""
-
-    def __init__(self, models: Sequence[ServedModel]) -> None:
-        self.registry = r = CollectorRegistry()
-        self.requests = Counter(
-            "engine_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r
-        )
-        self.rejections = Counter(
-            "engine_rejections",
-            "requests or connections refused or cut short, by reason: queue_full, too_large, queue_timeout, "
-            "connections, header_timeout, body_timeout, client_gone",
-            ["reason"],
-            registry=r,
-        )
-        self.queue_inputs = Gauge("engine_queue_inputs", "model inputs waiting to run", ["model"], registry=r)
-        self.queue_requests = Gauge(
-            "engine_queue_requests", "requests waiting for inputs to run", ["model"], registry=r
-        )
-        self.waits = Histogram(
-            "engine_queue_wait_seconds",
-            "from a request's arrival in the queue to the first model run with its inputs",
-            ["model"],
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
-        )
-        self.batch_inputs = Histogram(
-            "engine_batch_inputs",
-            "model inputs per model run",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=r,
-        )
-        self.batch_requests = Histogram(
-            "engine_batch_requests",
-            "requests sharing one model run",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=r,
-        )
-        self.inference = Histogram(
-            "engine_inference_seconds",
-            "duration of one model run",
-            ["model"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r,
-        )
-        self.inputs = Counter("engine_inputs", "model inputs run", ["model"], registry=r)
-        self.dropped_inputs = Counter(
-            "engine_dropped_inputs", "model inputs never run because their client went away", ["model"], registry=r
-        )
-        self.connections = Gauge("engine_open_connections", "open HTTP connections", registry=r)
-        for m in models:
-            worker = m.worker
-            self.queue_inputs.labels(m.name).set_function(functools.partial(getattr, worker, "queued_inputs"))
-            self.queue_requests.labels(m.name).set_function(functools.partial(getattr, worker, "queued"))
-
-    # WorkerEvents
-    def model_run(self, model: str, inputs: int, requests: int, seconds: float) -> None:
-        self.batch_inputs.labels(model).observe(inputs)
-        self.batch_requests.labels(model).observe(requests)
-        self.inference.labels(model).observe(seconds)
-        self.inputs.labels(model).inc(inputs)
-
-    def queue_wait(self, model: str, seconds: float) -> None:
-        self.waits.labels(model).observe(seconds)
-
-    def dropped(self, model: str, inputs: int) -> None:
-        self.dropped_inputs.labels(model).inc(inputs)
-        self.rejections.labels("client_gone").inc()
-
-    def reject(self, reason: str) -> None:
-        self.rejections.labels(reason).inc()
-
-
-class CountRequests:
-    """ASGI middleware: every answer counted by its route's path template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = [500]
-
-        async def counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counted)
-        finally:
-            route = scope.get("route")
-            self.metrics.requests.labels(getattr(route, "path", "unmatched"), str(status[0])).inc()
 
 
 class Server:
@@ -536,152 +411,3 @@ async def disconnected(request: Request) -> None:
     """Returns once the client has gone: after the body, uvicorn's receive() waits for `http.disconnect`."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-class ReadDeadlines(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for reading each request, armed with the event loop timers that
-    uvicorn uses for keep-alive. uvicorn arms its keep-alive timer only after a response, so a connection that
-    sends nothing, or dribbles its headers or body, would hold its socket and memory for ever. Here the headers
-    must arrive within `header_timeout` (408, then the connection is closed), the body within `body_timeout` of
-    them (the route reading it answers 408; the connection is closed `BACKSTOP` seconds later whatever the app
-    did); between requests uvicorn's keep-alive timer applies. A connection past uvicorn's limit_concurrency is
-    refused with 503 as it opens, so the sockets of slow clients never reach the open-files limit (uvicorn
-    itself would refuse only once the headers had arrived)."""
-
-    header_timeout = 10.0
-    body_timeout = 30.0
-    metrics: Metrics | None = None
-
-    def connection_made(self, transport: Any) -> None:
-        self._timer: asyncio.TimerHandle | None = None
-        self._phase = ""
-        self._refused = False
-        super().connection_made(transport)
-        self._count()
-        if self.limit_concurrency is not None and len(self.connections) > self.limit_concurrency:
-            self._reject("connections", 503, "Service Unavailable", "too many connections; retry shortly")
-            return
-        self._arm("headers", self.header_timeout)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
-        super().connection_lost(exc)
-        self._count()
-
-    def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return  # answered already: drop it
-        super().data_received(data)
-        self._follow()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._follow()
-
-    def _count(self) -> None:
-        if self.metrics is not None:
-            self.metrics.connections.set(len(self.connections))
-
-    def _follow(self) -> None:
-        """Arm the timer of the phase the client is in: headers, body, or none (answered, or idle)."""
-        if self.transport.is_closing() or self._refused:
-            self._disarm()
-            return
-        state = self.conn.their_state
-        if state is h11.IDLE and self.timeout_keep_alive_task is None:
-            if self._phase != "headers":
-                self._arm("headers", self.header_timeout)
-        elif state is h11.SEND_BODY:
-            if self._phase != "body":
-                self._arm("body", self.body_timeout + BACKSTOP)
-        else:
-            self._disarm()
-
-    def _arm(self, phase: str, seconds: float) -> None:
-        self._disarm()
-        self._phase = phase
-        self._timer = self.loop.call_later(seconds, self._late)
-
-    def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._phase = None, ""
-
-    def _late(self) -> None:
-        phase, self._timer, self._phase = self._phase, None, ""
-        if self.transport.is_closing() or self._refused:
-            return
-        if phase == "headers":
-            message = f"the request headers did not arrive within {self.header_timeout:g} s"
-            self._reject("header_timeout", 408, "Request Timeout", message)
-        elif self.cycle is not None and not self.cycle.response_started:  # nobody answered: the backstop
-            if self.metrics is not None:
-                self.metrics.reject("body_timeout")
-            self.transport.close()
-        else:  # answered (408, 413...) while the client still sends its body
-            self.transport.close()
-
-    def _reject(self, reason: str, status: int, phrase: str, message: str) -> None:
-        """Answer before any request was read (h11 cannot: it has no request to answer). The answer is followed
-        by a half-close, and whatever the client still sends is read and dropped until it closes too (at most
-        BACKSTOP seconds): closing at once would reset the connection and lose the answer."""
-        if self.metrics is not None:
-            self.metrics.reject(reason)
-        body = json.dumps({"error": message}).encode()
-        headers = [f"HTTP/1.1 {status} {phrase}", "content-type: application/json", f"content-length: {len(body)}"]
-        headers += ["retry-after: 1"] if status == 503 else []
-        head = "\r\n".join([*headers, "connection: close", "", ""])
-        self._refused = True
-        self.transport.write(head.encode() + body)
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-            self.loop.call_later(BACKSTOP, self.transport.close)
-        else:
-            self.transport.close()
-
-
-def raise_open_files_limit() -> int | None:
-    """Raise the soft RLIMIT_NOFILE to the hard limit (each connection is an open file); the soft limit now in
-    force, or None where there is no such limit (Windows) or it is unlimited."""
-    try:
-        import resource
-    except ImportError:
-        return None
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
-    if soft == resource.RLIM_INFINITY:
-        return None
-    if target > soft:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    return int(soft)
-
-
-def connection_cap(requested: int, open_files: int | None) -> int:
-    """--max-connections, lowered to stay FD_RESERVE below the open-files limit."""
-    if open_files is None:
-        return requested
-    return max(1, min(requested, open_files - FD_RESERVE))
-
-
-def uvicorn_config(app: Starlette, config: ServerConfig, **options: Any) -> uvicorn.Config:
-    """uvicorn's settings for `config`, with ReadDeadlines as the HTTP protocol; `options` go to uvicorn.Config
-    (host, port, log_level, access_log...)."""
-    protocol = type(
-        "ReadDeadlines",
-        (ReadDeadlines,),
-        {"header_timeout": config.header_timeout, "body_timeout": config.body_timeout, "metrics": app.state.metrics},
-    )
-    return uvicorn.Config(
-        app,
-        http=protocol,
-        lifespan="on",
-        limit_concurrency=config.max_connections,
-        timeout_keep_alive=config.keep_alive,  # type: ignore[arg-type]  # a float works: it goes to call_later
-        timeout_graceful_shutdown=config.shutdown_grace,  # type: ignore[arg-type]
-        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        **options,
-    )
