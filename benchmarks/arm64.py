@@ -34,9 +34,10 @@ What it does NOT prove:
   kernels picked for those features. Cores with other features (a Graviton3's SVE with 256-bit vectors, KleidiAI
   SME kernels on real SME hardware) may take other paths.
 - Exactly the detection a device does: under QEMU user mode onnxruntime's cpuinfo library cannot read the CPU
-  list (the root has no /sys; mounting the host's makes it parse x86's /proc/cpuinfo and crash), so onnxruntime
-  takes its own fallback: the features of the auxiliary vector QEMU fills for the CPU model (dot product, I8MM,
-  SVE, BF16, but not SME) and no per-core microarchitecture (no Cortex-A53/A55 narrow-load kernels).
+  list (the root's /sys/devices/system/cpu lists are left empty on purpose: the host's make it parse x86's
+  /proc/cpuinfo and crash), so onnxruntime takes its own fallback: the features of the auxiliary vector QEMU
+  fills for the CPU model (dot product, I8MM, SVE, BF16, but not SME) and no per-core microarchitecture (no
+  Cortex-A53/A55 narrow-load kernels).
 - Thread effects: one intra-op thread on both sides.
 """
 
@@ -131,6 +132,18 @@ def ensure_root(root: Path, binfmt: bool) -> None:
     ready.write_text(f"{SUITE} arm64, {'second stage under binfmt' if binfmt else 'unpacked only'}\n")
 
 
+def cpuinfo_stubs(root: Path) -> None:
+    """Empty CPU lists in the root's /sys: onnxruntime's cpuinfo reads them first, fails cleanly and onnxruntime
+    falls back to the auxiliary vector. Without them qemu -L hands it the host's /sys and x86 /proc/cpuinfo, and it
+    crashes on those (a chroot without /sys fails cleanly either way)."""
+    cpu_dir = root / "sys" / "devices" / "system" / "cpu"
+    if os.path.ismount(root / "sys"):
+        return
+    cpu_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("possible", "present"):
+        (cpu_dir / name).touch()
+
+
 def root_python(root: Path) -> str:
     """The root's python3 version, e.g. '3.11' (python3 is a symlink to python3.X)."""
     return os.readlink(root / "usr" / "bin" / "python3").removeprefix("python")
@@ -167,13 +180,20 @@ def ensure_wheels(root: Path) -> dict[str, str]:
 class Arm64:
     """Runs the root's Python as an arm64 process: chroot through binfmt_misc, else qemu-aarch64-static -L."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, use_binfmt: bool = True) -> None:
         ensure_tools()
-        self.binfmt = binfmt_ready()
+        self.binfmt = use_binfmt and binfmt_ready()
         ensure_root(root, self.binfmt)
+        cpuinfo_stubs(root)
         self.versions = ensure_wheels(root)
         self.root = root
-        self.how = "chroot, binfmt_misc" if self.binfmt else "qemu-aarch64-static -L (no binfmt_misc)"
+        self.how = "chroot, binfmt_misc" if self.binfmt else "qemu-aarch64-static -L, no binfmt_misc"
+
+    def path(self, inside: str) -> str:
+        """A path of the root as the arm64 process names it: from the root's / in the chroot; the host's own path
+        under -L (where onnxruntime resolves an opened file through /proc/self/fd to its host path, and refuses
+        external data whose host path is not under the model directory it was given)."""
+        return inside if self.binfmt else str(self.root / inside.lstrip("/"))
 
     def mount_proc(self) -> bool:
         """Mount /proc inside the root for the chroot (onnxruntime reads external data through /proc/self/fd and
@@ -193,14 +213,15 @@ class Arm64:
             "PATH": "/usr/bin:/bin",
             "HOME": "/root",
             "LANG": "C.UTF-8",
-            "PYTHONPATH": f"{SITE}:{IN_ROOT}/src",
+            "PYTHONPATH": f"{self.path(SITE)}:{self.path(IN_ROOT)}/src",
             "PYTHONDONTWRITEBYTECODE": "1",
             "ENGINE_VERIFY_CACHE": "off",
             "QEMU_CPU": cpu,
         }
         if self.binfmt:
             return [shutil.which("chroot") or "/usr/sbin/chroot", str(self.root), "/usr/bin/python3", *args], env
-        # -L: absolute paths that exist under ROOT are read there (the loader, libraries, /engine-arm64, /opt)
+        # -L: an absolute path that exists under ROOT is read there (the loader, the libraries); Python finds its
+        # standard library from its own path (ROOT/usr)
         qemu = shutil.which("qemu-aarch64-static") or "qemu-aarch64-static"
         python = str(self.root / "usr" / "bin" / f"python{root_python(self.root)}")
         return [qemu, "-L", str(self.root), "-cpu", cpu, python, *args], env
@@ -608,10 +629,8 @@ def run_emulated(arm64: Arm64, cpus: list[str], log_dir: Path) -> dict[str, subp
     """One emulated worker per CPU model, all at once (each is one thread)."""
     procs = {}
     for cpu in cpus:
-        output = f"{IN_ROOT}/out/{cpu}"
-        for suffix in (".npz", ".json"):  # exist beforehand: under -L a path is read from the root only if it exists
-            (arm64.root / output.lstrip("/")).with_suffix(suffix).touch()
-        cmd, env = arm64.command(cpu, ["-m", "benchmarks.arm64", "--worker", f"{IN_ROOT}/job.json", "--output", output])
+        job, output = arm64.path(f"{IN_ROOT}/job.json"), arm64.path(f"{IN_ROOT}/out/{cpu}")
+        cmd, env = arm64.command(cpu, ["-m", "benchmarks.arm64", "--worker", job, "--output", output])
         log = (log_dir / f"{cpu}.log").open("wb")
         print(f"  arm64 {cpu}: {' '.join(cmd)}", flush=True)
         procs[cpu] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd="/")
@@ -868,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="the arm64 Debian root (made if missing)")
     parser.add_argument("--work", type=Path, default=DEFAULT_WORK, help="models and results (reused when present)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "arm64.md")
+    parser.add_argument("--no-binfmt", action="store_true", help="run qemu-aarch64-static -L even with binfmt_misc")
     parser.add_argument("--report-only", action="store_true", help="report the last run's outputs again")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -876,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
         worker(args.worker, args.output)
         return 0
     print("arm64 environment ...", flush=True)
-    arm64 = Arm64(args.root)
+    arm64 = Arm64(args.root, use_binfmt=not args.no_binfmt)
     print("models ...", flush=True)
     args.work.mkdir(parents=True, exist_ok=True)
     job_dir = args.work / "job"
