@@ -64,10 +64,10 @@ def train(out: Path, data: Any, epochs: int, log: Any) -> None:
 
 
 def measure(ckpt: Path, model_dir: Path, test: list[tuple[str, int]], log: Any) -> dict[str, Any]:
-    from engine.tasks.text_classification import TextClassifier
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from engine.export import export as ex
+    from engine.tasks.text_classification import TextClassifier
 
     from . import train as tr
 
