@@ -11,15 +11,14 @@ The shapes are engine.serve.wire's (pure functions); this module only wires them
 `ServerConfig.preload` every model is loaded and warmed before the server accepts a connection (uvicorn runs
 the lifespan start-up before it listens).
 
-Hostile clients are held off by uvicorn's own settings (`uvicorn_config`): limit_concurrency caps connections
-below the open-files limit (503 past it), timeout_keep_alive closes idle connections, timeout_graceful_shutdown
-bounds a SIGTERM, h11_max_incomplete_event_size bounds the headers. uvicorn has no deadline for reading a
-request, so `ReadDeadlines` (engine.serve.limits), a subclass of its h11 protocol, arms one with the same timers
-it uses for keep-alive: the headers must arrive within `header_timeout` of the connection (or of the first byte
-of the next request), the body within `body_timeout` of the headers (answered 408 by the route that reads it; the protocol
-closes the connection a second later whoever reads it). `GET /metrics` gives Prometheus text: requests by route
-and status, queue depth and wait, batch sizes, inference time, rejections, dropped work. Needs the `server`
-extra.
+Hostile clients are held off by uvicorn's own settings (`uvicorn_config`): limit_concurrency caps connections below
+the open-files limit (503 past it), timeout_keep_alive closes idle connections, timeout_graceful_shutdown bounds a
+SIGTERM, h11_max_incomplete_event_size bounds the headers. uvicorn has no deadline for reading a request, so
+`ReadDeadlines` (engine.serve.limits), a subclass of its h11 protocol, arms one with the same timers it uses for
+keep-alive: the headers must arrive within `header_timeout` of the connection (or of the first byte of the next
+request), the body within `body_timeout` of the headers (answered 408 by the route that reads it; the protocol
+closes the connection a second later whoever reads it). `GET /metrics` gives Prometheus text: requests by route and
+status, queue depth and wait, batch sizes, inference time, rejections, dropped work. Needs the `server` extra.
 """
 
 from __future__ import annotations
