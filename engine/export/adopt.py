@@ -32,7 +32,7 @@ from ..errors import ModelLoadError
 from ..fileio import read_regular
 from ..manifest import ModelInfo
 from ..onnx_scan import _Corrupt, check_graph, scan_onnx
-from . import quantize
+from . import quantize, support
 from .export import (
     EOS_POOLED_MODELS,
     FP32_ATOL,
@@ -331,6 +331,8 @@ def adopt(
         raise ExportError(f"cannot read tokenizer.json of {src.name}: {exc}") from exc
     graph = read_graph(src, chosen)
     desc = describe(config, read_json(src, "tokenizer_config.json", required=False), tokenizer_json, graph)
+    if (warning := support.untested(desc.model_type)) is not None:
+        log(f"warning: {warning}")
     try:
         check_graph(graph, len(desc.labels), Path(chosen))
     except ModelLoadError as exc:
