@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("optimum.onnxruntime")
+pytest.importorskip("transformers")  # the export extra
 
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402

@@ -61,7 +61,7 @@ def search(
     model = onnx.load(str(fp32_path))
     all_targets = targets(model)
     lookups = embedding_targets(model)
-    columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer}
+    columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer if i.dims}  # scalars: transformers 5
     matmul_groups = [g for g in groups(model) if g[0] in all_targets]
     ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
     tried: list[dict[str, Any]] = []
