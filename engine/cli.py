@@ -321,7 +321,7 @@ def serve(argv: Sequence[str]) -> int:
 
 
 def export(argv: Sequence[str]) -> int:
-    """engine/export/export.py; torch, transformers and optimum come with the export extra."""
+    """engine/export/export.py; torch, transformers and onnxscript come with the export extra."""
     try:
         from .export.export import main as export_main
 
