@@ -121,9 +121,9 @@ def test_modernbert_reads_past_512_tokens_through_its_local_layers(exported: Any
     ckpt = checkpoint("modernbert")
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     words = " ".join(checkpoints.sample_texts()).split()
-    long_text = " ".join(words[:400])
+    long_text = ""
     while len(tokenizer(long_text)["input_ids"]) < 700:
-        long_text += " " + " ".join(words[:50])
+        long_text = " ".join(words[: len(long_text.split()) + 10])
     (prediction,) = clf.predict([long_text])
     assert not prediction.truncated and 700 <= prediction.num_tokens <= checkpoints.MODERNBERT_WINDOW
     model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()

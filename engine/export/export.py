@@ -258,6 +258,10 @@ def export_fp32(model: Any, workdir: Path) -> Path:
     """The fp32 graph: through transformers' own exporter (transformers 5), else optimum's (transformers 4.57)."""
     out = workdir / "fp32"
     if transformers_onnx.available():
+        import importlib.util
+
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ExportError("transformers 5 exports through onnxscript: pip install 'offline-textclf-engine[export]'")
         config = model.config
         limit = window(config.model_type, getattr(config, "max_position_embeddings", None), config.pad_token_id, None)
         try:

@@ -15,7 +15,9 @@ ids that are no special token, each row ending in the EOS token (BART pools it, 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import io
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,8 @@ def export_fp32(model: Any, out: Path, max_length: int) -> Path:
     # the export; the checks after it run every verification text through the graph
     sequence = Dim.DYNAMIC(max=max(max_length, sample["input_ids"].shape[1]))
     shapes = {name: {0: Dim.DYNAMIC, 1: sequence} for name in sample}
-    exported = OnnxExporter().export(model, sample, OnnxConfig(dynamic_shapes=shapes, optimize=True))
+    with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx prints each stage ("[torch.onnx] Run ...")
+        exported = OnnxExporter().export(model, sample, OnnxConfig(dynamic_shapes=shapes, optimize=True))
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.onnx"
     onnx_ir.save(exported.program, str(path))
