@@ -358,7 +358,10 @@ def serve(dirs: list[str], token: str) -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     engine = Path(sys.executable).with_name("engine")
-    cmd = [str(engine), "serve", *dirs, "--host", "127.0.0.1", "--port", str(port), "--token", token]
+    tokens = tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False)  # noqa: SIM115  (removed below)
+    tokens.write(token + "\n")
+    tokens.close()
+    cmd = [str(engine), "serve", *dirs, "--host", "127.0.0.1", "--port", str(port), "--token-file", tokens.name]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -376,6 +379,7 @@ def serve(dirs: list[str], token: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(30)
+        Path(tokens.name).unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

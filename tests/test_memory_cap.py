@@ -7,7 +7,9 @@ that peak plus a margin, where it must still finish with exit 0. The limit is, i
 1. a cgroup v2 child with `memory.max` (and `memory.swap.max` 0): the kernel counts resident pages and page cache
    and kills the group's processes past it, the closest thing to a device with that much memory;
 2. a cgroup v1 child of this process's memory cgroup with `memory.limit_in_bytes` (hybrid hierarchies, where the
-   memory controller is still bound to v1): the same accounting and OOM kill;
+   memory controller is still bound to v1): the same accounting and OOM kill. In both, file pages already cached
+   stay charged to the group that first read them (libraries, the model file of the free run), so the group's
+   own peak reads below the process's VmHWM: the limit binds what the run allocates, which is what could grow;
 3. `RLIMIT_AS` set in the child before exec. Looser: it caps the *virtual address space*, not RSS, and
    onnxruntime and numpy reserve far more address space than they touch (glibc's per-thread malloc arenas of
    64 MB, thread stacks, onnxruntime's arena, the memory-mapped weights file), so the limit is the measured
