@@ -116,19 +116,25 @@ def close(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def hub_client_on_loopback() -> Iterator[None]:
-    """HF_HUB_OFFLINE=1 (conftest) makes huggingface_hub's HTTP client refuse every URL: its request hook checks
-    offline mode. The client alone gets one without that hook, which reaches plain http on 127.0.0.1 only."""
-    import httpx2  # huggingface_hub 2.x's HTTP library
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils._http import default_client_factory
+    """HF_HUB_OFFLINE=1 blocks huggingface_hub's HTTP session; allow plain http to 127.0.0.1 only."""
+    import requests
+    from huggingface_hub import configure_http_backend
 
-    def loopback_only(request: httpx2.Request) -> None:
-        if not str(request.url).startswith("http://127.0.0.1:"):
-            raise RuntimeError(f"test tried to reach {request.url}")
+    class LoopbackOnly(requests.adapters.HTTPAdapter):
+        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not str(request.url).startswith("http://127.0.0.1:"):
+                raise RuntimeError(f"test tried to reach {request.url}")
+            return super().send(request, *args, **kwargs)
 
-    set_client_factory(lambda: httpx2.Client(event_hooks={"request": [loopback_only]}, timeout=None))
+    def factory() -> requests.Session:
+        session = requests.Session()
+        session.mount("http://", LoopbackOnly())
+        session.mount("https://", LoopbackOnly())
+        return session
+
+    configure_http_backend(factory)
     yield
-    set_client_factory(default_client_factory)
+    configure_http_backend()
 
 
 def test_inference_client_text_classification(url: str, clf: TextClassifier, hub_client_on_loopback: None) -> None:
