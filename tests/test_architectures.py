@@ -74,7 +74,8 @@ def test_every_tested_type_has_its_checkpoint_and_test(checkpoint: Any) -> None:
 def test_fp32_export_matches_the_pipeline(exported: Any, checkpoint: Any, name: str) -> None:
     path = exported(name, "fp32")
     m = manifest(path)
-    assert m["model_type"] == model_type(checkpoint(name)) and m["precision"] == "fp32"
+    assert m["model_type"] == model_type(checkpoint(name))
+    assert m["precision"] == "fp32"
     assert_matches_pipeline(TextClassifier.load(path), checkpoint(name), [*TEXTS, *PAIRS])
 
 
@@ -93,7 +94,8 @@ def test_manifest_says_whether_attention_was_fused(exported: Any, name: str) -> 
     m = manifest(exported(name, "fp32"))
     v, kind = m["verification"], m["model_type"]
     if kind in FUSED_MODEL_TYPES:
-        assert v["fused_attention_layers"] == 2 and v["attention_fusion"] == "fused (2 layers)"
+        assert v["fused_attention_layers"] == 2
+        assert v["attention_fusion"] == "fused (2 layers)"
     else:  # ModernBERT (local attention), DeBERTa (disentangled attention): the graph as exported, and why
         assert v["fused_attention_layers"] == 0
         assert v["attention_fusion"].startswith(f"not fused: the fusion is not written for model type {kind!r}")
@@ -106,7 +108,8 @@ def test_adopted_plain_export_matches_the_pipeline(
     said: list[str] = []
     out = tmp_path / "model"
     m = adopt_module.adopt(str(published_layout(name, "optimum")), out, log=said.append)
-    assert m["adopted"]["file"] == "model.onnx" and m["precision"] == "fp32"
+    assert m["adopted"]["file"] == "model.onnx"
+    assert m["precision"] == "fp32"
     assert not any("has not been tested" in line for line in said)
     assert_matches_pipeline(TextClassifier.load(out), checkpoint(name), [*TEXTS, *PAIRS])
 
@@ -125,7 +128,8 @@ def test_modernbert_reads_past_512_tokens_through_its_local_layers(exported: Any
     while len(tokenizer(long_text)["input_ids"]) < 700:
         long_text = " ".join(words[: len(long_text.split()) + 10])
     (prediction,) = clf.predict([long_text])
-    assert not prediction.truncated and 700 <= prediction.num_tokens <= checkpoints.MODERNBERT_WINDOW
+    assert not prediction.truncated
+    assert 700 <= prediction.num_tokens <= checkpoints.MODERNBERT_WINDOW
     model = AutoModelForSequenceClassification.from_pretrained(ckpt).eval()
     texts = [long_text, "short", "a text of some twenty tokens, longer than the local window of sixteen tokens"]
     with torch.no_grad():
@@ -140,7 +144,9 @@ def test_modernbert_reads_past_512_tokens_through_its_local_layers(exported: Any
 def test_an_untested_model_type_is_warned(checkpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert support.untested("bert") is None
     warning = support.untested("funnel")
-    assert warning is not None and "'funnel' has not been tested" in warning and "bert" in warning
+    assert warning is not None
+    assert "'funnel' has not been tested" in warning
+    assert "bert" in warning
     monkeypatch.delitem(support.TESTED, "bert")  # as if bert were new: the export warns, then does its checks
     said: list[str] = []
     m = export_models.export(str(checkpoint("bert")), tmp_path / "model", "fp32", log=said.append)

@@ -19,7 +19,9 @@ inside the functions that use them, so `engine adopt` reuses this module's check
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -226,7 +228,7 @@ class ZeroShotGrid:
         """Per label set: (premises, labels) scores."""
         logits = self.runtime.logits(graph, self.grid)[:, self.entail].reshape(len(self.premises), -1)
         bounds = np.cumsum([0, *(len(labels) for labels in self.label_sets)])
-        return [postprocess.softmax(logits[:, a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [postprocess.softmax(logits[:, a:b]) for a, b in itertools.pairwise(bounds)]
 
     def agreement(self, graph: bytes) -> float:
         got = self.scores(graph)
@@ -335,10 +337,8 @@ def tool_versions() -> dict[str, str]:
     out = {"offline-textclf-engine": __version__}
     tools = ("torch", "transformers", "optimum", "optimum-onnx", "onnxscript", "onnx", "onnxruntime", "tokenizers")
     for pkg in (*tools, "numpy"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 

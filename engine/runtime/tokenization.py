@@ -222,10 +222,7 @@ class TextTokenizer:
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
         firsts: list[Encoding | tuple[Encoding, bool] | TextTooLongError]  # whole premises, or (premise, cut)
-        if long_text.chunk:
-            firsts = list(self._tokenized(premises))
-        else:
-            firsts = list(self._capped_premises(premises, trunc))
+        firsts = list(self._tokenized(premises)) if long_text.chunk else list(self._capped_premises(premises, trunc))
         specials = self.specials_pair
         out: list[Premise | TextTooLongError] = []
         try:
