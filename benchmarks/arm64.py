@@ -119,8 +119,16 @@ def ensure_root(root: Path, binfmt: bool) -> None:
     if not (root / "usr" / "bin" / "python3").exists() and not (root / "debootstrap").exists():
         root.mkdir(parents=True, exist_ok=True)
         _run(
-            ["debootstrap", "--arch=arm64", "--foreign", "--variant=minbase", "--include=python3", SUITE, str(root)]
-            + [MIRROR]
+            [
+                "debootstrap",
+                "--arch=arm64",
+                "--foreign",
+                "--variant=minbase",
+                "--include=python3",
+                SUITE,
+                str(root),
+                MIRROR,
+            ]
         )
     if (root / "debootstrap").exists():  # the second stage is pending (it removes /debootstrap when it succeeds)
         if binfmt:
@@ -592,8 +600,11 @@ def probes(out: Path) -> None:
             f"probe{stem}",
             [helper.make_tensor_value_info("a", TensorProto.UINT8, [None, k])],
             [helper.make_tensor_value_info("y", TensorProto.INT32, [None, w.shape[1]])],
-            [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.uint8(0), "za")]
-            + [numpy_helper.from_array(zero, "zw")],
+            [
+                numpy_helper.from_array(w, "w"),
+                numpy_helper.from_array(np.uint8(0), "za"),
+                numpy_helper.from_array(zero, "zw"),
+            ],
         )
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
         (out / f"{stem}.onnx").write_bytes(model.SerializeToString())

@@ -163,7 +163,7 @@ async def probe_disconnect(served: Served) -> dict[str, Any]:
             f"POST /models/{served.model} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             f"x-use-cache: false\r\ncontent-length: {len(body)}\r\n\r\n"
         ).encode()
-        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         writer.write(head + body)
         await writer.drain()
         await asyncio.sleep(0.2)

@@ -126,7 +126,7 @@ def _tiny_bert(names: Sequence[str]) -> Any:
 
     from .models import minilm_dir
 
-    vocab = sum(1 for _ in open(minilm_dir() / "vocab.txt", encoding="utf-8"))
+    vocab = len((minilm_dir() / "vocab.txt").read_text(encoding="utf-8").splitlines())
     config = BertConfig(
         vocab_size=vocab,
         hidden_size=32,

@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 START = time.perf_counter()  # before any import of the system's runtime: cold start counts the imports
@@ -49,7 +50,7 @@ def classify(spec: dict[str, Any]) -> dict[str, Any]:
     batch-1 latency, labels of the held-out texts (agreement) and, for the engine, rows alone vs batched."""
     from . import peers
 
-    texts: list[str] = json.loads(open(spec["corpus_file"], encoding="utf-8").read())
+    texts: list[str] = json.loads(Path(spec["corpus_file"]).read_text(encoding="utf-8"))
     system = peers.load(spec["system"], spec["path"], spec["batch_tokens"])
     loaded = time.perf_counter()
     system.predict(texts[:1])

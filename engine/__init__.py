@@ -32,7 +32,6 @@ from engine.tasks.text_classification import Prediction, TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier, ZeroShotPrediction
 
 __all__ = [
-    "__version__",
     "Activation",
     "ClassificationOutput",
     "CloudflareTextClassificationInput",
@@ -58,6 +57,7 @@ __all__ = [
     "ZeroShotClassifier",
     "ZeroShotPipelineOutput",
     "ZeroShotPrediction",
+    "__version__",
     "score_file",
     "score_records",
 ]

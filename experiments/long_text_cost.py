@@ -19,7 +19,27 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "the movie was good but the plot felt slow and the ending was bad yet the actors were great".split()
+WORDS = [
+    "the",
+    "movie",
+    "was",
+    "good",
+    "but",
+    "the",
+    "plot",
+    "felt",
+    "slow",
+    "and",
+    "the",
+    "ending",
+    "was",
+    "bad",
+    "yet",
+    "the",
+    "actors",
+    "were",
+    "great",
+]
 
 
 def main(argv: list[str] | None = None) -> int:

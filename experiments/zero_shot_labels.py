@@ -33,12 +33,58 @@ TEXT = (
     "Hi, I recently bought a device from your company but it is not working as advertised and I would like "
     "to get reimbursed!"
 )
-POOL = (
-    "refund legal faq politics sports technology science health business finance travel food music art history "
-    "education law religion weather fashion film television books games cars housing jobs crime war peace family "
-    "children animals nature space energy climate medicine shopping banking insurance taxes elections economy "
-    "startups software hardware security privacy marketing"
-).split()
+POOL = [
+    "refund",
+    "legal",
+    "faq",
+    "politics",
+    "sports",
+    "technology",
+    "science",
+    "health",
+    "business",
+    "finance",
+    "travel",
+    "food",
+    "music",
+    "art",
+    "history",
+    "education",
+    "law",
+    "religion",
+    "weather",
+    "fashion",
+    "film",
+    "television",
+    "books",
+    "games",
+    "cars",
+    "housing",
+    "jobs",
+    "crime",
+    "war",
+    "peace",
+    "family",
+    "children",
+    "animals",
+    "nature",
+    "space",
+    "energy",
+    "climate",
+    "medicine",
+    "shopping",
+    "banking",
+    "insurance",
+    "taxes",
+    "elections",
+    "economy",
+    "startups",
+    "software",
+    "hardware",
+    "security",
+    "privacy",
+    "marketing",
+]
 COUNTS = (3, 10, 50)
 
 

@@ -90,11 +90,12 @@ def man_pages(lang: str, rng: random.Random, want: int) -> list[str]:
     out: list[str] = []
     for path in files[:40]:
         try:
-            gzip.open(path).read(1)
+            with gzip.open(path) as f:
+                f.read(1)
             text = man_page_text(path)
         except (OSError, subprocess.SubprocessError):
             continue
-        found = [s for s in sentences(text) if usable(s) and len(s.split()) >= 4 or (lang == "ja" and usable(s))]
+        found = [s for s in sentences(text) if (usable(s) and len(s.split()) >= 4) or (lang == "ja" and usable(s))]
         out += rng.sample(found, min(len(found), max(2, want // 15)))
     return out
 

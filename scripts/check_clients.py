@@ -362,7 +362,7 @@ def serve(dirs: list[str], token: str) -> Iterator[str]:
     tokens.write(token + "\n")
     tokens.close()
     cmd = [str(engine), "serve", *dirs, "--host", "127.0.0.1", "--port", str(port), "--token-file", tokens.name]
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115  (read back after the server exits, closed with it)
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

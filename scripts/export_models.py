@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # a clone that was not pip-installed
 
-from engine.export.export import main  # noqa: E402
+from engine.export.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

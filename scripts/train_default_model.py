@@ -261,9 +261,33 @@ TEXT_MACROS = {"B", "I", "SM", "SB", "BR", "BI", "IB", "IR", "RI", "RB", "UR", "
 ALTERNATING = {"BR", "BI", "IB", "IR", "RI", "RB"}
 # Headings of the sections that hold code (synopsis, library), as the pages of these languages spell them
 CODE_SECTIONS = frozenset(
-    "SYNOPSIS ÜBERSICHT SINOPSIS SINTASSI SINOPSE SAMENVATTING SKŁADNIA POUŽITÍ YLEISKATSAUS ÖSSZEGZÉS KULLANIM "
-    "СИНТАКСИС 書式 概述 总览 大綱 LIBRARY BIBLIOTHEK BIBLIOTHÈQUE BIBLIOTECA BIBLIOTHEEK BIBLIOTEKA KNIHOVNA "
-    "БИБЛИОТЕКА БІБЛІОТЕКА".split()
+    [
+        "SYNOPSIS",
+        "ÜBERSICHT",
+        "SINOPSIS",
+        "SINTASSI",
+        "SINOPSE",
+        "SAMENVATTING",
+        "SKŁADNIA",
+        "POUŽITÍ",
+        "YLEISKATSAUS",
+        "ÖSSZEGZÉS",
+        "KULLANIM",
+        "СИНТАКСИС",
+        "書式",
+        "概述",
+        "总览",
+        "大綱",
+        "LIBRARY",
+        "BIBLIOTHEK",
+        "BIBLIOTHÈQUE",
+        "BIBLIOTECA",
+        "BIBLIOTHEEK",
+        "BIBLIOTEKA",
+        "KNIHOVNA",
+        "БИБЛИОТЕКА",
+        "БІБЛІОТЕКА",
+    ]
 ) | {"TÓM TẮT", "КОРОТКИЙ ОПИС"}
 SKIP_BLOCKS = {"nf": "fi", "EX": "EE", "TS": "TE", "EQ": "EN", "de": "..", "ig": "..", "am": "..", "PS": "PE"}
 
@@ -372,8 +396,36 @@ def _script(ch: str) -> str:
 # English words that no other language here uses as a common word: a translated page keeps some paragraphs in
 # English, which must not be taught as that language.
 ENGLISH_MARKERS = frozenset(
-    "the and with which this that these those from were been have when should would there their into only than "
-    "such other each must because however between following".split()
+    [
+        "the",
+        "and",
+        "with",
+        "which",
+        "this",
+        "that",
+        "these",
+        "those",
+        "from",
+        "were",
+        "been",
+        "have",
+        "when",
+        "should",
+        "would",
+        "there",
+        "their",
+        "into",
+        "only",
+        "than",
+        "such",
+        "other",
+        "each",
+        "must",
+        "because",
+        "however",
+        "between",
+        "following",
+    ]
 )
 CODE_CHARS = set("/_=<>{}[]|\\@#$%&*`")
 
@@ -395,9 +447,7 @@ def keep(sentence: str, lang: Language) -> bool:
         han, kana = scripts["han"], scripts["kana"]
         if lang.script == "japanese" and (kana == 0 or han + kana < 0.6 * len(letters)):
             return False
-        if lang.script == "han" and (kana > 0 or han < 0.6 * len(letters)):
-            return False
-        return True
+        return not (lang.script == "han" and (kana > 0 or han < 0.6 * len(letters)))
     if scripts[lang.script] < 0.9 * len(letters):
         return False
     if lang.code != "en":

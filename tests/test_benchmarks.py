@@ -19,8 +19,8 @@ pytest.importorskip("optimum.onnxruntime")
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from benchmarks import corpus, labelled, models, peers, run, train  # noqa: E402
-from engine.runtime import batching  # noqa: E402
+from benchmarks import corpus, labelled, models, peers, run, train
+from engine.runtime import batching
 
 
 def test_corpus_is_real_text_with_sst2_lengths() -> None:
@@ -88,7 +88,9 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert data["classify"]["minilm"]["openvino"]["openvino"]["inference_precision_hint"]
     assert set(data["cpu"]["flags"]) >= {"avx2", "avx512_vnni", "avx512_bf16", "amx_int8"}
     table = (tmp_path / "t.md").read_text()
-    assert "| engine int8 |" in table and "OpenVINO + NNCF static int8" in table and "Targets" in table
+    assert "| engine int8 |" in table
+    assert "OpenVINO + NNCF static int8" in table
+    assert "Targets" in table
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -112,12 +114,14 @@ def test_rounds_alternate_the_order_and_merge_to_medians(monkeypatch: pytest.Mon
     ]
     merged = run.merge_classify(rounds)
     assert (merged["sentences_per_s"], merged["latency_ms_p50"], merged["latency_ms_p99"]) == (200.0, 3.0, 6.0)
-    assert merged["peak_rss_mb"] == 70.0 and merged["held_out_labels"] == [0]
+    assert merged["peak_rss_mb"] == 70.0
+    assert merged["held_out_labels"] == [0]
     assert merged["sentences_per_s_rounds"] == [100.0, 300.0, 200.0]
     zs = run.merge_zero_shot(
         [{"by_labels": {"4": {"texts_per_s": v, "best_labels": [v]}}, "peak_rss_mb": v} for v in (5.0, 1.0, 3.0)]
     )
-    assert zs["by_labels"]["4"]["texts_per_s"] == 3.0 and zs["by_labels"]["4"]["best_labels"] == [5.0]
+    assert zs["by_labels"]["4"]["texts_per_s"] == 3.0
+    assert zs["by_labels"]["4"]["best_labels"] == [5.0]
     assert zs["peak_rss_mb"] == 5.0
 
 
@@ -131,7 +135,8 @@ def test_core_round_trip_is_measured_where_it_can_be(tmp_path: Path, monkeypatch
 
     figure = core_latency.round_trip_ns(0.1, tmp_path)
     if shutil.which("cc") and len(os.sched_getaffinity(0)) >= 2:
-        assert figure is not None and 1 < figure < 1e6
+        assert figure is not None
+        assert 1 < figure < 1e6
     else:
         assert figure is None
     monkeypatch.setattr(shutil, "which", lambda _name: None)
@@ -141,8 +146,11 @@ def test_core_round_trip_is_measured_where_it_can_be(tmp_path: Path, monkeypatch
 def test_throughput_by_phase_compares_only_rounds_of_one_phase() -> None:
     from benchmarks import report
 
-    assert report.phase([70.0, 80.0]) == "near" and report.phase([360.0, 300.0]) == "far"
-    assert report.phase([70.0, 360.0]) is None and report.phase([None, None]) is None and report.phase(None) is None
+    assert report.phase([70.0, 80.0]) == "near"
+    assert report.phase([360.0, 300.0]) == "far"
+    assert report.phase([70.0, 360.0]) is None
+    assert report.phase([None, None]) is None
+    assert report.phase(None) is None
     assert report.phase([None, 90.0]) == "near"
     engine = ([100.0, 60.0, 110.0, 70.0], [[70.0, 70.0], [360.0, 360.0], [80.0, 80.0], [70.0, 400.0]])
     peer = ([90.0, 70.0, 95.0], [[75.0, 75.0], [350.0, 350.0], [None, None]])

@@ -27,4 +27,5 @@ def test_bad_model_dir_is_a_clean_error(tmp_path: Any, capsys: Any) -> None:
 
 def test_unknown_command_shows_usage() -> None:
     out = subprocess.run([sys.executable, "-m", "engine.cli", "frobnicate"], capture_output=True, text=True)
-    assert out.returncode == 2 and "usage" in out.stderr
+    assert out.returncode == 2
+    assert "usage" in out.stderr

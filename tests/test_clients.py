@@ -29,7 +29,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "check_clients.py"
 
 def load_script() -> Any:
     spec = importlib.util.spec_from_file_location("check_clients", SCRIPT)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["check_clients"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -66,7 +67,8 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def passed(checks: list[Any]) -> None:
     failed = [c.line() for c in checks if not c.ok]
-    assert checks and not failed, "\n".join(failed)
+    assert checks
+    assert not failed, "\n".join(failed)
 
 
 def test_huggingface_hub_2x(target: Any, cache: Path) -> None:
@@ -103,7 +105,7 @@ def test_snippets_and_rerank_shapes(target: Any) -> None:
 
 
 def test_schema_validation_can_fail() -> None:
-    with pytest.raises(AssertionError, match="output.json"):
+    with pytest.raises(AssertionError, match=r"output\.json"):
         cc.validate(
             "huggingface.js/zero-shot-classification.output.json", {"sequence": "x", "labels": [], "scores": []}
         )

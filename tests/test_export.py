@@ -50,7 +50,9 @@ def test_unknown_hub_id_offline_is_a_clear_error(tmp_path: Path) -> None:
     out = tmp_path / "model"
     done = run_script("no-such-org/no-such-model", "--output", str(out))
     assert done.returncode != 0
-    assert "export failed" in done.stderr and "HF_HUB_OFFLINE=1" in done.stderr and "--list" in done.stderr
+    assert "export failed" in done.stderr
+    assert "HF_HUB_OFFLINE=1" in done.stderr
+    assert "--list" in done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
 
@@ -58,7 +60,8 @@ def test_unknown_hub_id_offline_is_a_clear_error(tmp_path: Path) -> None:
 def test_cloudflare_id_resolves_to_distilbert_sst2_at_int8() -> None:
     hub_id, alias = export_models.resolve(CF_ID)
     assert hub_id == export_models.ALIASES["distilbert-sst-2"].hub_id
-    assert alias is not None and alias.precision == "int8"
+    assert alias is not None
+    assert alias.precision == "int8"
     assert export_models.resolve("bart-large-mnli")[0] == "facebook/bart-large-mnli"
     assert export_models.resolve("some-org/some-model") == ("some-org/some-model", None)
     with pytest.raises(export_models.ExportError, match="unknown Cloudflare model id"):
@@ -84,7 +87,8 @@ def test_cloudflare_id_forces_int8(
     monkeypatch.setattr(export_models.quantize, "search", search)
     manifest = export_models.export(CF_ID, tmp_path / "m", "fp32", few_texts, log=lambda _m: None)
     assert asked == [export_models.ALIASES["distilbert-sst-2"].hub_id]
-    assert manifest["precision"] == "int8" and manifest["source"] == asked[0]
+    assert manifest["precision"] == "int8"
+    assert manifest["source"] == asked[0]
     assert manifest["quantization"] == {"name": "stub"}
 
 
@@ -96,7 +100,8 @@ def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_unknown_cloudflare_id_exits_nonzero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     err = refused(["@cf/meta/no-such-model", "-o", str(tmp_path / "m")], capsys)
-    assert "unknown Cloudflare model id" in err and CF_ID in err
+    assert "unknown Cloudflare model id" in err
+    assert CF_ID in err
 
 
 def test_model_without_head_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,7 +119,7 @@ def test_model_without_head_is_refused(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize(
-    "config, message",
+    ("config", "message"),
     [
         ({"model_type": "vit", "architectures": ["ViTForImageClassification"]}, "has no sequence-classification head"),
         ({"model_type": "no-such-architecture"}, "unsupported architecture"),
@@ -214,8 +219,10 @@ def test_split_weights_moves_large_tensors_to_page_aligned_ranges() -> None:
     graph, weights = split_weights(graph_with_weights())
     model = onnx.load_from_string(graph)
     external = {t.name: {e.key: e.value for e in t.external_data} for t in model.graph.initializer if t.external_data}
-    assert list(external) == ["W"] and external["W"]["location"] == "model.onnx.data"
-    assert int(external["W"]["offset"]) % PAGE == 0 and int(external["W"]["length"]) == WEIGHTS_MIN_BYTES
+    assert list(external) == ["W"]
+    assert external["W"]["location"] == "model.onnx.data"
+    assert int(external["W"]["offset"]) % PAGE == 0
+    assert int(external["W"]["length"]) == WEIGHTS_MIN_BYTES
     assert len(graph) < 4096 <= WEIGHTS_MIN_BYTES <= len(weights)
     _, more = split_weights(onnx.load_from_string(graph_with_weights(130)).SerializeToString())
     assert len(more) == 130 * 128 * 4  # one tensor, at offset 0
@@ -226,7 +233,8 @@ def test_split_weights_moves_large_tensors_to_page_aligned_ranges() -> None:
         Path(tmp, "model.onnx.data").write_bytes(weights)
         back = onnx.load(str(Path(tmp, "model.onnx")))
     for a, b in zip(original.graph.initializer, back.graph.initializer):
-        assert a.name == b.name and np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
+        assert a.name == b.name
+        assert np.array_equal(numpy_helper.to_array(a), numpy_helper.to_array(b))
 
 
 @pytest.mark.parametrize("exists", [False, True])
@@ -259,7 +267,8 @@ def test_successful_export_replaces_the_old_directory(
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
     assert [p.name for p in out.parent.iterdir()] == [out.name]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["verification"]["inputs"] == 20 and manifest["source"] == str(checkpoint("bert"))
+    assert manifest["verification"]["inputs"] == 20
+    assert manifest["source"] == str(checkpoint("bert"))
     assert TextClassifier.load(out)("I like you.")[0].label in ("NEGATIVE", "POSITIVE")
 
 
@@ -286,14 +295,15 @@ def test_a_model_in_use_survives_its_directory_being_exported_again(exported: An
 
 
 @pytest.mark.parametrize(
-    "name, entailment, contradiction, model_type",
+    ("name", "entailment", "contradiction", "model_type"),
     [("bart-nli", 2, 0, "bart"), ("deberta-nli", 0, 2, "deberta-v2"), ("bert-nli", 2, 0, "bert")],
 )
 def test_nli_manifest_records_task_and_ids(
     exported: Any, name: str, entailment: int, contradiction: int, model_type: str
 ) -> None:
     manifest = json.loads((exported(name, "fp32") / "manifest.json").read_text())
-    assert manifest["task"] == "zero-shot-classification" and manifest["model_type"] == model_type
+    assert manifest["task"] == "zero-shot-classification"
+    assert manifest["model_type"] == model_type
     assert (manifest["entailment_id"], manifest["contradiction_id"]) == (entailment, contradiction)
     assert manifest["id2label"][str(entailment)] == "entailment"
     assert manifest["id2label"][str(contradiction)] == "contradiction"
@@ -316,7 +326,7 @@ def test_zero_shot_gate_ranks_the_label_sets_given(
 
 
 @pytest.mark.parametrize(
-    "sets, why",
+    ("sets", "why"),
     [([["only"]], "two or more"), ([["a", " "]], "non-blank"), ([["a", "a"]], "distinct"), ([], "at least one")],
 )
 def test_zero_shot_label_sets_are_checked(sets: list[list[str]], why: str) -> None:
@@ -333,7 +343,8 @@ def test_zero_shot_labels_are_refused_for_a_plain_classifier(checkpoint: Any, tm
 def test_plain_classifier_manifest_has_no_nli_ids(exported: Any) -> None:
     manifest = json.loads((exported("bert", "fp32") / "manifest.json").read_text())
     assert manifest["task"] == "text-classification"
-    assert manifest["entailment_id"] is None and manifest["contradiction_id"] is None
+    assert manifest["entailment_id"] is None
+    assert manifest["contradiction_id"] is None
 
 
 def test_bart_nli_int8_export_reports_agreement_and_runs(exported: Any) -> None:
@@ -349,7 +360,8 @@ def test_bart_nli_int8_export_reports_agreement_and_runs(exported: Any) -> None:
     fp32 = ZeroShotClassifier.load(exported("bart-nli", "fp32"), threads=1).pipeline(
         "I want my money back", ["refund", "legal", "faq"]
     )
-    assert sorted(int8.labels) == sorted(fp32.labels) and sum(int8.scores) == pytest.approx(1.0, abs=1e-5)
+    assert sorted(int8.labels) == sorted(fp32.labels)
+    assert sum(int8.scores) == pytest.approx(1.0, abs=1e-5)
     got = dict(zip(int8.labels, int8.scores))
     assert max(abs(got[label] - s) for label, s in zip(fp32.labels, fp32.scores)) <= 0.25
 

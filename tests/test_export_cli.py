@@ -41,7 +41,8 @@ def few_texts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_export_help_and_list(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main(["export", "--help"])
-    assert exit_.value.code == 0 and "engine export SOURCE --output DIR" in capsys.readouterr().out
+    assert exit_.value.code == 0
+    assert "engine export SOURCE --output DIR" in capsys.readouterr().out
     assert main(["export", "--list"]) == 0
     listed = capsys.readouterr().out
     assert all(alias.hub_id in listed for alias in export_models.ALIASES.values())
@@ -109,18 +110,22 @@ def test_torch_free_venv_adopts_both_layouts_and_classifies(
     python, engine = torch_free_venv / "bin" / "python", torch_free_venv / "bin" / "engine"
     probe = "import importlib.util as u, engine; print(engine.__file__, [m for m in ('torch',) if u.find_spec(m)])"
     where, missing = run(python, "-c", probe, cwd=tmp_path).stdout.split(" ", 1)
-    assert where.startswith(str(torch_free_venv)) and missing.strip() == "[]"  # the wheel's engine, and no torch
+    assert where.startswith(str(torch_free_venv))
+    assert missing.strip() == "[]"
 
     # without the export extra, `engine export` says which extra to install
     done = subprocess.run(
         [engine, "export", "no-org/no-model", "-o", "x"], capture_output=True, text=True, cwd=tmp_path, timeout=300
     )
-    assert done.returncode == 1 and "[export]" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1
+    assert "[export]" in done.stderr
+    assert "Traceback" not in done.stderr
 
     optimum, tjs = tmp_path / "optimum-model", tmp_path / "tjs-model"
     run(engine, "adopt", published_layout("bert", "optimum"), "-o", optimum, cwd=tmp_path)
     done = run(engine, "adopt", published_layout("bert", "transformers.js"), "-o", tjs, "--requantize", cwd=tmp_path)
-    assert "published onnx/model_quantized.onnx" in done.stdout and "requantized" in done.stdout
+    assert "published onnx/model_quantized.onnx" in done.stdout
+    assert "requantized" in done.stdout
     assert json.loads((tjs / "manifest.json").read_text())["precision"] == "int8"
     for model in (optimum, tjs):
         out = run(engine, "classify", model, "I like you. I love you", cwd=tmp_path).stdout

@@ -18,7 +18,7 @@ from engine.jobs.file_job import score_file, state_path
 from engine.jobs.resume import JobState
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "good bad movie film great terrible plot acting love hate boring fun".split()
+WORDS = ["good", "bad", "movie", "film", "great", "terrible", "plot", "acting", "love", "hate", "boring", "fun"]
 
 
 def env() -> dict[str, str]:
@@ -80,7 +80,8 @@ def test_restart_takes_the_lock_and_leaves_a_running_job_alone(
         with pytest.raises(JobLockedError):
             score_file(clf, inp, out, chunk_rows=16, restart=True)
         result = run_cli(model, inp, out, "--restart", "--quiet")
-        assert result.returncode == 2 and "locked" in result.stderr
+        assert result.returncode == 2
+        assert "locked" in result.stderr
         assert {p.name: p.read_bytes() for p in state_path(out).iterdir()} == before  # untouched
         assert not out.exists()
     finally:
@@ -95,9 +96,10 @@ def test_unterminated_quote_refuses_the_file_before_any_work(
     inp.write_text('id,text\n1,good film\n2,"bad plot\n3,great acting\n4,boring\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
     monkeypatch.setattr("engine.jobs.file_job.score_chunk", lambda *a: pytest.fail("a chunk was scored"))
-    with pytest.raises(RecordFileError, match="line 3.*quote"):
+    with pytest.raises(RecordFileError, match=r"line 3.*quote"):
         score_file(clf, inp, out)
-    assert not out.exists() and not state_path(out).exists()
+    assert not out.exists()
+    assert not state_path(out).exists()
     inp.write_text('id,text\n1,"good" film\n', encoding="utf-8")  # text after a closing quote: merged before
     with pytest.raises(RecordFileError, match="line 2"):
         score_file(clf, inp, out)
@@ -112,7 +114,8 @@ def test_ragged_csv_rows_are_reported_as_their_rows_errors(tmp_path: Path, clf: 
     assert [json.loads(line)["row"] for line in out.read_text().splitlines()] == [0, 3]
     errors = [json.loads(line) for line in out.with_name("out.jsonl.errors.jsonl").read_text().splitlines()]
     assert [e["row"] for e in errors] == [1, 2]
-    assert "4 cell(s), the header has 2" in errors[0]["error"] and "1 cell(s)" in errors[1]["error"]
+    assert "4 cell(s), the header has 2" in errors[0]["error"]
+    assert "1 cell(s)" in errors[1]["error"]
 
 
 def big_input(path: Path, rows: int) -> Path:
@@ -142,7 +145,7 @@ def test_input_edited_between_kill_and_resume_is_caught_by_its_digest(
         with pytest.raises(Killed):
             score_file(clf, inp, out, chunk_rows=16)
     edit_in_place(inp, 60)  # ~1.2 MB in: an already scored row, between the first and the last MiB
-    with pytest.raises(ResumeRefusedError, match="chunk 3.*--restart"):
+    with pytest.raises(ResumeRefusedError, match=r"chunk 3.*--restart"):
         score_file(clf, inp, out, chunk_rows=16)
     assert score_file(clf, inp, out, chunk_rows=16, restart=True).resumed_rows == 0
 
@@ -176,12 +179,14 @@ def test_no_temp_file_survives_a_full_disk_in_the_final_assembly(tmp_path: Path,
     args = ["--id-column", "id", "--chunk-rows", "64", "--threads", "1", "--quiet"]
     failed = run_cli(model, inp, out, *args, prelude=FULL_DISK)  # chunks fit, the ~150 kB CSV output does not
     assert failed.returncode == 4, failed.stderr
-    assert not out.exists() and state_path(out).exists()
+    assert not out.exists()
+    assert state_path(out).exists()
     leftovers = [p.name for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
     assert run_cli(model, inp, out, *args).returncode == 0
     assert run_cli(model, inp, clean, *args).returncode == 0
-    assert out.read_bytes() == clean.read_bytes() and not state_path(out).exists()
+    assert out.read_bytes() == clean.read_bytes()
+    assert not state_path(out).exists()
 
 
 @pytest.mark.parametrize("where", ["directory", "missing parent"])
@@ -200,4 +205,5 @@ def test_an_output_that_cannot_be_written_is_refused_before_any_work(
             score_file(clf, inp, out)
     assert not state_path(out).exists()
     result = run_cli(tmp_path / "no-model-here", inp, out)  # refused before the model is even read
-    assert result.returncode == 2 and "OUTPUT" in result.stderr
+    assert result.returncode == 2
+    assert "OUTPUT" in result.stderr

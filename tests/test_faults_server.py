@@ -189,7 +189,8 @@ def test_slow_headers_and_silent_connections_are_closed_with_408(model_dir: Path
         silent = [raw(base) for _ in range(3)]
         for s in dribblers + silent:
             answer = read_all(s)
-            assert answer.startswith(b"HTTP/1.1 408 ") and b'"error"' in answer
+            assert answer.startswith(b"HTTP/1.1 408 ")
+            assert b'"error"' in answer
             s.close()
         assert metric(base, "engine_rejections_total", reason="header_timeout") == 8
         assert httpx.post(f"{base}/models/{MODEL}", json={"inputs": "fine"}, headers=AUTH).status_code == 200
@@ -220,7 +221,8 @@ def test_connections_past_the_cap_get_503_at_once(model_dir: Path) -> None:
         until(lambda: len(idle) == 3, "connected")
         late = raw(base, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         answer = read_all(late)
-        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"retry-after: 1" in answer
         late.close()
         for s in idle:
             s.close()
@@ -247,7 +249,8 @@ def test_clients_that_leave_cost_one_log_line_and_no_work(model_dir: Path, caplo
             s.close()
         described = f"{base}/models/{MODEL}"
         until(lambda: httpx.get(described, headers=AUTH).json().get("dropped_requests") == 8, "8 requests dropped")
-        assert served.worker.queued == 0 and served.worker.queued_inputs == 0
+        assert served.worker.queued == 0
+        assert served.worker.queued_inputs == 0
         halfway = []
         for _ in range(3):  # headers and part of the body, then gone
             halfway.append(raw(base, post_head(f"/models/{MODEL}", 1000) + b'{"inputs": ["a'))
@@ -259,7 +262,8 @@ def test_clients_that_leave_cost_one_log_line_and_no_work(model_dir: Path, caplo
         live = httpx.post(f"{base}/models/{MODEL}", json={"inputs": "still here"}, headers=AUTH)
         assert live.status_code == 200
         stats = httpx.get(described, headers=AUTH).json()
-        assert stats["inputs"] == 2 and stats["dropped_inputs"] == 3200  # the blocker and the live request only
+        assert stats["inputs"] == 2
+        assert stats["dropped_inputs"] == 3200
         assert [len(run) for run in gate.runs] == [1, 1]
         assert metric(base, "engine_dropped_inputs_total", model=MODEL) == 3200
         assert metric(base, "engine_rejections_total", reason="client_gone") == 11
@@ -303,12 +307,14 @@ def test_the_queue_bound_counts_inputs_not_requests(model_dir: Path) -> None:
         ThreadPoolExecutor(4) as pool,
     ):
         too_big = httpx.post(f"{base}/models/{MODEL}", json={"inputs": texts(150, "x")}, headers=AUTH)
-        assert too_big.status_code == 413 and "--max-queue" in too_big.json()["error"]
+        assert too_big.status_code == 413
+        assert "--max-queue" in too_big.json()["error"]
         blocker = blocked(base, served, gate, pool)
         first = in_background(pool, base, texts(60, "first"))
         until(lambda: served.worker.queued_inputs == 60, "60 inputs queued")
         second = httpx.post(f"{base}/models/{MODEL}", json={"inputs": texts(60, "second")}, headers=AUTH)
-        assert second.status_code == 503 and int(second.headers["retry-after"]) >= 1
+        assert second.status_code == 503
+        assert int(second.headers["retry-after"]) >= 1
         assert metric(base, "engine_queue_inputs", model=MODEL) == 60
         gate.release()
         assert blocker.result().status_code == first.result().status_code == 200
@@ -322,7 +328,8 @@ def test_the_queue_deadline_answers_503_with_retry_after(model_dir: Path) -> Non
     with serving(model_dir, config, gate=gate) as (base, served), ThreadPoolExecutor(4) as pool:
         blocker = blocked(base, served, gate, pool)
         late = httpx.post(f"{base}/models/{MODEL}", json={"inputs": "waits too long"}, headers=AUTH, timeout=BOUND)
-        assert late.status_code == 503 and "--queue-timeout" in late.json()["error"]
+        assert late.status_code == 503
+        assert "--queue-timeout" in late.json()["error"]
         assert int(late.headers["retry-after"]) >= 1
         assert served.worker.queued == 0
         gate.release()
@@ -343,7 +350,8 @@ def test_deeply_nested_json_is_a_400_with_the_json_error_body(model_dir: Path, p
             assert r.status_code == 400, r.text
             assert "nested too deep" in json.dumps(r.json())
         broken = httpx.post(f"{base}{path}", content=b'{"inputs": [', headers=AUTH)
-        assert broken.status_code == 400 and broken.headers["content-type"] == "application/json"
+        assert broken.status_code == 400
+        assert broken.headers["content-type"] == "application/json"
 
 
 # Metrics ------------------------------------------------------------------------------------------------------------
@@ -357,7 +365,8 @@ def test_metrics_in_prometheus_text_behind_the_same_auth(model_dir: Path) -> Non
             assert httpx.post(f"{base}/models/{MODEL}", json={"inputs": [f"a {i}", "b"]}, headers=AUTH).is_success
         assert httpx.post(f"{base}/models/nobody", json={"inputs": "x"}, headers=AUTH).status_code == 404
         r = httpx.get(f"{base}/metrics", headers=AUTH)
-        assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/plain")
         route = "/models/{model_id:path}"
         assert metric(base, "engine_requests_total", route=route, status="200") == 3
         assert metric(base, "engine_requests_total", route=route, status="404") == 1

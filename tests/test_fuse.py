@@ -12,15 +12,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("optimum.onnxruntime")
+pytest.importorskip("transformers")  # the export extra
 
-import onnx  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
+import onnx
+from onnx import numpy_helper
 
-from engine.export import export as export_models  # noqa: E402
-from engine.export import quantize  # noqa: E402
-from engine.runtime.loaded import LoadedModel  # noqa: E402
-from engine.runtime.tokenization import Truncation  # noqa: E402
+from engine.export import export as export_models
+from engine.export import quantize
+from engine.runtime.loaded import LoadedModel
+from engine.runtime.tokenization import Truncation
 
 LAYERS = 2  # every tiny test checkpoint (tests/checkpoints.py)
 TEXTS = ["short", "a somewhat longer text with more words in it than the first", "mid length text here", "x " * 40]

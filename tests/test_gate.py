@@ -13,6 +13,9 @@ from engine.export import check as check_mod
 from engine.export import gate
 from engine.export.export import FP32_REFERENCE, verification_inputs
 
+# the built-in corpus itself (conftest points the tests' other exports at a fifth of it)
+BUILT_IN = Path(check_mod.__file__).resolve().parent / "verification_texts.txt"
+
 
 def test_wilson_bound_matches_known_values_and_can_fail() -> None:
     # z = 1.6449 (one-sided 95%): 0 flips in 300 gives n / (n + z^2); 99% point estimates never pass a 99% gate
@@ -24,12 +27,13 @@ def test_wilson_bound_matches_known_values_and_can_fail() -> None:
     assert gate.lower_bound(240, 240, 0.95) < 0.99  # 240 texts cannot show 99% even with no flip
     assert gate.lower_bound(1197, 1201, gate.look_confidence()) >= 0.99  # the built-in confirm split can
     assert gate.lower_bound(1195, 1201, gate.look_confidence()) < 0.99
-    assert gate.lower_bound(0, 10, 0.95) == 0.0 and gate.lower_bound(0, 0, 0.95) == 0.0
+    assert gate.lower_bound(0, 10, 0.95) == 0.0
+    assert gate.lower_bound(0, 0, 0.95) == 0.0
     # monotone in what was agreed and in the confidence
     values = [gate.lower_bound(k, 500, 0.95) for k in range(0, 501, 25)]
     assert values == sorted(values)
     assert gate.lower_bound(495, 500, 0.99) < gate.lower_bound(495, 500, 0.95)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"."):  # more agreed than compared
         gate.lower_bound(11, 10, 0.95)
     assert check_mod.wilson_lower(990, 1000, 0.95) == pytest.approx(gate.lower_bound(990, 1000, 0.95))
 
@@ -41,20 +45,25 @@ def test_confirm_counts_flips_and_gates_on_the_bound() -> None:
     candidate[:4, 2] = 2  # 4 flips: 99.6% point, bound under 99% at this n
     result = gate.confirm(reference, candidate, 0.99, 0.95)
     assert (result.agreed, result.flipped) == (996, (0, 1, 2, 3))
-    assert result.point == pytest.approx(0.996) and result.lower < 0.996 and result.passed == (result.lower >= 0.99)
+    assert result.point == pytest.approx(0.996)
+    assert result.lower < 0.996
+    assert result.passed == (result.lower >= 0.99)
     assert gate.confirm(reference, reference, 1.0, 0.95).passed  # a bound of 1: every decision, no bound
     small = gate.confirm(reference[:100], candidate[:100], 0.99, 0.95)  # no bound can reach 99% with 100 texts
-    assert not small.bound_reachable and not small.passed  # 96%: the point estimate decides
+    assert not small.bound_reachable
+    assert not small.passed
     assert gate.confirm(reference[:100], reference[:100], 0.99, 0.95).passed
-    assert gate.ladder(0.99) == pytest.approx([0.99, 0.995, 1.0]) and gate.ladder(0.0) == [0.0]
+    assert gate.ladder(0.99) == pytest.approx([0.99, 0.995, 1.0])
+    assert gate.ladder(0.0) == [0.0]
 
 
 def test_split_is_disjoint_by_text_and_big_enough() -> None:
-    items = verification_inputs(None, pairs=False, nli=False)
+    items = verification_inputs(BUILT_IN, pairs=False, nli=False)
     search, confirm = gate.split(items)
     assert sorted(search + confirm) == list(range(len(items)))
     assert not {items[i] for i in search} & {items[i] for i in confirm}
-    assert len(confirm) >= 1200 and len(search) >= 600
+    assert len(confirm) >= 1200
+    assert len(search) >= 600
     assert gate.split(list(reversed(items)))[1] != confirm  # indices move with the order, texts do not
     assert {items[::-1][i] for i in gate.split(items[::-1])[1]} == {items[i] for i in confirm}
     pairs = verification_inputs(None, pairs=True, nli=False)
@@ -63,22 +72,32 @@ def test_split_is_disjoint_by_text_and_big_enough() -> None:
     assert not firsts(s) & firsts(c)  # a pair goes where its first text goes
     dup = ["same text"] * 5 + [f"text {i}" for i in range(20)]
     s, c = gate.split(dup)
-    assert len({dup[i] for i in s} & {dup[i] for i in c}) == 0 and s and c
+    assert len({dup[i] for i in s} & {dup[i] for i in c}) == 0
+    assert s
+    assert c
 
 
-def test_manifest_records_both_splits_and_the_bound(exported: Callable[..., Path]) -> None:
-    model = exported("distilbert", "int8", keep_fp32=True)
+def test_manifest_records_both_splits_and_the_bound(checkpoint: Callable[[str], Path], tmp_path: Path) -> None:
+    from engine.export import export as export_models
+
+    model = tmp_path / "model"
+    export_models.export(str(checkpoint("distilbert")), model, "int8", BUILT_IN, log=lambda _m: None, keep_fp32=True)
     manifest = json.loads((model / "manifest.json").read_text())
     v = manifest["verification"]
     g = v["int8_gate"]
-    assert g["search_inputs"] >= 600 and g["confirm_inputs"] >= 1200
-    assert "Wilson" in g["bound"] and g["min_agreement"] == v["int8_min_agreement"] == 0.99
-    assert v["int8_confirm_lower_bound"] >= 0.99 and v["int8_confirm_lower_bound"] < v["int8_confirm_top1_agreement"]
+    assert g["search_inputs"] >= 600
+    assert g["confirm_inputs"] >= 1200
+    assert "Wilson" in g["bound"]
+    assert g["min_agreement"] == v["int8_min_agreement"] == 0.99
+    assert v["int8_confirm_lower_bound"] >= 0.99
+    assert v["int8_confirm_lower_bound"] < v["int8_confirm_top1_agreement"]
     assert v["int8_search_top1_agreement"] == v["int8_top1_agreement"]
     last = g["looks"][-1]
-    assert last["passed"] and last["lower_bound"] == v["int8_confirm_lower_bound"]
+    assert last["passed"]
+    assert last["lower_bound"] == v["int8_confirm_lower_bound"]
     assert all(not look["passed"] for look in g["looks"][:-1])
-    assert set(manifest["extra_files"]) == {FP32_REFERENCE} and (model / FP32_REFERENCE).is_file()
+    assert set(manifest["extra_files"]) == {FP32_REFERENCE}
+    assert (model / FP32_REFERENCE).is_file()
     assert FP32_REFERENCE not in manifest["files"]  # the run time loads only model, tokenizer, weights
 
 
@@ -88,10 +107,12 @@ def test_engine_check_reports_agreement_and_flips(exported: Callable[..., Path],
     lines = [f"review {i}: the service was {'great' if i % 2 else 'slow'} today" for i in range(60)]
     texts.write_text("\n".join(lines) + "\n\n")
     report = check_mod.check(model, check_mod.read_texts(texts))
-    assert report.texts == 60 and report.agreed == 60 - len(report.flips)
+    assert report.texts == 60
+    assert report.agreed == 60 - len(report.flips)
     assert 0 < report.lower_bound < report.agreement <= 1
     for flip in report.flips:
-        assert flip.text == lines[flip.index] and flip.fp32 != flip.int8
+        assert flip.text == lines[flip.index]
+        assert flip.fp32 != flip.int8
     from engine.cli import main
 
     assert main(["check", str(model), "--texts", str(texts), "--min-agreement", "0"]) == 0

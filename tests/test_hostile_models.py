@@ -27,12 +27,12 @@ from engine.model.onnx_scan import check_graph
 LABELS = 2  # the bert fixture's NEGATIVE / POSITIVE
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_dir(exported: Any, tmp_path: Path) -> Path:
     return Path(shutil.copytree(exported("bert", "fp32"), tmp_path / "m"))
 
 
-@pytest.fixture()
+@pytest.fixture
 def ort_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """Every graph handed to onnxruntime during the test (the real session is still built)."""
     calls: list[Any] = []
@@ -281,7 +281,7 @@ BAD_INTERFACES: dict[str, tuple[bytes, str]] = {
     "input_ids as string": (classifier(inputs=fixed(TensorProto.STRING, ["b", "s"])), "input_ids"),
     "input_ids of rank 1": (classifier(inputs=fixed(TensorProto.INT64, ["s"])), "input_ids"),
     "unknown extra input": (
-        classifier(inputs=INPUTS + [value("position_ids", TensorProto.INT64, ["b", "s"])]),
+        classifier(inputs=[*INPUTS, value("position_ids", TensorProto.INT64, ["b", "s"])]),
         "position_ids",
     ),
     "no input_ids": (classifier(inputs=[INPUTS[1]]), "no input_ids"),

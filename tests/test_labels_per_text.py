@@ -61,7 +61,7 @@ def test_all_pairs_share_one_run(zs: ZeroShotClassifier) -> None:
 
 
 @pytest.mark.parametrize(
-    "texts, labels",
+    ("texts", "labels"),
     [
         (TEXTS[:2], PER_TEXT),  # three lists for two texts
         (TEXTS[0], [["a", "b"]]),  # one text is not a list of texts
@@ -85,7 +85,8 @@ def test_request_shape_extension(zs: ZeroShotClassifier) -> None:
     for got, text, labels in zip(zs(request), TEXTS, PER_TEXT):
         close(got, zs(text, labels, multi_label=True))
     parsed = parse_hf("zero-shot-classification", body)
-    assert parsed.cost == sum(len(labels) for labels in PER_TEXT) and parsed.is_batch
+    assert parsed.cost == sum(len(labels) for labels in PER_TEXT)
+    assert parsed.is_batch
     for bad in (
         {**body, "parameters": {"candidate_labels": ["x"]}},  # labels twice
         {"inputs": [{"text": TEXTS[0], "candidate_labels": ["a"]}, TEXTS[1]]},  # mixed
@@ -108,8 +109,10 @@ def test_labels_column(zs: ZeroShotClassifier) -> None:
     for row, text, labels in zip(rows[:3], TEXTS, PER_TEXT):
         assert row.error is None
         close(row.outputs, zs(text, labels))
-    assert rows[3].error and "candidate_labels" in rows[3].error
-    assert rows[4].error and "'labels'" in rows[4].error
+    assert rows[3].error
+    assert "candidate_labels" in rows[3].error
+    assert rows[4].error
+    assert "'labels'" in rows[4].error
     with pytest.raises(InvalidRequestError, match="not both"):
         list(score_records(records, zs, labels_column="labels", candidate_labels="a,b"))
 
@@ -132,4 +135,5 @@ def test_engine_score_labels_column_and_long_text(zs: ZeroShotClassifier, tmp_pa
         assert row["labels"] == [o.label for o in want]
         assert row["scores"] == pytest.approx([o.score for o in want], abs=ATOL)
     want = zs(long, ["a", "b"], long_text="chunk")
-    assert got[3]["scores"] == pytest.approx([o.score for o in want], abs=ATOL) and not got[3]["truncated"]
+    assert got[3]["scores"] == pytest.approx([o.score for o in want], abs=ATOL)
+    assert not got[3]["truncated"]

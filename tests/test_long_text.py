@@ -6,6 +6,7 @@ one window each aggregates like those passages scored alone; and the model rows 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,27 @@ from engine.runtime.chunking import LongText, LongTextMode
 from engine.runtime.postprocess import softmax
 from engine.runtime.tokenization import Strategy, Truncation
 
-WORDS = "the movie was good but the plot felt slow and the ending was bad yet the actors were great".split()
+WORDS = [
+    "the",
+    "movie",
+    "was",
+    "good",
+    "but",
+    "the",
+    "plot",
+    "felt",
+    "slow",
+    "and",
+    "the",
+    "ending",
+    "was",
+    "bad",
+    "yet",
+    "the",
+    "actors",
+    "were",
+    "great",
+]
 SHORT = ["I like this film a lot.", "Terrible service, never again.", "It was fine, I guess."]
 LABELS = ["cinema", "food", "travel"]
 TEMPLATE = "This example is {}."
@@ -88,7 +109,8 @@ def test_fitting_text_is_exactly_todays_result(clf: TextClassifier, multilabel: 
         today = model.predict(SHORT, TextClassificationParameters(top_k=None))
         chunked = model.predict(SHORT, chunk())
         assert [p.outputs for p in chunked] == [p.outputs for p in today]  # bit for bit
-        assert [p.num_chunks for p in chunked] == [1, 1, 1] and not any(p.truncated for p in chunked)
+        assert [p.num_chunks for p in chunked] == [1, 1, 1]
+        assert not any(p.truncated for p in chunked)
 
 
 def test_softmax_model_averages_probabilities_of_its_windows(clf: TextClassifier) -> None:
@@ -97,7 +119,8 @@ def test_softmax_model_averages_probabilities_of_its_windows(clf: TextClassifier
     passages = [passage(tok, budget, shift) for shift in (0, 5, 11)]
     (whole,) = clf.predict([" ".join(passages)], chunk(chunk_stride=0))
     alone = clf.predict(passages, TextClassificationParameters(top_k=None))
-    assert whole.num_chunks == 3 and not whole.truncated
+    assert whole.num_chunks == 3
+    assert not whole.truncated
     for label in clf.labels:
         want = np.mean([all_labels(p)[label] for p in alone])
         assert abs(all_labels(whole)[label] - want) < ATOL
@@ -121,7 +144,7 @@ def test_overlapping_windows_match_each_window_scored_alone(clf: TextClassifier)
     text = " ".join(WORDS * 12)
     ((windows),) = clf.model.tokenizer.encode_chunks([text], LongText(LongTextMode.CHUNK, stride=16))
     assert len(windows) > 3
-    for a, b in zip(windows, windows[1:]):  # each window repeats the previous one's last 16 text tokens
+    for a, b in itertools.pairwise(windows):  # each window repeats the previous one's last 16 text tokens
         assert a.ids[-17:-1] == b.ids[1:17]
     alone = np.stack([softmax(clf.model.logits([w]))[0] for w in windows])
     (whole,) = clf.predict([text], chunk(chunk_stride=16))
@@ -141,7 +164,8 @@ def test_rows_grow_linearly_with_windows(clf: TextClassifier, zs: ZeroShotClassi
         text = " ".join(passage(clf.model.tokenizer, budget, i) for i in range(k))
         with counted_rows(clf) as rows:
             (p,) = clf.predict([text], chunk(chunk_stride=0))
-        assert p.num_chunks == k and sum(rows) == k
+        assert p.num_chunks == k
+        assert sum(rows) == k
     params = ZeroShotClassificationParameters.parse(LABELS, long_text="chunk", chunk_stride=0)
     counts = []
     for n_words in (30, 120, 240):

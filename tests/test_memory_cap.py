@@ -22,6 +22,7 @@ ENGINE_MEMORY_CAP=rlimit forces the third (to test the fallback on a machine wit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -88,7 +89,7 @@ def _mounts() -> list[tuple[str, str, str]]:
     out = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields, _, rest = line.partition(" - ")
-        fstype, _source, options = (rest.split() + ["", "", ""])[:3]
+        fstype, _source, options = ([*rest.split(), "", "", ""])[:3]
         out.append((fields.split()[4], fstype, options))
     return out
 
@@ -166,10 +167,8 @@ class Mechanism:
             else:
                 _write(directory / "memory.limit_in_bytes", str(limit))
                 if (directory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap either
-                    try:
+                    with contextlib.suppress(OSError):
                         _write(directory / "memory.memsw.limit_in_bytes", str(limit))
-                    except OSError:
-                        pass
         except OSError:
             directory.rmdir()
             raise
@@ -340,7 +339,9 @@ def _one_request(proc: subprocess.Popen[bytes], port: int) -> None:
     )
     with urllib.request.urlopen(request, timeout=120) as r:
         answer = json.loads(r.read())
-    assert r.status == 200 and len(answer) == 1 and len(answer[0]) == 3, answer
+    assert r.status == 200, answer
+    assert len(answer) == 1, answer
+    assert len(answer[0]) == 3, answer
 
 
 def _free_port() -> int:
@@ -360,7 +361,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     with (tmp / "rows.jsonl").open("w", encoding="utf-8") as fh:
         for i in range(SCORE_ROWS):
             fh.write(json.dumps({"id": i, "text": TEXTS[i % len(TEXTS)]}) + "\n")
-    yield tmp
+    return tmp
 
 
 def _workload(name: str, model: Path, out: Path) -> tuple[list[str], int | None]:

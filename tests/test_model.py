@@ -30,7 +30,8 @@ def test_batches_at_once_give_the_one_at_a_time_scores_bit_for_bit(exported: Any
     path = exported("bert", precision)
     serial = LoadedModel.load(path, threads=1)
     concurrent = LoadedModel.load(path, threads=2, concurrent_batches=2)  # 1 thread per run, as `serial`
-    assert concurrent.session.threads == 1 and concurrent.concurrent_batches == 2
+    assert concurrent.session.threads == 1
+    assert concurrent.concurrent_batches == 2
     rows = encoded(serial)
     assert sum(1 for _ in batching.batches(rows, serial.info.pad_id, serial.batch_tokens)) > 4
     np.testing.assert_array_equal(concurrent.logits(rows), serial.logits(rows))
@@ -104,7 +105,8 @@ def test_runs_overlap_up_to_the_setting_and_batches_wait_in_a_bounded_queue(
 
     monkeypatch.setattr("engine.runtime.loaded.batching.batches", counting)
     model.logits(encoded(model))
-    assert tracing.most == 2 and tracing.calls == len(made) > 4
+    assert tracing.most == 2
+    assert tracing.calls == len(made) > 4
     assert max(ahead) <= 2 * 2 + 1
 
 
@@ -124,7 +126,8 @@ def test_a_call_smaller_than_the_runs_is_cut_so_its_rows_share_the_cores(exporte
     tracing = Tracing(model.session)
     object.__setattr__(model, "session", tracing)
     np.testing.assert_array_equal(model.logits(few), serial.logits(few))
-    assert tracing.calls >= 2 and tracing.most == 2
+    assert tracing.calls >= 2
+    assert tracing.most == 2
     tracing.calls = tracing.most = 0
     model.logits(few[:1])  # one row cannot be cut
     assert tracing.calls == 1

@@ -13,13 +13,13 @@ import pytest
 from engine import IntegrityError, ModelLoadError, TextClassifier
 
 
-@pytest.fixture()
+@pytest.fixture
 def model_copy(exported: Any, tmp_path: Path) -> Path:
     return Path(shutil.copytree(exported("distilbert", "int8"), tmp_path / "m"))
 
 
 @pytest.mark.parametrize(
-    "name, match", [("model.onnx", "sha256"), ("model.onnx.data", "model.onnx.data does not match the sha256")]
+    ("name", "match"), [("model.onnx", "sha256"), ("model.onnx.data", "model.onnx.data does not match the sha256")]
 )
 def test_changed_byte_is_an_integrity_error(model_copy: Path, name: str, match: str) -> None:
     data = bytearray((model_copy / name).read_bytes())
@@ -30,7 +30,7 @@ def test_changed_byte_is_an_integrity_error(model_copy: Path, name: str, match: 
 
 
 @pytest.mark.parametrize(
-    "name, match", [("tokenizer.json", "tokenizer.json"), ("model.onnx.data", "model.onnx.data is missing")]
+    ("name", "match"), [("tokenizer.json", "tokenizer.json"), ("model.onnx.data", "model.onnx.data is missing")]
 )
 def test_missing_file_names_it(model_copy: Path, name: str, match: str) -> None:
     (model_copy / name).unlink()
@@ -69,7 +69,8 @@ def test_label_count_must_match_graph_output(model_copy: Path) -> None:
 
 def test_manifest_records_what_the_run_time_needs(model_copy: Path) -> None:
     manifest = json.loads((model_copy / "manifest.json").read_text())
-    assert manifest["max_length"] == 64 and manifest["precision"] == "int8"
+    assert manifest["max_length"] == 64
+    assert manifest["precision"] == "int8"
     assert set(manifest["files"]) == {"model.onnx", "model.onnx.data", "tokenizer.json"}
     assert {"torch", "transformers", "onnxruntime"} <= set(manifest["tools"])
     assert manifest["verification"]["int8_top1_agreement"] >= 0.99
@@ -216,7 +217,7 @@ def test_manifest_schema_round_trips(model_copy: Path) -> None:
     assert manifest.ModelInfo.parse(model_copy, found.info.to_dict()) == found.info
 
 
-@pytest.fixture()
+@pytest.fixture
 def verify_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from engine.model import verify_cache
 
@@ -225,7 +226,7 @@ def verify_cache_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "verified.json"
 
 
-@pytest.fixture()
+@pytest.fixture
 def graph_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     from engine.model import files as model_files
 
@@ -254,7 +255,8 @@ def test_verified_graph_is_not_read_again_until_it_changes(
     graph = model_copy / "model.onnx"
     time.sleep(0.3)  # older than the racy window: the check may be remembered
     expected = TextClassifier.load(model_copy)("a fine day", top_k=None)
-    assert graph in graph_reads and verify_cache_file.exists()
+    assert graph in graph_reads
+    assert verify_cache_file.exists()
     graph_reads.clear()
     assert TextClassifier.load(model_copy)("a fine day", top_k=None) == expected
     assert graph not in graph_reads  # verified unchanged: not read, hashed or scanned again
@@ -263,7 +265,7 @@ def test_verified_graph_is_not_read_again_until_it_changes(
     original = weights.read_bytes()
     weights.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
-    with pytest.raises(IntegrityError, match="model.onnx.data does not match the sha256"):
+    with pytest.raises(IntegrityError, match=r"model\.onnx\.data does not match the sha256"):
         TextClassifier.load(model_copy)
     weights.write_bytes(original)
     data, st = graph.read_bytes(), graph.stat()
@@ -272,8 +274,8 @@ def test_verified_graph_is_not_read_again_until_it_changes(
     with pytest.raises(IntegrityError, match="does not match the sha256"):
         TextClassifier.load(model_copy)
     graph.write_bytes(data)
+    edit_manifest(model_copy, lambda m: m["files"].update({"model.onnx": "0" * 64}))
     with pytest.raises(IntegrityError, match="does not match the sha256"):  # the manifest changes: not from cache
-        edit_manifest(model_copy, lambda m: m["files"].update({"model.onnx": "0" * 64}))
         TextClassifier.load(model_copy)
 
 

@@ -43,6 +43,6 @@ def test_directory_named_after_an_export_alias() -> None:
 
 def test_alias_tables_agree_with_the_export_script() -> None:
     hub_aliases = {k: a.hub_id for k, a in export_models.ALIASES.items() if not k.startswith("@cf/")}
-    assert EXPORT_ALIASES == hub_aliases
+    assert hub_aliases == EXPORT_ALIASES
     cloudflare = {k: (a.hub_id, a.precision) for k, a in export_models.ALIASES.items() if k.startswith("@cf/")}
-    assert CLOUDFLARE_IDS == cloudflare
+    assert cloudflare == CLOUDFLARE_IDS

@@ -19,7 +19,7 @@ from engine.runtime.postprocess import (
 
 
 @pytest.mark.parametrize(
-    "problem_type, num_labels, expected",
+    ("problem_type", "num_labels", "expected"),
     [
         ("regression", 1, Activation.NONE),
         ("regression", 3, Activation.NONE),
@@ -39,7 +39,9 @@ def test_extreme_logits_stay_finite_and_bounded(value: float) -> None:
     logits = np.array([[value, 0.0, -value]], dtype=np.float32)
     for act in (Activation.SOFTMAX, Activation.SIGMOID):
         scores = activate(logits, act)
-        assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
+        assert np.isfinite(scores).all()
+        assert (scores >= 0).all()
+        assert (scores <= 1).all()
     assert softmax(logits).sum() == pytest.approx(1.0, abs=1e-6)
 
 

@@ -79,7 +79,11 @@ def test_any_text_fits_the_window_or_is_refused(
         assert not trunc.enabled or trunc.strategy is Strategy.ONLY_FIRST  # only then may a text be too long
         return
     except InvalidRequestError as exc:
-        assert str(exc)
+        message = str(exc)
+    else:
+        message = None
+    if message is not None:
+        assert message  # an error says what is wrong
         return
     assert 2 <= len(encoded.ids) <= tokenizer.max_length
     assert len(encoded.type_ids) == len(encoded.ids)
@@ -112,7 +116,9 @@ def test_postprocess_is_finite_and_ordered_or_an_inference_error(
     except InferenceError:
         assert not finite
         return
-    assert finite and scores.shape == logits.shape and np.isfinite(scores).all()
+    assert finite
+    assert scores.shape == logits.shape
+    assert np.isfinite(scores).all()
     if activation is not Activation.NONE:
         assert ((scores >= 0) & (scores <= 1)).all()
     if activation is Activation.SOFTMAX:
@@ -136,7 +142,8 @@ def test_zero_shot_scores_are_bounded_and_permute_with_labels(
     logits: np.ndarray, multi_label: bool, data: st.DataObject
 ) -> None:
     scores = postprocess.zero_shot_scores(logits, 2, 0, multi_label)
-    assert np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()
+    assert np.isfinite(scores).all()
+    assert ((scores >= 0) & (scores <= 1)).all()
     if not multi_label and len(logits) > 1:  # one label alone is scored like multi_label, as the reference does
         assert math.isclose(float(scores.sum()), 1.0, abs_tol=1e-5)
     perm = np.array(data.draw(st.permutations(range(len(logits)))))
@@ -178,7 +185,7 @@ def test_row_score_does_not_depend_on_batch_neighbours(
     clf: TextClassifier, text: str, neighbours: list[str], data: st.DataObject
 ) -> None:
     position = data.draw(st.integers(0, len(neighbours)))
-    batch = neighbours[:position] + [text] + neighbours[position:]
+    batch = [*neighbours[:position], text, *neighbours[position:]]
     alone = clf(text, top_k=None, function_to_apply="none")
     together = clf(batch, top_k=None, function_to_apply="none")[position]
     want = {o.label: o.score for o in alone}

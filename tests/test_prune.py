@@ -148,7 +148,7 @@ def test_the_static_int8_form_is_pruned_with_the_same_logits_and_a_per_token_one
 
 @pytest.mark.parametrize("name", ["bert", "distilbert", "roberta"])
 def test_exports_prune_the_last_layer_and_keep_rows_independent(exported: Any, name: str) -> None:
-    pytest.importorskip("optimum.onnxruntime")
+    pytest.importorskip("transformers")  # the export extra
     from engine.runtime.loaded import LoadedModel
     from engine.runtime.tokenization import Truncation
 
@@ -170,7 +170,7 @@ def test_a_pruned_graph_that_does_not_run_is_not_used(
     checkpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The export verifies the pruned graph through the engine's run time; one it cannot load is dropped."""
-    pytest.importorskip("optimum.onnxruntime")
+    pytest.importorskip("transformers")  # the export extra
     from engine.export import export as export_models
 
     def broken(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:

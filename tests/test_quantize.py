@@ -134,7 +134,8 @@ def test_8bit_embeddings_are_the_fp32_model_with_block_rounded_tables(exported: 
             assert block is not None
             q, scale = quantize.quantize_blocks(value, block)
             assert numpy_helper.to_array(stored[f"q8/{init.name}/e8"]).tobytes() == q.tobytes()
-            assert q.nbytes == value.nbytes // 4 and np.abs(q.astype(np.int32) - 128).max() <= 127
+            assert q.nbytes == value.nbytes // 4
+            assert np.abs(q.astype(np.int32) - 128).max() <= 127
             back = (q.astype(np.float32) - 128).reshape(*q.shape[:1], -1, block) * scale[..., None]
             assert np.abs(back.reshape(value.shape) - value).max() <= scale.max() / 2 + 1e-7
             init.CopyFrom(numpy_helper.from_array(back.reshape(value.shape).astype(np.float32), init.name))
@@ -211,7 +212,8 @@ def test_search_takes_the_first_form_that_passes(
     if tried is not None:
         assert len(result.figures["int8_recipes_tried"]) == tried
     if "smoothed" in name:
-        assert result.recipe["smoothing"] != "none" and result.recipe["int8_embeddings"] == []
+        assert result.recipe["smoothing"] != "none"
+        assert result.recipe["int8_embeddings"] == []
     if name.startswith("fp32"):
         assert result.recipe["int8_matmuls"] == 0
 
@@ -262,10 +264,10 @@ def test_static_scales_cover_the_calibrated_range(exported: Callable[..., Path])
     for name, r in ranges.items():
         lo, hi = float(r.lo.min()), float(r.hi.max())
         scale, zero = inits[quantizers[name].input[1]], inits[quantizers[name].input[2]]
-        assert scale.shape == () and zero.dtype == np.uint8
-        assert (0 - float(zero)) * scale <= min(lo, 0) + scale / 2 and (255 - float(zero)) * scale >= max(
-            hi, 0
-        ) - scale / 2
+        assert scale.shape == ()
+        assert zero.dtype == np.uint8
+        assert (0 - float(zero)) * scale <= min(lo, 0) + scale / 2
+        assert (255 - float(zero)) * scale >= max(hi, 0) - scale / 2
 
 
 def test_per_token_quantization_is_each_tokens_own_range(exported: Callable[..., Path]) -> None:
@@ -275,7 +277,8 @@ def test_per_token_quantization_is_each_tokens_own_range(exported: Callable[...,
 
     model, runtime = quantized_everywhere(exported, "distilbert", "dynamic")
     quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    assert quantizers and all(next(a.i for a in n.attribute if a.name == "block_size") > 1 for n in quantizers)
+    assert quantizers
+    assert all(next(a.i for a in n.attribute if a.name == "block_size") > 1 for n in quantizers)
     probed = list(dict.fromkeys(name for n in quantizers for name in (*n.input, n.output[0])))
     model.graph.output.extend(onnx.ValueInfoProto(name=name) for name in probed)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
@@ -285,7 +288,9 @@ def test_per_token_quantization_is_each_tokens_own_range(exported: Callable[...,
     values = dict(zip(probed, session.run(probed, feed), strict=True))
     for n in quantizers:
         shifted, step, q = (values[name] for name in (n.input[0], n.input[1], n.output[0]))
-        assert len(n.input) == 2 and q.dtype == np.uint8 and step.shape == (*shifted.shape[:-1], 1)
+        assert len(n.input) == 2
+        assert q.dtype == np.uint8
+        assert step.shape == (*shifted.shape[:-1], 1)
         assert np.all(shifted.min(-1) == 0)  # x - the token's minimum
         np.testing.assert_allclose(step, np.maximum(shifted.max(-1, keepdims=True), 1e-12) / 255, rtol=1e-6)
         back = q.astype(np.float32) * step
@@ -396,7 +401,8 @@ def test_integer_matmul_is_exact_on_real_activations(exported: Callable[..., Pat
     values = inits | dict(zip(probed, session.run(probed, feed), strict=True))
     for n in mm:
         q, w, a_scale, w_scale, zero = (values[name] for name in n.input[:5])
-        assert q.dtype == np.uint8 and w.dtype == np.int8
+        assert q.dtype == np.uint8
+        assert w.dtype == np.int8
         assert 2 * 255 * int(np.abs(w.astype(np.int32)).max()) <= 32767  # vpmaddubsw's int16 pair sum cannot overflow
         exact = (q.astype(np.int64) - int(zero)) @ w.astype(np.int64)
         expected = exact * a_scale.astype(np.float64) * w_scale.astype(np.float64)

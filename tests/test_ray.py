@@ -35,7 +35,26 @@ from engine.jobs.formats import Format  # noqa: E402
 from engine.jobs.ray_data import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
 
 pytestmark = pytest.mark.ray
-WORDS = "good bad movie film great terrible plot acting love hate boring fun the a was is not very".split()
+WORDS = [
+    "good",
+    "bad",
+    "movie",
+    "film",
+    "great",
+    "terrible",
+    "plot",
+    "acting",
+    "love",
+    "hate",
+    "boring",
+    "fun",
+    "the",
+    "a",
+    "was",
+    "is",
+    "not",
+    "very",
+]
 
 
 def sentence(i: int, n: int = 12) -> str:
@@ -177,7 +196,8 @@ def test_a_killed_worker_loses_and_duplicates_no_row(cluster: Any, exported: Any
         r.id: r for r in score_records(records, load_model(model, ScoringOptions.parse(), 1, 4096), id_column="id")
     }
     for r in rows:
-        assert r["error"] is None and r["labels"] == [o.label for o in expected[r["id"]].outputs]
+        assert r["error"] is None
+        assert r["labels"] == [o.label for o in expected[r["id"]].outputs]
 
 
 class FailOn(Scorer):
@@ -255,7 +275,8 @@ def test_missing_or_tampered_model_is_refused_on_the_driver(cluster: Any, export
         run_job(bad, str(inp), str(tmp_path / "o.jsonl"), opts)
     with pytest.raises(IntegrityError, match="sha256"):
         score_dataset(ray.data.from_items([{"id": 1, "text": "x"}]), bad, id_column="id")
-    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "o.jsonl.partial").exists()
+    assert not (tmp_path / "o.jsonl").exists()
+    assert not (tmp_path / "o.jsonl.partial").exists()
 
 
 class LoadsElsewhere(Scorer):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -117,7 +117,9 @@ BAD_CLASSIFY: list[tuple[str, Any, dict[str, Any], type[EngineError], str]] = [
 ]
 
 
-@pytest.mark.parametrize("case, inputs, kwargs, error, message", BAD_CLASSIFY, ids=[c[0] for c in BAD_CLASSIFY])
+@pytest.mark.parametrize(
+    ("case", "inputs", "kwargs", "error", "message"), BAD_CLASSIFY, ids=[c[0] for c in BAD_CLASSIFY]
+)
 def test_bad_classification_call(
     clf: TextClassifier, case: str, inputs: Any, kwargs: dict[str, Any], error: type[Exception], message: str
 ) -> None:
@@ -138,7 +140,7 @@ class TokenizerSpy:
     """Stands in for tokenizers.Tokenizer inside engine.runtime.tokenization: records the length of every string
     handed to it."""
 
-    seen: list[int] = []
+    seen: ClassVar[list[int]] = []
 
     @classmethod
     def from_str(cls, json_text: str) -> Any:
@@ -160,7 +162,7 @@ class _Recording:
         return getattr(self._real, name)
 
 
-@pytest.fixture()
+@pytest.fixture
 def spied(exported: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[TextClassifier, ZeroShotClassifier, list[int]]:
     """Fresh models whose tokenizers report the length of every string they are given."""
     seen: list[int] = []
@@ -172,7 +174,7 @@ def spied(exported: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[TextClassifie
     return clf, zs, seen
 
 
-@pytest.mark.parametrize("case, make", HUGE_BAD, ids=[c[0] for c in HUGE_BAD])
+@pytest.mark.parametrize(("case", "make"), HUGE_BAD, ids=[c[0] for c in HUGE_BAD])
 def test_huge_text_with_truncation_off_is_refused_before_tokenizing(spied: Any, case: str, make: Any) -> None:
     clf, _, seen = spied
     with pytest.raises(TextTooLongError, match="turn truncation on"):
@@ -181,7 +183,7 @@ def test_huge_text_with_truncation_off_is_refused_before_tokenizing(spied: Any, 
 
 
 @pytest.mark.parametrize("side", ["right", "left"])
-@pytest.mark.parametrize("case, make", HUGE_BAD, ids=[c[0] for c in HUGE_BAD])
+@pytest.mark.parametrize(("case", "make"), HUGE_BAD, ids=[c[0] for c in HUGE_BAD])
 def test_huge_text_is_cut_before_tokenizing(spied: Any, case: str, make: Any, side: str) -> None:
     clf, _, seen = spied
     inputs = make()
@@ -189,15 +191,18 @@ def test_huge_text_is_cut_before_tokenizing(spied: Any, case: str, make: Any, si
     items = [TextPair(**x) if isinstance(x, dict) else x for x in items]
     predictions = clf.predict(items, truncation_direction=side)
     cap = clf.model.tokenizer.max_chars
-    assert seen and max(seen) <= cap < MB  # handed over, but never more than the cap
-    assert predictions[-1].truncated and predictions[-1].num_tokens <= clf.model.info.max_length
+    assert seen
+    assert max(seen) <= cap < MB
+    assert predictions[-1].truncated
+    assert predictions[-1].num_tokens <= clf.model.info.max_length
     assert all(0.0 <= p.outputs[0].score <= 1.0 for p in predictions)
 
 
 def test_huge_zero_shot_premise_is_cut_and_huge_label_refused(spied: Any) -> None:
     _, zs, seen = spied
     (prediction,) = zs.predict([huge(50 * MB)], _zs_params(["news", "sport"]))
-    assert prediction.truncated and max(seen) <= zs.model.tokenizer.max_chars
+    assert prediction.truncated
+    assert max(seen) <= zs.model.tokenizer.max_chars
     seen.clear()
     with pytest.raises(TextTooLongError, match="shorten the candidate label"):
         zs("short text", ["news", huge(50 * MB)])
@@ -247,7 +252,7 @@ BAD_JSON: list[tuple[str, Callable[[Any], Any], Any, str]] = [
 ]
 
 
-@pytest.mark.parametrize("case, parse, body, message", BAD_JSON, ids=[c[0] for c in BAD_JSON])
+@pytest.mark.parametrize(("case", "parse", "body", "message"), BAD_JSON, ids=[c[0] for c in BAD_JSON])
 def test_bad_json_request(case: str, parse: Callable[[Any], Any], body: Any, message: str) -> None:
     with pytest.raises(InvalidRequestError, match=message):
         parse(body)
@@ -340,7 +345,7 @@ BAD_ZERO_SHOT: list[tuple[str, Any, Any, dict[str, Any], type[EngineError], str]
 
 
 @pytest.mark.parametrize(
-    "case, inputs, labels, kwargs, error, message", BAD_ZERO_SHOT, ids=[c[0] for c in BAD_ZERO_SHOT]
+    ("case", "inputs", "labels", "kwargs", "error", "message"), BAD_ZERO_SHOT, ids=[c[0] for c in BAD_ZERO_SHOT]
 )
 def test_bad_zero_shot_call(
     zs: ZeroShotClassifier,
@@ -378,17 +383,18 @@ VALID: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("case, inputs", VALID, ids=[c[0] for c in VALID])
+@pytest.mark.parametrize(("case", "inputs"), VALID, ids=[c[0] for c in VALID])
 def test_unusual_valid_input_gets_finite_scores(clf: TextClassifier, case: str, inputs: Any) -> None:
     outputs = clf(inputs, top_k=None)
     scores = [o.score for o in outputs]
     assert sorted(o.label for o in outputs) == sorted(clf.labels)
     assert all(math.isfinite(s) and 0.0 <= s <= 1.0 for s in scores)
-    assert math.isclose(sum(scores), 1.0, abs_tol=1e-5) and scores == sorted(scores, reverse=True)
+    assert math.isclose(sum(scores), 1.0, abs_tol=1e-5)
+    assert scores == sorted(scores, reverse=True)
 
 
 @pytest.mark.parametrize(
-    "case, inputs", [c for c in VALID if isinstance(c[1], str)], ids=[c[0] for c in VALID if isinstance(c[1], str)]
+    ("case", "inputs"), [c for c in VALID if isinstance(c[1], str)], ids=[c[0] for c in VALID if isinstance(c[1], str)]
 )
 def test_unusual_valid_text_in_zero_shot(zs: ZeroShotClassifier, case: str, inputs: str) -> None:
     outputs = zs(inputs, ["news", "😀 emoji", "שלום", "a\x00b"])
@@ -405,10 +411,11 @@ VALID_PARAMETERS: list[tuple[str, dict[str, Any], int]] = [
 ]
 
 
-@pytest.mark.parametrize("case, kwargs, count", VALID_PARAMETERS, ids=[c[0] for c in VALID_PARAMETERS])
+@pytest.mark.parametrize(("case", "kwargs", "count"), VALID_PARAMETERS, ids=[c[0] for c in VALID_PARAMETERS])
 def test_unusual_valid_parameters(clf: TextClassifier, case: str, kwargs: dict[str, Any], count: int) -> None:
     outputs = clf("a fine text", **kwargs)
-    assert len(outputs) == count and all(0.0 <= o.score <= 1.0 for o in outputs)
+    assert len(outputs) == count
+    assert all(0.0 <= o.score <= 1.0 for o in outputs)
 
 
 def test_thousand_candidate_labels_are_answered(zs: ZeroShotClassifier) -> None:
@@ -418,9 +425,11 @@ def test_thousand_candidate_labels_are_answered(zs: ZeroShotClassifier) -> None:
     for row in outputs:
         scores = np.array([o.score for o in row])
         assert sorted(o.label for o in row) == sorted(labels)
-        assert np.isfinite(scores).all() and math.isclose(scores.sum(), 1.0, abs_tol=1e-4)
+        assert np.isfinite(scores).all()
+        assert math.isclose(scores.sum(), 1.0, abs_tol=1e-4)
     multi = zs("first text", labels, multi_label=True)
-    assert len(multi) == 1000 and all(0.0 <= o.score <= 1.0 for o in multi)
+    assert len(multi) == 1000
+    assert all(0.0 <= o.score <= 1.0 for o in multi)
 
 
 # Numerics through a full call ------------------------------------------------------------------------------------

@@ -71,7 +71,8 @@ def test_results_shape(one_logit: Reranker) -> None:
     everything = one_logit.rerank(QUERY, DOCS)
     assert sorted(r.index for r in everything) == list(range(len(DOCS)))
     assert [r.score for r in everything] == sorted((r.score for r in everything), reverse=True)
-    assert all(r.text is None for r in everything) and "text" not in everything[0].to_dict()
+    assert all(r.text is None for r in everything)
+    assert "text" not in everything[0].to_dict()
     assert one_logit.rerank(QUERY, DOCS, top_k=2) == everything[:2]
     assert one_logit.rerank(QUERY, DOCS, top_k=50) == everything
     twins = one_logit.rerank(QUERY, ["same text", "other", "same text"])  # ties keep the documents' order
@@ -80,7 +81,7 @@ def test_results_shape(one_logit: Reranker) -> None:
 
 
 @pytest.mark.parametrize(
-    "query, docs, kw",
+    ("query", "docs", "kw"),
     [
         ("", DOCS, {}),
         (QUERY, [], {}),
@@ -146,11 +147,15 @@ def test_tei_rerank_route(served: str, one_logit: Reranker) -> None:
     assert [g["score"] for g in raw] == pytest.approx([w.score for w in want_raw], abs=1e-5)
     # TEI's error body {error, error_type} and statuses (router/src/http/server.rs)
     too_long = httpx.post(served + "/rerank", json={"query": QUERY, "texts": [DOCS[0] * 20], "truncate": False})
-    assert too_long.status_code == 413 and too_long.json()["error_type"] == "Validation"
+    assert too_long.status_code == 413
+    assert too_long.json()["error_type"] == "Validation"
     empty = httpx.post(served + "/rerank", json={"query": QUERY, "texts": []})
-    assert empty.status_code == 400 and empty.json()["error_type"] == "Empty" and "empty" in empty.json()["error"]
+    assert empty.status_code == 400
+    assert empty.json()["error_type"] == "Empty"
+    assert "empty" in empty.json()["error"]
     missing = httpx.post(served + "/rerank", json={"query": QUERY})
-    assert missing.status_code == 422 and set(missing.json()) == {"error", "error_type"}
+    assert missing.status_code == 422
+    assert set(missing.json()) == {"error", "error_type"}
     assert httpx.post(served + "/models/nli/rerank", json=body).status_code == 400
     # the HF text-pair shape keeps working on the same model
     pair = httpx.post(served + "/models/ms-marco-tiny", json={"inputs": {"text": QUERY, "text_pair": DOCS[0]}})
@@ -169,9 +174,11 @@ def test_cohere_and_jina_rerank_route(served: str, one_logit: Reranker) -> None:
         assert [r["relevance_score"] for r in got["results"]] == pytest.approx([w.score for w in want], abs=1e-6)
     objects = {"query": QUERY, "documents": [{"text": d} for d in DOCS]}  # Cohere v1's {text} documents, no model
     got = httpx.post(f"{served}/v1/rerank", json=objects).json()
-    assert len(got["results"]) == len(DOCS) and "document" not in got["results"][0]
+    assert len(got["results"]) == len(DOCS)
+    assert "document" not in got["results"][0]
     wrong = httpx.post(f"{served}/v1/rerank", json={**objects, "model": "nli"})
-    assert wrong.status_code == 400 and "cross-encoder" in wrong.json()["message"]
+    assert wrong.status_code == 400
+    assert "cross-encoder" in wrong.json()["message"]
 
 
 def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
@@ -190,7 +197,8 @@ def test_zero_shot_extensions_over_http(served: str, exported: Any) -> None:
     got = httpx.post(served + "/models/nli", json=body, headers=pipeline).json()
     for g, text, ls in zip(got, texts, labels):
         want = zs.pipeline(text, ls)
-        assert g["sequence"] == text and g["labels"] == want.labels
+        assert g["sequence"] == text
+        assert g["labels"] == want.labels
         assert g["scores"] == pytest.approx(want.scores, abs=1e-6)
     long = " ".join(DOCS * 6)
     chunked = {"inputs": long, "parameters": {"candidate_labels": ["cities", "weather"], "long_text": "chunk"}}

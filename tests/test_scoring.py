@@ -23,7 +23,26 @@ from engine.jobs.resume import JobLockedError, JobState, ResumeRefusedError
 from engine.jobs.scoring import ScoringOptions, score_records
 
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "good bad movie film great terrible plot acting love hate boring fun the a was is not very".split()
+WORDS = [
+    "good",
+    "bad",
+    "movie",
+    "film",
+    "great",
+    "terrible",
+    "plot",
+    "acting",
+    "love",
+    "hate",
+    "boring",
+    "fun",
+    "the",
+    "a",
+    "was",
+    "is",
+    "not",
+    "very",
+]
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -108,9 +127,11 @@ def test_round_trip_keeps_order_ids_and_scores(tmp_path: Path, clf: TextClassifi
     expected = [p.outputs for p in clf.predict(ts[:25], top_k_all()) + clf.predict(ts[25:50], top_k_all())]
     expected += [p.outputs for p in clf.predict(ts[50:], top_k_all())]
     for row, outs in zip(rows, expected):
-        assert row["labels"] == [o.label for o in outs] and row["label"] == outs[0].label
+        assert row["labels"] == [o.label for o in outs]
+        assert row["label"] == outs[0].label
         assert row["scores"] == pytest.approx([o.score for o in outs], abs=1e-6)
-        assert row["score"] == max(row["scores"]) and row["truncated"] is False
+        assert row["score"] == max(row["scores"])
+        assert row["truncated"] is False
     assert list(rows[0]) == ["id", "label", "score", "labels", "scores", "truncated"]
     assert not state_path(out).exists()
 
@@ -154,7 +175,8 @@ def test_text_pairs(tmp_path: Path, exported: Any) -> None:
     rows = read_output(tmp_path / "out.jsonl")
     got = [(label, score) for r in rows for label, score in zip(r["labels"], r["scores"])]
     expected = flat(bert.predict([TextPair(a, b) for a, b in pairs], raw))
-    assert [g[0] for g in got] == [e[0] for e in expected] and {g[0] for g in got} == {"NEGATIVE", "POSITIVE"}
+    assert [g[0] for g in got] == [e[0] for e in expected]
+    assert {g[0] for g in got} == {"NEGATIVE", "POSITIVE"}
     assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], abs=1e-5)
     alone = flat(bert.predict([a for a, _ in pairs], raw))  # the pair's second text really was used
     assert max(abs(g[1] - a[1]) for g, a in zip(sorted(got), sorted(alone))) > 1e-2
@@ -193,7 +215,8 @@ def test_score_records_is_lazy_and_ordered(clf: TextClassifier) -> None:
     rest = list(it)
     rows = [first, *rest]
     assert [r.row for r in rows] == list(range(30))
-    assert rows[5].error == "record is a str, not a mapping" and rows[5].outputs == []
+    assert rows[5].error == "record is a str, not a mapping"
+    assert rows[5].outputs == []
     assert [r.id for r in rows if r.error is None] == [i for i in range(30) if i != 5]
     assert rows[0].outputs[0] == clf.predict([texts(30)[0]], top_k_all())[0].outputs[0]
 
@@ -219,7 +242,8 @@ def test_bad_rows_go_to_the_errors_file(tmp_path: Path, model: Path) -> None:
     out = tmp_path / "out.jsonl"
     result = run_cli(model, inp, out, "--id-column", "id", "--no-truncation", "--chunk-rows", "6")
     assert result.returncode == 1, result.stderr
-    assert "7 failed" in result.stderr and "rows/s" in result.stderr
+    assert "7 failed" in result.stderr
+    assert "rows/s" in result.stderr
     errors = read_errors(out)
     assert [(e["row"], e["id"]) for e in errors] == [
         (3, "empty"),
@@ -231,9 +255,14 @@ def test_bad_rows_go_to_the_errors_file(tmp_path: Path, model: Path) -> None:
         (15, None),
     ]
     reasons = [e["error"] for e in errors]
-    assert "empty" in reasons[0] and "'text' is missing" in reasons[1] and "must be a string, got int" in reasons[2]
-    assert "invalid UTF-8" in reasons[3] and "not valid JSON" in reasons[4]
-    assert "window" in reasons[5] and "turn truncation on" in reasons[5] and "id column 'id'" in reasons[6]
+    assert "empty" in reasons[0]
+    assert "'text' is missing" in reasons[1]
+    assert "must be a string, got int" in reasons[2]
+    assert "invalid UTF-8" in reasons[3]
+    assert "not valid JSON" in reasons[4]
+    assert "window" in reasons[5]
+    assert "turn truncation on" in reasons[5]
+    assert "id column 'id'" in reasons[6]
     good = [r["id"] for r in read_output(out)]
     assert good == [f"ok{i}" for i in range(20) if i not in {3, 5, 7, 9, 11, 13, 15}]
 
@@ -246,7 +275,9 @@ def test_invalid_utf8_in_csv_is_one_bad_row(tmp_path: Path, clf: TextClassifier)
     assert (summary.rows, summary.errors) == (3, 1)
     assert [r["id"] for r in read_output(out)] == ["a", "c"]
     [error] = read_errors(out)
-    assert error["id"] is None and error["row"] == 1 and "invalid UTF-8" in error["error"]
+    assert error["id"] is None
+    assert error["row"] == 1
+    assert "invalid UTF-8" in error["error"]
 
 
 def test_clean_run_leaves_no_stale_errors_file(tmp_path: Path, clf: TextClassifier) -> None:
@@ -261,11 +292,14 @@ def test_max_errors_stops_and_a_higher_bound_resumes(tmp_path: Path, model: Path
     inp = bad_rows_file(tmp_path / "in.jsonl")
     out = tmp_path / "out.jsonl"
     stopped = run_cli(model, inp, out, "--chunk-rows", "4", "--max-errors", "2", "--quiet")
-    assert stopped.returncode == 3 and "--max-errors 2" in stopped.stderr
-    assert not out.exists() and state_path(out).exists()
+    assert stopped.returncode == 3
+    assert "--max-errors 2" in stopped.stderr
+    assert not out.exists()
+    assert state_path(out).exists()
     assert [e["row"] for e in read_errors(out)] == [3, 5, 7]  # the chunk that went over the bound is included
     resumed = run_cli(model, inp, out, "--chunk-rows", "4", "--max-errors", "10")
-    assert resumed.returncode == 1 and "done before (resumed)" in resumed.stderr
+    assert resumed.returncode == 1
+    assert "done before (resumed)" in resumed.stderr
     clean = tmp_path / "clean.jsonl"
     assert run_cli(model, inp, clean, "--chunk-rows", "4").returncode == 1
     assert out.read_bytes() == clean.read_bytes()
@@ -313,15 +347,18 @@ def test_batches_at_once_write_the_one_at_a_time_output(tmp_path: Path, model: P
         for a, b in zip(other, outs[0]):
             assert a["scores"] == pytest.approx(b["scores"], abs=1e-6)
     bad = run_cli(model, inp, tmp_path / "bad.jsonl", "--id-column", "id", "--concurrent-batches", "0")
-    assert bad.returncode == 2 and "concurrent_batches must be a positive integer" in bad.stderr
+    assert bad.returncode == 2
+    assert "concurrent_batches must be a positive integer" in bad.stderr
 
 
 def test_usage_errors_exit_2(tmp_path: Path, model: Path) -> None:
     inp = write_input(tmp_path / "in.csv", [{"body": "x"}])
     result = run_cli(model, inp, tmp_path / "out.csv")
-    assert result.returncode == 2 and "no column(s) ['text']" in result.stderr
+    assert result.returncode == 2
+    assert "no column(s) ['text']" in result.stderr
     result = run_cli(model, inp, tmp_path / "out.txt", "--text-column", "body")
-    assert result.returncode == 2 and ".jsonl" in result.stderr
+    assert result.returncode == 2
+    assert ".jsonl" in result.stderr
     assert run_cli(tmp_path / "nope", inp, tmp_path / "out.csv", "--text-column", "body").returncode == 2
 
 
@@ -365,9 +402,11 @@ def test_resume_gives_identical_output_in_each_format(
         die_after_commits(m, 3)
         with pytest.raises(Killed):
             score_file(clf, inp, out, chunk_rows=16)
-    assert not out.exists() and len(list(state_path(out).glob("0*.jsonl"))) == 3
+    assert not out.exists()
+    assert len(list(state_path(out).glob("0*.jsonl"))) == 3
     summary = score_file(clf, inp, out, chunk_rows=16)
-    assert summary.resumed_rows == 48 and summary.rows == 101
+    assert summary.resumed_rows == 48
+    assert summary.rows == 101
     assert out.read_bytes() == clean.read_bytes()
     assert read_errors(out) == read_errors(clean) == [{"row": 100, "error": read_errors(clean)[0]["error"]}]
 
@@ -393,7 +432,8 @@ def test_death_while_assembling_the_output(
     assert out.read_bytes() == (b"an older result\n" if where == "writer" else clean.read_bytes())
     assert state_path(out).exists()
     assert score_file(clf, inp, out, chunk_rows=16).resumed_rows == 40
-    assert out.read_bytes() == clean.read_bytes() and not state_path(out).exists()
+    assert out.read_bytes() == clean.read_bytes()
+    assert not state_path(out).exists()
 
 
 def test_changed_parameters_input_or_model_refuse_to_resume(
@@ -413,7 +453,8 @@ def test_changed_parameters_input_or_model_refuse_to_resume(
     with pytest.raises(ResumeRefusedError, match="the model changed"):
         score_file(other, inp, out, chunk_rows=16)
     result = run_cli(exported("bert", "fp32"), inp, out, "--chunk-rows", "16")
-    assert result.returncode == 2 and "--restart" in result.stderr
+    assert result.returncode == 2
+    assert "--restart" in result.stderr
     with inp.open("a") as f:
         f.write(json.dumps({"text": "one more row"}) + "\n")
     with pytest.raises(ResumeRefusedError, match="the input file changed"):
@@ -464,7 +505,8 @@ def test_kill_9_then_resume_is_byte_identical(tmp_path: Path, model: Path) -> No
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         if point != "random":
-            assert int(point) <= committed < total_chunks and not out.exists()
+            assert int(point) <= committed < total_chunks
+            assert not out.exists()
         resumed = run_cli(model, inp, out, *args)
         assert resumed.returncode == 1, resumed.stderr
         assert out.read_bytes() == clean.read_bytes()

@@ -248,7 +248,8 @@ def test_hf_shapes_pairs_lists_and_hub_ids(url: str, clf: TextClassifier, zs: Ze
     old = {"inputs": {"text": texts[0], "candidateLabels": LABELS}, "parameters": {"multiLabel": True}}
     r = httpx.post(f"{url}/models/bart-large-mnli", json=old, headers=AUTH)
     expected = zs.pipeline(texts[0], LABELS, multi_label=True)
-    assert r.json()["sequence"] == texts[0] and r.json()["labels"] == expected.labels  # type: ignore[union-attr]
+    assert r.json()["sequence"] == texts[0]
+    assert r.json()["labels"] == expected.labels
     assert r.json()["scores"] == pytest.approx(expected.scores, abs=1e-6)  # type: ignore[union-attr]
     # the spec's shape by default: one [{label, score}] per input; the pipeline's shape on request (header)
     body = {"inputs": texts, "parameters": {"candidate_labels": "refund, legal"}}
@@ -270,13 +271,16 @@ def test_zero_shot_answer_rule(url: str, zs: ZeroShotClassifier) -> None:
     close(spec, want)
     close(httpx.post(path, json={**body, "inputs": [text]}, headers=AUTH).json(), want)  # a list of one: one list
     two = httpx.post(path, json={**body, "inputs": [text, text]}, headers=AUTH).json()
-    assert len(two) == 2 and all(isinstance(x, list) for x in two)
+    assert len(two) == 2
+    assert all(isinstance(x, list) for x in two)
     hub0 = httpx.post(path, json=body, headers={**AUTH, "user-agent": "unknown/None; hf_hub/0.36.2; python/3.11.7"})
-    assert hub0.json()["sequence"] == text and hub0.json()["labels"] == [w["label"] for w in want]
+    assert hub0.json()["sequence"] == text
+    assert hub0.json()["labels"] == [w["label"] for w in want]
     hub2 = httpx.post(path, json=body, headers={**AUTH, "user-agent": "unknown/None; hf_hub/2.4.0; python/3.11.7"})
     close(hub2.json(), want)
     bad = httpx.post(path, json=body, headers={**AUTH, "x-zero-shot-format": "xml"})
-    assert bad.status_code == 400 and "labels" in bad.json()["error"]
+    assert bad.status_code == 400
+    assert "labels" in bad.json()["error"]
 
 
 def test_cache_keeps_every_shape_apart(url: str) -> None:
@@ -287,32 +291,38 @@ def test_cache_keeps_every_shape_apart(url: str) -> None:
     pipeline = {**AUTH, "x-zero-shot-format": "pipeline"}
     as_list = httpx.post(path, json={"inputs": ["cache shape text"], "parameters": params}, headers=pipeline)
     single = httpx.post(path, json={"inputs": "cache shape text", "parameters": params}, headers=pipeline)
-    assert isinstance(as_list.json(), list) and isinstance(single.json(), dict)
+    assert isinstance(as_list.json(), list)
+    assert isinstance(single.json(), dict)
     assert single.headers["x-cache"] == "hit"  # the same results, shaped for this request
     labels = httpx.post(path, json={"inputs": "cache shape text", "parameters": params}, headers=AUTH)
-    assert labels.headers["x-cache"] == "hit" and [o["label"] for o in labels.json()] == single.json()["labels"]
+    assert labels.headers["x-cache"] == "hit"
+    assert [o["label"] for o in labels.json()] == single.json()["labels"]
 
 
 def test_requests_the_spec_allows(url: str) -> None:
     """huggingface.js's input schemas allow these; the reference pipeline answers them, and so does the server."""
     path = f"{url}/models/distilbert-sst-2"
     ok = httpx.post(path, json={"inputs": "x", "parameters": {"top_k": 2.0}}, headers=AUTH)
-    assert ok.status_code == 200 and len(ok.json()[0]) == 2
+    assert ok.status_code == 200
+    assert len(ok.json()[0]) == 2
     named = httpx.post(
         path, json={"inputs": "x", "model": "distilbert/distilbert-base-uncased-finetuned-sst-2-english"}, headers=AUTH
     )
     assert named.status_code == 200
     extra = httpx.post(path, json={"inputs": "x", "stream": False, "parameters": {"truncation": True}}, headers=AUTH)
-    assert extra.status_code == 200 and extra.headers["x-ignored-fields"] == "stream, parameters.truncation"
+    assert extra.status_code == 200
+    assert extra.headers["x-ignored-fields"] == "stream, parameters.truncation"
     other = httpx.post(path, json={"inputs": "x", "model": "facebook/bart-large-mnli"}, headers=AUTH)
-    assert other.status_code == 400 and "this route serves" in other.json()["error"]
+    assert other.status_code == 400
+    assert "this route serves" in other.json()["error"]
     zs = f"{url}/models/bart-large-mnli"
     for params, needle in (
         ({"candidate_labels": []}, "empty"),
         ({"candidate_labels": ["a"], "hypothesis_template": "no slot"}, "{}"),
     ):
         r = httpx.post(zs, json={"inputs": "x", "parameters": params}, headers=AUTH)
-        assert r.status_code == 422 and needle in r.json()["error"], params  # the pipeline fails on these too
+        assert r.status_code == 422, params  # the pipeline fails on these too
+        assert needle in r.json()["error"], params
 
 
 # Cloudflare Workers AI ----------------------------------------------------------------------------------------------
@@ -323,19 +333,27 @@ def test_cloudflare_shape_and_envelope(url: str, clf: TextClassifier) -> None:
     r = httpx.post(path, json={"text": "I like you. I love you"}, headers=AUTH)
     assert r.status_code == 200
     body = r.json()
-    assert body["success"] is True and body["errors"] == [] and body["messages"] == []
+    assert body["success"] is True
+    assert body["errors"] == []
+    assert body["messages"] == []
     close(body["result"], as_json(clf("I like you. I love you", top_k=None)))
     for payload, status in (({"text": "  "}, 422), ({"inputs": "x"}, 422)):
         r = httpx.post(path, json=payload, headers=AUTH)
         assert r.status_code == status
-        assert r.json()["success"] is False and r.json()["result"] is None
-        assert r.json()["errors"][0]["code"] == status and r.json()["errors"][0]["message"]
+        assert r.json()["success"] is False
+        assert r.json()["result"] is None
+        assert r.json()["errors"][0]["code"] == status
+        assert r.json()["errors"][0]["message"]
     r = httpx.post(path, json={"text": "hi"})
-    assert r.status_code == 401 and r.json()["errors"][0]["code"] == 10000 and r.json()["success"] is False
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["code"] == 10000
+    assert r.json()["success"] is False
     r = httpx.post(f"{url}/client/v4/accounts/x/ai/run/@cf/meta/llama-3-8b-instruct", json={"text": "hi"}, headers=AUTH)
-    assert r.status_code == 404 and r.json()["success"] is False
+    assert r.status_code == 404
+    assert r.json()["success"] is False
     r = httpx.post(f"{url}/client/v4/accounts/x/ai/run/bart-large-mnli", json={"text": "hi"}, headers=AUTH)
-    assert r.status_code == 400 and "zero-shot" in r.json()["errors"][0]["message"]
+    assert r.status_code == 400
+    assert "zero-shot" in r.json()["errors"][0]["message"]
 
 
 # Headers, limits, errors ----------------------------------------------------------------------------------------------
@@ -344,7 +362,8 @@ def test_cloudflare_shape_and_envelope(url: str, clf: TextClassifier) -> None:
 def test_auth_missing_wrong_right(url: str) -> None:
     path, body = f"{url}/models/distilbert-sst-2", {"inputs": "auth check"}
     missing = httpx.post(path, json=body)
-    assert missing.status_code == 401 and "Authorization: Bearer" in missing.json()["error"]
+    assert missing.status_code == 401
+    assert "Authorization: Bearer" in missing.json()["error"]
     assert missing.headers["www-authenticate"] == "Bearer"
     for header in (f"Bearer {TOKEN}x", f"Bearer {TOKEN[:-1]}", f"Basic {TOKEN}", "Bearer"):
         wrong = httpx.post(path, json=body, headers={"Authorization": header})
@@ -360,22 +379,27 @@ def test_result_cache_header(url: str) -> None:
     before = stats(url, "distilbert-sst-2")["model_runs"]
     first = httpx.post(path, json=body, headers=AUTH)
     second = httpx.post(path, json=body, headers=AUTH)
-    assert first.headers["x-cache"] == "miss" and second.headers["x-cache"] == "hit"
+    assert first.headers["x-cache"] == "miss"
+    assert second.headers["x-cache"] == "hit"
     assert second.json() == first.json()
     assert stats(url, "distilbert-sst-2")["model_runs"] == before + 1
     fresh = httpx.post(path, json=body, headers={**AUTH, "x-use-cache": "false"})
-    assert fresh.headers["x-cache"] == "miss" and fresh.json() == first.json()
-    assert float(fresh.headers["x-compute-time"]) >= 0 and float(fresh.headers["x-queue-time"]) >= 0
+    assert fresh.headers["x-cache"] == "miss"
+    assert fresh.json() == first.json()
+    assert float(fresh.headers["x-compute-time"]) >= 0
+    assert float(fresh.headers["x-queue-time"]) >= 0
     assert stats(url, "distilbert-sst-2")["model_runs"] == before + 2
     other = httpx.post(path, json={**body, "parameters": {"top_k": 1}}, headers=AUTH)  # parameters are in the key
-    assert other.headers["x-cache"] == "miss" and len(other.json()[0]) == 1
+    assert other.headers["x-cache"] == "miss"
+    assert len(other.json()[0]) == 1
     assert httpx.post(path, json=body, headers={**AUTH, "x-use-cache": "maybe"}).status_code == 400
 
 
 def test_limits_and_errors(url: str) -> None:
     path = f"{url}/models/distilbert-sst-2"
     big = httpx.post(path, json={"inputs": "x" * 20000}, headers=AUTH)
-    assert big.status_code == 413 and "16384" in big.json()["error"]
+    assert big.status_code == 413
+    assert "16384" in big.json()["error"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold while streaming
         yield b'{"inputs": "'
@@ -385,7 +409,8 @@ def test_limits_and_errors(url: str) -> None:
 
     assert httpx.post(path, content=chunks(), headers=AUTH).status_code == 413
     bad = httpx.post(path, content=b'{"inputs": "unterminated', headers=AUTH)
-    assert bad.status_code == 400 and "not valid JSON" in bad.json()["error"]
+    assert bad.status_code == 400
+    assert "not valid JSON" in bad.json()["error"]
     for payload, needle in (
         ({"inputs": "x", "parameters": {"top_k": 0}}, "top_k"),
         ({"inputs": "x", "parameters": {"function_to_apply": "relu"}}, "relu"),
@@ -394,11 +419,14 @@ def test_limits_and_errors(url: str) -> None:
         ({"inputs": "x", "options": "fast"}, "options"),
     ):
         r = httpx.post(path, json=payload, headers=AUTH)
-        assert r.status_code == 422 and needle in r.json()["error"], payload
+        assert r.status_code == 422, payload
+        assert needle in r.json()["error"], payload
     r = httpx.post(f"{url}/models/bart-large-mnli", json={"inputs": "x", "parameters": {}}, headers=AUTH)
-    assert r.status_code == 422 and "candidate_labels" in r.json()["error"]
+    assert r.status_code == 422
+    assert "candidate_labels" in r.json()["error"]
     unknown = httpx.post(f"{url}/models/nobody/nothing", json={"inputs": "x"}, headers=AUTH)
-    assert unknown.status_code == 404 and "distilbert-sst-2" in unknown.json()["error"]
+    assert unknown.status_code == 404
+    assert "distilbert-sst-2" in unknown.json()["error"]
 
 
 def test_model_list(url: str, dirs: dict[str, Path]) -> None:
@@ -430,7 +458,8 @@ def test_wait_for_model_and_bounded_queue(dirs: dict[str, Path], clf: TextClassi
         path = f"{base}/models/distilbert-sst-2"
         loading = httpx.post(path, json={"inputs": "hello"})
         assert loading.status_code == 503
-        assert "loading" in loading.json()["error"] and loading.json()["estimated_time"] > 0
+        assert "loading" in loading.json()["error"]
+        assert loading.json()["estimated_time"] > 0
         assert int(loading.headers["retry-after"]) >= 1
         assert httpx.get(f"{base}/models/distilbert-sst-2").json()["state"] == "loading"
         with ThreadPoolExecutor(2) as pool:
@@ -445,7 +474,8 @@ def test_wait_for_model_and_bounded_queue(dirs: dict[str, Path], clf: TextClassi
                     break
                 time.sleep(0.01)
             full = httpx.post(path, json={"inputs": "one too many"}, headers={"x-wait-for-model": "true"})
-            assert full.status_code == 503 and "queued" in full.json()["error"]
+            assert full.status_code == 503
+            assert "queued" in full.json()["error"]
             assert not any(f.done() for f in waiting)  # nothing can answer before the model is loaded
             release.set()
             answers = [f.result() for f in waiting]
@@ -511,12 +541,14 @@ def test_engine_serve_command(dirs: dict[str, Path], tmp_path: Path) -> None:
                 time.sleep(0.05)
         headers = {"Authorization": "Bearer serve-token", "x-wait-for-model": "true"}
         r = httpx.post(f"{base}/client/v4/accounts/a/ai/run/{CF_ID}", json={"text": "hello"}, headers=headers)
-        assert r.status_code == 200 and r.json()["success"] is True
+        assert r.status_code == 200
+        assert r.json()["success"] is True
         assert httpx.post(f"{base}/models/distilbert-sst-2", json={"inputs": "hi"}).status_code == 401
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    assert "1 token(s)" in err and "distilbert-sst-2" in err
+    assert "1 token(s)" in err
+    assert "distilbert-sst-2" in err
 
 
 def test_command_line_errors(dirs: dict[str, Path], tmp_path: Path) -> None:

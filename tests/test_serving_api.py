@@ -43,21 +43,26 @@ def test_importable_without_starlette() -> None:
 
 def test_text_classification_request_returns_every_label_by_default() -> None:
     parsed = parse_hf("text-classification", {"inputs": ["a", "b"], "options": {"use_cache": False}})
-    assert parsed.inputs == ["a", "b"] and parsed.is_batch and parsed.cost == 2
+    assert parsed.inputs == ["a", "b"]
+    assert parsed.is_batch
+    assert parsed.cost == 2
     assert parsed.parameters == TextClassificationParameters(top_k=None)
     single = parse_hf("text-classification", {"inputs": "a", "parameters": {"top_k": 1}})
-    assert not single.is_batch and single.parameters == TextClassificationParameters(top_k=1)
+    assert not single.is_batch
+    assert single.parameters == TextClassificationParameters(top_k=1)
 
 
 def test_zero_shot_request_costs_texts_times_labels() -> None:
     parsed = parse_hf("zero-shot-classification", {"inputs": ["x", "y"], "parameters": {"candidate_labels": "a,b,c"}})
-    assert parsed.cost == 6 and parsed.is_batch
+    assert parsed.cost == 6
+    assert parsed.is_batch
 
 
 def test_bad_requests_are_422() -> None:
     with pytest.raises(HTTPError) as info:
         parse_hf("text-classification", {"inputs": ""})
-    assert info.value.status == 422 and "empty" in info.value.message
+    assert info.value.status == 422
+    assert "empty" in info.value.message
     with pytest.raises(HTTPError) as info:
         parse_cloudflare({"inputs": "x"})
     assert info.value.status == 422
@@ -94,7 +99,8 @@ def test_one_table_maps_errors_to_statuses_and_exit_codes() -> None:
     assert outcome(TextTooLongError("x")).http_status == 422 == outcome(InvalidRequestError("x")).http_status
     assert outcome(IntegrityError("x")) == outcome(ModelLoadError("x")) == OUTCOMES[ModelLoadError]
     assert outcome(Overloaded("x")).http_status == 503
-    assert outcome(InferenceError("x")).exit_code == 4 and outcome(InvalidRequestError("x")).exit_code == 2
+    assert outcome(InferenceError("x")).exit_code == 4
+    assert outcome(InvalidRequestError("x")).exit_code == 2
     assert outcome(TooManyErrorsError("x")).exit_code == 3
 
     class Unlisted(EngineError):

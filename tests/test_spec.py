@@ -48,7 +48,7 @@ def clf(exported: Any) -> TextClassifier:
     return TextClassifier.load(exported("bert", "fp32"))
 
 
-@pytest.mark.parametrize("case, inputs, kwargs, error", BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
+@pytest.mark.parametrize(("case", "inputs", "kwargs", "error"), BAD_CALLS, ids=[c[0] for c in BAD_CALLS])
 def test_bad_input_gets_typed_error(
     clf: TextClassifier, case: str, inputs: Any, kwargs: dict[str, Any], error: type[Exception]
 ) -> None:

@@ -50,7 +50,7 @@ def as_rows(result: Any, batch: bool) -> list[list[tuple[str, float]]]:
     return [row(r) for r in result] if batch else [row(result)]
 
 
-@pytest.mark.parametrize("function, top_k, kind", list(itertools.product(FUNCTIONS, TOP_KS, INPUTS)))
+@pytest.mark.parametrize(("function", "top_k", "kind"), list(itertools.product(FUNCTIONS, TOP_KS, INPUTS)))
 def test_matches_reference_pipeline(pair_of: Any, function: str, top_k: Any, kind: str) -> None:
     reference, clf, _ = pair_of
     kwargs: dict[str, Any] = {}
@@ -72,7 +72,8 @@ def test_truncation_matches_reference_and_is_reported(pair_of: Any) -> None:
     window = clf.model.info.max_length
     expected = as_rows(reference(LONG, truncation=True, max_length=window, top_k=None), False)
     (prediction,) = clf.predict([LONG], TextClassificationParameters(top_k=None))
-    assert prediction.truncated and prediction.num_tokens == clf.model.info.max_length
+    assert prediction.truncated
+    assert prediction.num_tokens == clf.model.info.max_length
     got = as_rows(prediction.outputs, False)
     assert [label for label, _ in got[0]] == [label for label, _ in expected[0]]
     np.testing.assert_allclose([s for _, s in got[0]], [s for _, s in expected[0]], atol=1e-5, rtol=1e-5)

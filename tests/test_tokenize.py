@@ -19,7 +19,7 @@ SETTINGS = [
 ]
 
 
-@pytest.fixture()
+@pytest.fixture
 def tokenizer_json(exported: Any) -> str:
     return (Path(exported("bert", "fp32")) / "tokenizer.json").read_text()
 

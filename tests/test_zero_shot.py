@@ -69,7 +69,8 @@ def check_same(got: list[dict[str, Any]], expected: list[dict[str, Any]]) -> Non
     differ by more than 2 * ATOL come in the reference's order (closer ones may swap)."""
     assert [g["sequence"] for g in got] == [e["sequence"] for e in expected]
     for g, e in zip(got, expected):
-        assert sorted(g["labels"]) == sorted(e["labels"]) and len(g["labels"]) == len(set(g["labels"]))
+        assert sorted(g["labels"]) == sorted(e["labels"])
+        assert len(g["labels"]) == len(set(g["labels"]))
         want = dict(zip(e["labels"], e["scores"]))
         np.testing.assert_allclose(g["scores"], [want[label] for label in g["labels"]], rtol=0, atol=ATOL)
         assert g["scores"] == sorted(g["scores"], reverse=True)
@@ -85,7 +86,8 @@ def test_matches_reference_pipeline(pair_of: Any, case: str) -> None:
     check_same(rows(zs.pipeline(inputs, **kwargs)), expected)
     spec = zs(inputs, **kwargs)  # the spec's shape: sorted [ClassificationOutput], one list per text for a list
     per_text = spec if isinstance(inputs, list) else [spec]
-    assert isinstance(spec, list) and all(isinstance(o, ClassificationOutput) for r in per_text for o in r)
+    assert isinstance(spec, list)
+    assert all(isinstance(o, ClassificationOutput) for r in per_text for o in r)
     as_pipeline = [
         {"sequence": t, "labels": [o.label for o in r], "scores": [o.score for o in r]}
         for t, r in zip(inputs if isinstance(inputs, list) else [inputs], per_text)
@@ -102,12 +104,15 @@ def test_long_premise_is_cut_and_hypothesis_kept(pair_of: Any) -> None:
     (premise,) = zs.model.tokenizer.encode_pairs([LONG], [[hypothesis]], Truncation(strategy=Strategy.ONLY_FIRST))
     (enc,) = premise.rows
     want = reference.tokenizer(LONG, hypothesis, truncation="only_first")  # to model_max_length, like the pipeline
-    assert enc.ids == want["input_ids"] and len(enc.ids) == zs.model.info.max_length and enc.truncated
+    assert enc.ids == want["input_ids"]
+    assert len(enc.ids) == zs.model.info.max_length
+    assert enc.truncated
     alone = reference.tokenizer(hypothesis, add_special_tokens=False)["input_ids"]
     tail = enc.ids[len(enc.ids) - len(alone) - 1 : -1]  # before the final special token
     assert tail == alone
     short, long_ = zs.predict(["I want a refund.", LONG], ZeroShotClassificationParameters(("refund", "legal")))
-    assert long_.truncated and not short.truncated
+    assert long_.truncated
+    assert not short.truncated
     with pytest.raises(TextTooLongError):
         zs(LONG, ["refund"], truncation=False)
 
@@ -181,7 +186,7 @@ def bert_nli(exported: Any) -> ZeroShotClassifier:
     return ZeroShotClassifier.load(exported("bert-nli", "fp32"), threads=1)
 
 
-@pytest.mark.parametrize("name, inputs, kwargs", BAD, ids=[b[0] for b in BAD])
+@pytest.mark.parametrize(("name", "inputs", "kwargs"), BAD, ids=[b[0] for b in BAD])
 def test_bad_request_is_a_typed_error(
     bert_nli: ZeroShotClassifier, name: str, inputs: Any, kwargs: dict[str, Any]
 ) -> None:

@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from engine.errors import ModelLoadError
-from engine.export import gate, quantize
+from engine.export import gate, quantize, support
 from engine.export.export import (
     EOS_POOLED_MODELS,
     FP32_ATOL,
@@ -331,6 +331,8 @@ def adopt(
         raise ExportError(f"cannot read tokenizer.json of {src.name}: {exc}") from exc
     graph = read_graph(src, chosen)
     desc = describe(config, read_json(src, "tokenizer_config.json", required=False), tokenizer_json, graph)
+    if (warning := support.untested(desc.model_type)) is not None:
+        log(f"warning: {warning}")
     try:
         check_graph(graph, len(desc.labels), Path(chosen))
     except ModelLoadError as exc:

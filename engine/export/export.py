@@ -19,7 +19,9 @@ inside the functions that use them, so `engine adopt` reuses this module's check
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import EngineError
-from engine.export import gate, quantize
+from engine.export import gate, quantize, support, transformers_onnx
 from engine.export.fuse import fuse_attention
 from engine.export.prune import prune_to_first_token
 from engine.model.fileio import fsync_dir, sha256_hex, write_atomic
@@ -134,7 +136,12 @@ def load_checkpoint(source: str) -> tuple[Any, Any, Any]:
         raise ExportError(f"{source}: cannot load its tokenizer ({type(exc).__name__}: {exc})") from exc
     if not getattr(tokenizer, "is_fast", False):
         raise ExportError(f"{source}: no fast tokenizer (tokenizer.json) could be built; the run time needs one")
-    model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+    if len(tokenizer) <= len(set(tokenizer.all_special_ids)):  # transformers 5 builds an empty one from no files
+        raise ExportError(f"{source}: cannot load its tokenizer (no tokenizer files: its vocabulary is empty)")
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(source).eval()
+    except OSError as exc:  # no weights file
+        raise ExportError(f"{source}: cannot load its weights: {exc}") from exc
     return config, tokenizer, model
 
 
@@ -221,7 +228,7 @@ class ZeroShotGrid:
         """Per label set: (premises, labels) scores."""
         logits = self.runtime.logits(graph, self.grid)[:, self.entail].reshape(len(self.premises), -1)
         bounds = np.cumsum([0, *(len(labels) for labels in self.label_sets)])
-        return [postprocess.softmax(logits[:, a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [postprocess.softmax(logits[:, a:b]) for a, b in itertools.pairwise(bounds)]
 
     def agreement(self, graph: bytes) -> float:
         got = self.scores(graph)
@@ -250,13 +257,26 @@ class ZeroShotGrid:
 
 
 def export_fp32(model: Any, workdir: Path) -> Path:
-    from optimum.exporters.onnx import onnx_export_from_model
-
+    """The fp32 graph: through transformers' own exporter (transformers 5), else optimum's (transformers 4.57)."""
     out = workdir / "fp32"
-    try:
-        onnx_export_from_model(model, out, task="text-classification", do_validation=False)
-    except Exception as exc:  # optimum raises many kinds
-        raise ExportError(f"optimum could not export this architecture to ONNX: {exc}") from exc
+    if transformers_onnx.available():
+        import importlib.util
+
+        if importlib.util.find_spec("onnxscript") is None:
+            raise ExportError("transformers 5 exports through onnxscript: pip install 'offline-textclf-engine[export]'")
+        config = model.config
+        limit = window(config.model_type, getattr(config, "max_position_embeddings", None), config.pad_token_id, None)
+        try:
+            transformers_onnx.export_fp32(model, out, limit)
+        except Exception as exc:  # torch.export and the ONNX translation raise many kinds
+            raise ExportError(f"transformers could not export this architecture to ONNX: {exc}") from exc
+    else:
+        from optimum.exporters.onnx import onnx_export_from_model
+
+        try:
+            onnx_export_from_model(model, out, task="text-classification", do_validation=False)
+        except Exception as exc:  # optimum raises many kinds
+            raise ExportError(f"optimum could not export this architecture to ONNX: {exc}") from exc
     onnx_path = out / "model.onnx"
     if not onnx_path.exists() or any(p.suffix in (".data", ".onnx_data") for p in out.iterdir()):
         raise ExportError("the export produced external-data files; models over 2 GB are not supported")
@@ -315,11 +335,10 @@ def tool_versions() -> dict[str, str]:
     from engine import __version__
 
     out = {"offline-textclf-engine": __version__}
-    for pkg in ("torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime", "tokenizers", "numpy"):
-        try:
+    tools = ("torch", "transformers", "optimum", "optimum-onnx", "onnxscript", "onnx", "onnxruntime", "tokenizers")
+    for pkg in (*tools, "numpy"):
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -368,6 +387,8 @@ def export(
     if precision not in ("int8", "fp32"):
         raise ExportError(f"--precision must be int8 or fp32, got {precision!r}")
     config, tokenizer, model = load_checkpoint(hub_id)
+    if (warning := support.untested(config.model_type)) is not None:
+        log(f"warning: {warning}")
     max_length = window(
         config.model_type,
         getattr(config, "max_position_embeddings", None),
@@ -408,6 +429,7 @@ def export(
             "inputs": len(items),
             "fp32_vs_torch_max_logit_diff": fp32_diff,
             "fused_attention_layers": fused,
+            "attention_fusion": support.fusion_note(config.model_type, fused),
         }
         recipe: dict[str, Any] = {"name": "none (fp32)"}
         final_path = fp32_path

@@ -20,6 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from engine.export.fuse_exported import fuse_exported_attention
+
 # architectures whose exported attention onnxruntime's "bert" fusion recognises (tested: bert, distilbert, roberta)
 FUSED_MODEL_TYPES = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra"}
 
@@ -61,8 +63,8 @@ def fuse_attention(model: Any, config: Any) -> tuple[Any, int]:
     finally:
         logging.disable(logging.NOTSET)
     count = sum(n.op_type == "MultiHeadAttention" for n in fused.graph.node)
-    if not count:
-        return model, 0
+    if not count:  # transformers 5's exporter spells attention otherwise: fuse_exported.py
+        return fuse_exported_attention(model, heads, width)
     if not any(o.domain == "com.microsoft" for o in fused.opset_import):  # declared, for onnx's own tools
         fused.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
     return fused, count

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Erf", "Tanh", "Relu", "Sigmoid", "Pow", "Sqrt", "Cast", "Identity"}
+ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Erf", "Gelu", "Tanh", "Relu", "Sigmoid", "Pow", "Sqrt", "Cast", "Identity"}
 
 
 def _constants(graph: Any) -> dict[str, np.ndarray]:

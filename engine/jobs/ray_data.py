@@ -39,7 +39,7 @@ from engine.tasks.text_classification import TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier
 
 # The engine's record scoring, through its top-level names (engine/scoring.py is being split; these stay).
-from engine import ScoredRow, ScoringOptions, score_records  # isort: skip  # noqa: E402
+from engine import ScoredRow, ScoringOptions, score_records  # isort: skip
 
 Classifier = TextClassifier | ZeroShotClassifier
 ERROR_COLUMN = "error"

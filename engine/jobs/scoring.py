@@ -42,7 +42,7 @@ class ScoringOptions:
     pair_column: str | None = None
     id_column: str | None = None
     labels_column: str | None = None  # zero-shot labels per row: a list, or a comma-separated string
-    text_parameters: TextClassificationParameters = TextClassificationParameters(top_k=None)
+    text_parameters: TextClassificationParameters = TextClassificationParameters(top_k=None)  # noqa: RUF009  (frozen)
     zero_shot_parameters: ZeroShotClassificationParameters | None = None
     truncation: bool = True
     truncation_side: Side = Side.RIGHT

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path, PurePath
 
-from engine.model.aliases import CLOUDFLARE_IDS, EXPORT_ALIASES  # noqa: F401  (re-exported: tests read them here)
+from engine.model.aliases import CLOUDFLARE_IDS, EXPORT_ALIASES
 from engine.model.manifest import ModelInfo
 
 

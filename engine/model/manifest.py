@@ -163,7 +163,7 @@ def read(directory: str | Path) -> Manifest:
 
 def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
     value = manifest.get(key)
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise ModelLoadError(f"{where}: field {key!r} is missing or of the wrong type; re-export the model")
     return value
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 from tokenizers import Encoding, Tokenizer
 
@@ -184,7 +185,7 @@ class TextTokenizer:
                     if isinstance(first, TextTooLongError):
                         out.append(first)
                         continue
-                    windows = self._windows(first, budget, long_text.stride)
+                    windows = self._windows(cast(Encoding, first), budget, long_text.stride)
                     out.append([self._encoded(plain.post_process(w, None, add_special_tokens=True)) for w in windows])
         except InvalidRequestError:
             raise
@@ -220,10 +221,8 @@ class TextTokenizer:
                 encoded_h = dict(zip(distinct, plain.encode_batch(distinct, add_special_tokens=False)))
         except Exception as exc:  # tokenizers raises bare Exception
             raise self._error(exc) from exc
-        if long_text.chunk:
-            firsts = self._tokenized(premises)
-        else:
-            firsts = self._capped_premises(premises, trunc)
+        firsts: list[Encoding | tuple[Encoding, bool] | TextTooLongError]  # whole premises, or (premise, cut)
+        firsts = list(self._tokenized(premises)) if long_text.chunk else list(self._capped_premises(premises, trunc))
         specials = self.specials_pair
         out: list[Premise | TextTooLongError] = []
         try:
@@ -234,7 +233,7 @@ class TextTokenizer:
                         continue
                     seconds = [encoded_h[h] for h in hs]
                     if not long_text.chunk:
-                        enc, cut = first
+                        enc, cut = cast(tuple[Encoding, bool], first)  # typed since tokenizers 0.23
                         joined = [tok.post_process(enc, h, add_special_tokens=True) for h in seconds]
                         rows = [self._checked(pair, cut, trunc) for pair in joined]
                         error = next((r for r in rows if isinstance(r, TextTooLongError)), None)
@@ -246,7 +245,7 @@ class TextTokenizer:
                             f"a hypothesis leaves no room for the text in the model's window of {self.max_length} "
                             "tokens; shorten the candidate label or the hypothesis_template"
                         )
-                    windows = self._windows(first, budget, long_text.stride)
+                    windows = self._windows(cast(Encoding, first), budget, long_text.stride)
                     pairs = [tok.post_process(w, h, add_special_tokens=True) for w in windows for h in seconds]
                     out.append(Premise([self._encoded(p) for p in pairs], len(windows)))
         except InvalidRequestError:

@@ -269,7 +269,7 @@ class ModelWorker:
     def _run(self) -> None:
         try:
             model = self._load()
-        except BaseException as exc:  # noqa: BLE001 - reported to every waiting and later request
+        except BaseException as exc:
             self.error = exc
             self._state = State.FAILED
             self._settled.set()
@@ -331,14 +331,14 @@ class ModelWorker:
     def _run_batch(self, model: Predictor, parameters: Hashable, slices: list[Slice]) -> None:
         try:
             self._run_slices(model, parameters, slices)
-        except Exception as exc:  # noqa: BLE001 - the request gets the error, the worker lives on
+        except Exception as exc:
             if len(slices) == 1:
                 self._fail(slices[0][0], exc)
                 return
             for one in slices:  # isolate the request that broke the shared run
                 try:
                     self._run_slices(model, parameters, [one])
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     self._fail(one[0], exc)
 
     def _run_slices(self, model: Predictor, parameters: Hashable, slices: list[Slice]) -> None:

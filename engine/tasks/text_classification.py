@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ class TextClassifier(Task):
         kept = [row for row in windows if not isinstance(row, TextTooLongError)]
         if len(kept) < len(encoded):  # some texts have several windows: one aggregated row per text
             bounds = np.cumsum([0] + [len(row) for row in kept])
-            scores = np.stack([postprocess.aggregate(scores[a:b], how) for a, b in zip(bounds[:-1], bounds[1:])])
+            scores = np.stack([postprocess.aggregate(scores[a:b], how) for a, b in itertools.pairwise(bounds)])
         ranked = iter(postprocess.ranked_rows(scores, self.labels, parameters.top_k))
         out: list[Prediction | TextTooLongError] = []
         for row in windows:

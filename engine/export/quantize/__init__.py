@@ -32,19 +32,19 @@ from engine.export.quantize.scheme import (
 from engine.export.quantize.search import Check, SearchResult, search, sensitivity_order
 
 __all__ = [
-    "Check",
     "EMBEDDING_BLOCKS",
     "EMBEDDING_MIN_SIZE",
-    "Item",
     "MHA_ATTRIBUTES",
     "PROBE_ITEMS",
+    "SMOOTHING",
+    "WEIGHT_MAX",
+    "Check",
+    "Item",
     "Range",
     "Recipe",
     "Runtime",
-    "SMOOTHING",
     "SearchResult",
     "Target",
-    "WEIGHT_MAX",
     "bias_add",
     "compare",
     "decisions",

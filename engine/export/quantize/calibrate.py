@@ -62,7 +62,9 @@ class Runtime:
             for name, value in zip(tensors, values, strict=True):
                 # a per-token tensor [batch, tokens, ...]: its real tokens; anything else (DeBERTa's relative
                 # position embeddings feed MatMuls too) does not depend on the batch: all of it
-                tokens = value[real] if value.shape[:2] == real.shape else value
+                # ([batch, width] rows, as ModernBERT's head reads, are taken whole: a batch of `width` tokens
+                # would otherwise mistake them for [batch, tokens])
+                tokens = value[real] if value.ndim >= 3 and value.shape[:2] == real.shape else value
                 tokens = tokens.reshape(-1, tokens.shape[-1])
                 lo[name] = np.minimum(lo.get(name, np.inf), tokens.min(axis=0))
                 hi[name] = np.maximum(hi.get(name, -np.inf), tokens.max(axis=0))

@@ -3,6 +3,8 @@ every Check holds."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,7 +63,7 @@ def search(
     model = onnx.load(str(fp32_path))
     all_targets = targets(model)
     lookups = embedding_targets(model)
-    columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer}
+    columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer if i.dims}  # scalars: transformers 5
     matmul_groups = [g for g in groups(model) if g[0] in all_targets]
     ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
     tried: list[dict[str, Any]] = []
@@ -174,7 +176,11 @@ def search(
         def keeping(k: int) -> Recipe:
             if k == len(order):
                 return fp32_all
-            return make("int8, per-token scales, sensitive nodes in fp32", kept=sum(order[:k], []), dynamic=all_targets)
+            return make(
+                "int8, per-token scales, sensitive nodes in fp32",
+                kept=functools.reduce(operator.iadd, order[:k], []),
+                dynamic=all_targets,
+            )
 
         upper = bisect(order, keeping)
         if upper[1] is fp32_all:
@@ -197,7 +203,13 @@ def search(
         f"a {static_name} scale",
     )
     name = f"int8, {static_name} and per-token scales" + (", sensitive nodes in fp32" if kept else "")
-    return done(bisect(order, lambda k: make(name, kept=kept, dynamic=sum(order[:k], []), smooth=smooth), upper))
+    return done(
+        bisect(
+            order,
+            lambda k: make(name, kept=kept, dynamic=functools.reduce(operator.iadd, order[:k], []), smooth=smooth),
+            upper,
+        )
+    )
 
 
 def sensitivity_order(
