@@ -86,9 +86,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_wheel_carries_the_export_package_and_its_texts(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
-    for name in ("export/__init__.py", "export/export.py", "export/quantize.py", "export/adopt.py"):
+    for name in ("export/__init__.py", "export/export.py", "export/quantize/__init__.py", "export/adopt.py"):
         assert f"engine/{name}" in names
     assert "engine/export/verification_texts.txt" in names
+    for name in ("manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"):  # the shipped default model
+        assert f"engine/default_model/{name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "engine = engine.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
