@@ -28,7 +28,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from engine.errors import EngineError
 from engine.export import gate, quantize, support, transformers_onnx
 from engine.export.fuse import fuse_attention
 from engine.export.prune import prune_to_first_token
+from engine.model.aliases import ALIASES, Alias
 from engine.model.fileio import fsync_dir, sha256_hex, write_atomic
 from engine.model.manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from engine.runtime import postprocess
@@ -57,26 +57,6 @@ ZERO_SHOT_LABEL_SETS = (
 )
 MIN_ZERO_SHOT_AGREEMENT = 0.99  # what a zero-shot user sees: the winning label, as fp32 picks it
 
-
-@dataclass(frozen=True)
-class Alias:
-    hub_id: str
-    pairs: bool = False  # cross-encoders and NLI models score text pairs
-    precision: str | None = None  # forced precision (Cloudflare ids name one)
-
-
-ALIASES: dict[str, Alias] = {
-    "distilbert-sst-2": Alias("distilbert/distilbert-base-uncased-finetuned-sst-2-english"),
-    "finbert": Alias("ProsusAI/finbert"),
-    "twitter-roberta-sentiment": Alias("cardiffnlp/twitter-roberta-base-sentiment-latest"),
-    "xlm-roberta-langdetect": Alias("papluca/xlm-roberta-base-language-detection"),
-    "mxbai-rerank-base": Alias("mixedbread-ai/mxbai-rerank-base-v1", pairs=True),
-    "bart-large-mnli": Alias("facebook/bart-large-mnli", pairs=True),
-    "mdeberta-xnli": Alias("MoritzLaurer/mDeBERTa-v3-base-xnli-multilingual-nli-2mil7", pairs=True),
-    "@cf/huggingface/distilbert-sst-2-int8": Alias(
-        "distilbert/distilbert-base-uncased-finetuned-sst-2-english", precision="int8"
-    ),
-}
 
 # Position embeddings of these models start after the padding index, so the window is shorter by that offset.
 PADDING_OFFSET_MODELS = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "data2vec-text"}
