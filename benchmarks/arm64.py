@@ -829,8 +829,8 @@ def report(
         "",
         "Top-1 agreement of each arm64 run with the x86 run of the same file, and the largest absolute logit and "
         "score (softmax / the model's default activation) differences. Tiny models: the tests' random checkpoints on "
-        "the 240 built-in verification texts (bert-nli: premise x 4 hypotheses); minilm: the trained classifier "
-        "on held-out WordNet glosses.",
+        f"the first {args.texts} built-in verification texts (bert-nli: premises x 4 hypotheses); minilm: the "
+        "trained classifier on held-out WordNet glosses.",
         "",
         f"| model | form | inputs | {header} |",
         "|---|---|---:|" + "---|" * len(emulated),
