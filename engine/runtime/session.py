@@ -51,7 +51,9 @@ class OnnxSession:
             source = graph if isinstance(graph, bytes) else str(graph)
             self._session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own bare exception types
-            raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}. Re-export the model.") from exc
+            # onnxruntime reads external data through /proc: a chroot or sandbox without it is not a bad model
+            advice = "Mount /proc (onnxruntime needs it)" if "procfs" in str(exc) else "Re-export the model"
+            raise ModelLoadError(f"onnxruntime cannot load model.onnx: {exc}. {advice}.") from exc
         inputs = self._session.get_inputs()
         self.input_dtypes = {}
         for node in inputs:
