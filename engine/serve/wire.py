@@ -5,7 +5,6 @@ the `server` extra; engine.serve.app only wires these to routes.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import uuid
 from collections.abc import Hashable, Mapping, Sequence
@@ -390,4 +389,6 @@ def timing_headers(queue_time: float, compute_time: float, batch_requests: int) 
 
 def cache_key(model_path: str, parsed: Parsed) -> bytes:
     """A digest, so the cache holds no request text; the repr of the frozen request dataclasses is deterministic."""
+    import hashlib  # here, not at import: `import engine` stays without OpenSSL (tests/test_import.py)
+
     return hashlib.sha256(repr((model_path, parsed.cache_key)).encode("utf-8", "surrogatepass")).digest()
