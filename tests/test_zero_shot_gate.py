@@ -25,7 +25,12 @@ NLI = ["bart-nli", "deberta-nli", "bert-nli"]
 def test_nli_int8_keeps_the_winning_label(exported: Callable[..., Path], name: str) -> None:
     int8 = ZeroShotClassifier.load(exported(name, "int8"), threads=1)
     fp32 = ZeroShotClassifier.load(exported(name, "fp32"), threads=1)
-    premises = checkpoints.sample_texts()
+    # the premises the export's zero-shot gate measured: its search split's first ZERO_SHOT_PREMISES (NLI pairs)
+    from engine.export import gate
+
+    items = export_models.verification_inputs(None, pairs=False, nli=True)
+    search, _ = gate.split(items)
+    premises = [str(items[i][0]) for i in search][: gate.ZERO_SHOT_PREMISES]
     same = []
     for labels in export_models.ZERO_SHOT_LABEL_SETS:
         params = ZeroShotClassificationParameters.parse(list(labels))
@@ -43,7 +48,7 @@ def search_with(exported: Callable[..., Path], tmp_path: Path, checks: list[quan
     m = json.loads((model_dir / "manifest.json").read_text())
     tok = (model_dir / "tokenizer.json").read_text()
     runtime = quantize.Runtime(tok, m["max_length"], m["pad_token_id"], len(m["id2label"]))
-    items: list[quantize.Item] = list(checkpoints.sample_texts())
+    items: list[quantize.Item] = list(checkpoints.sample_texts()[:240])
     fp32 = model_dir / "model.onnx"
     reference = runtime.logits(onnx.load(str(fp32)).SerializeToString(), items)  # with model.onnx.data
     config = type("Config", (), {"problem_type": None})()
@@ -56,9 +61,12 @@ def test_search_keeps_groups_fp32_until_every_check_holds(exported: Callable[...
     assert plain.recipe["int8_matmuls"] > 0  # test data check: without the check, some MatMuls are int8
     seen: list[int] = []
 
-    def fussy(graph: bytes) -> float:  # passes only once at least one more group is fp32 than without the check
-        seen.append(len(graph))
-        return 1.0 if len(graph) > len(plain.path.read_bytes()) else 0.0
+    plain_int8 = plain.recipe["int8_matmuls"]
+
+    def fussy(graph: bytes) -> float:  # passes only once at least one more MatMul is fp32 than without the check
+        int8 = quantize.int8_matmuls(onnx.load_from_string(graph).graph)
+        seen.append(int8)
+        return 1.0 if int8 < plain_int8 else 0.0
 
     gated = search_with(exported, tmp_path / "gated", [quantize.Check("fussy", 1.0, fussy)])
     assert gated.recipe["int8_matmuls"] < plain.recipe["int8_matmuls"]
