@@ -34,6 +34,7 @@ EXPORT_MODULES = {
     "test_quantize",
     "test_zero_shot_gate",
     "test_architectures",
+    "test_memory_cap",  # builds its MiniLM with transformers
 }
 
 
