@@ -10,8 +10,7 @@ from pathlib import Path
 from engine.cli.classify import HelpFormatter
 from engine.errors import EngineError, InvalidRequestError
 from engine.runtime import batching
-
-DEFAULT_MAX_BODY = 1 << 20  # engine.serve.app's, repeated so that --help works without the server extra
+from engine.serve.config import DEFAULT_MAX_BODY  # no server extra needed: --help works without it
 
 
 def read_tokens(path: str) -> tuple[str, ...]:
