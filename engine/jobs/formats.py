@@ -244,7 +244,10 @@ def _jsonl_row(index: int, lineno: int, raw: bytes) -> Row:
 RESULT_COLUMNS = ("label", "score", "labels", "scores", "truncated")
 
 
-def to_json_id(value: Any) -> Any:
+JsonId = str | int | float | bool | None  # an id as the state files and the errors file carry it
+
+
+def to_json_id(value: object) -> JsonId:
     """Ids go through the state files as JSON: keep JSON values, spell anything else (dates, decimals) as text."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
@@ -281,42 +284,57 @@ class Writer:
 
     def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Rows as {"id", "labels", "scores", "truncated"} (the state-file shape), in output order."""
-        if not rows:
+        self.write_columns(
+            [r["id"] for r in rows],
+            [r["labels"] for r in rows],
+            [r["scores"] for r in rows],
+            [r["truncated"] for r in rows],
+        )
+
+    def write_columns(
+        self,
+        ids: Sequence[JsonId],
+        labels: Sequence[Sequence[str]],
+        scores: Sequence[Sequence[float]],
+        truncated: Sequence[bool],
+    ) -> None:
+        """Scored rows given column by column (Ray's Arrow blocks), in output order: labels best first."""
+        if not ids:
             return
         if self.format is Format.JSONL:
-            lines = (json.dumps(self._record(r), ensure_ascii=False) + "\n" for r in rows)
+            lines = (
+                json.dumps(self._record(*row), ensure_ascii=False) + "\n" for row in zip(ids, labels, scores, truncated)
+            )
             self.f.write("".join(lines).encode("utf-8"))
         elif self.format is Format.CSV:
-            for r in rows:
-                rec = self._record(r)
-                ident = rec[self.id_name]
+            for ident, names, values, cut in zip(ids, labels, scores, truncated):
                 self._csv.writerow(
                     [
                         "" if ident is None else ident if isinstance(ident, str) else json.dumps(ident),
-                        rec["label"],
-                        repr(rec["score"]),
-                        json.dumps(rec["labels"], ensure_ascii=False),
-                        json.dumps(rec["scores"]),
-                        "true" if rec["truncated"] else "false",
+                        names[0],
+                        repr(values[0]),
+                        json.dumps(names, ensure_ascii=False),
+                        json.dumps(values),
+                        "true" if cut else "false",
                     ]
                 )
         else:
-            records = [self._record(r) for r in rows]
             if self._schema.field(0).type == self._pa.string():
-                for rec in records:
-                    ident = rec[self.id_name]
-                    rec[self.id_name] = ident if ident is None or isinstance(ident, str) else json.dumps(ident)
-            self._parquet.write_table(self._pa.Table.from_pylist(records, schema=self._schema))
+                ids = [ident if ident is None or isinstance(ident, str) else json.dumps(ident) for ident in ids]
+            columns = (ids, [n[0] for n in labels], [v[0] for v in scores], labels, scores, truncated)
+            arrays = [self._pa.array(c, type=field.type) for c, field in zip(columns, self._schema)]
+            self._parquet.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
 
-    def _record(self, r: Mapping[str, Any]) -> dict[str, Any]:
-        labels, scores = r["labels"], r["scores"]
+    def _record(
+        self, ident: JsonId, labels: Sequence[str], scores: Sequence[float], truncated: bool
+    ) -> dict[str, object]:
         return {
-            self.id_name: r["id"],
+            self.id_name: ident,
             "label": labels[0],
             "score": scores[0],
             "labels": labels,
             "scores": scores,
-            "truncated": r["truncated"],
+            "truncated": truncated,
         }
 
     def close(self) -> None:

@@ -67,6 +67,7 @@ class ResultSink:
 
     def write(self, blocks: Iterable[Any], ctx: Any) -> tuple[int, int]:
         pa, _ = pyarrow_modules()
+        import pyarrow.compute as pc
         from ray.data.block import BlockAccessor
 
         tables = [BlockAccessor.for_block(b).to_arrow() for b in blocks]
@@ -74,24 +75,29 @@ class ResultSink:
         if not tables:
             return 0, 0
         table = pa.concat_tables(tables, promote_options="permissive")
-        rows = table.to_pylist()
-        good = [r for r in rows if r[ERROR_COLUMN] is None]
-        bad = [r for r in rows if r[ERROR_COLUMN] is not None]
+        failed = pc.is_valid(table.column(ERROR_COLUMN))
+        good, bad = table.filter(pc.invert(failed)), table.filter(failed)
         fs, root = filesystem(self.staging)
         name = f"part-{ctx.task_idx:06d}"
-        if good:
+        if good.num_rows:
             id_type = table.schema.field(self.id_name).type if self.keep_id_type else None
             buffer = io.BytesIO()
             writer = Writer(buffer, self.format, self.id_name, id_arrow_type=id_type)
-            writer.write([{**r, "id": to_json_id(r[self.id_name])} for r in good])
+            writer.write_columns(
+                [to_json_id(i) for i in good.column(self.id_name).to_pylist()],
+                *(good.column(c).to_pylist() for c in ("labels", "scores", "truncated")),
+            )
             writer.close()
             with fs.open_output_stream(f"{root}/output/{name}.{self.format.value}") as f:
                 f.write(buffer.getvalue())
-        if bad:
-            lines = [{self.id_name: to_json_id(r[self.id_name]), "error": r[ERROR_COLUMN]} for r in bad]
+        if bad.num_rows:
+            ids = bad.column(self.id_name).to_pylist()
+            lines = [
+                {self.id_name: to_json_id(i), "error": e} for i, e in zip(ids, bad.column(ERROR_COLUMN).to_pylist())
+            ]
             with fs.open_output_stream(f"{root}/errors/{name}.jsonl") as f:
                 f.write("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode("utf-8"))
-        return len(good), len(bad)
+        return good.num_rows, bad.num_rows
 
 
 def datasink(sink: ResultSink) -> Any:

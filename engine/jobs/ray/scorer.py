@@ -13,16 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import IntegrityError, InvalidRequestError
-from engine.jobs.formats import pyarrow_modules, result_schema, to_json_id
+from engine.jobs.formats import pyarrow_modules, result_schema
+from engine.jobs.scoring import ScoredColumns, ScoringOptions, score_columns
 from engine.model.manifest import MANIFEST_FILE
 from engine.runtime import batching
 from engine.tasks import registry
 from engine.tasks.registry import TaskName
 from engine.tasks.text_classification import TextClassifier
 from engine.tasks.zero_shot import ZeroShotClassifier
-
-# The engine's record scoring, through its top-level names (engine/scoring.py is being split; these stay).
-from engine import ScoredRow, ScoringOptions, score_records  # isort: skip
 
 Classifier = TextClassifier | ZeroShotClassifier
 ERROR_COLUMN = "error"
@@ -90,25 +88,26 @@ class Scorer:
     def __call__(self, batch: Any) -> Any:
         pa, _ = pyarrow_modules()
         table = _to_table(batch)
-        records = _records(table, self.options.columns)
-        scored = self._score(records)
-        ids = table.column(self.options.id_column) if self.options.id_column in table.column_names else None
-        result = _result_table(pa, self.options.id_name, ids, scored, len(records))
-        return _like(batch, result)
+        n = table.num_rows
+        columns = {c: table.column(c).to_pylist() for c in self.options.columns if c in table.column_names}
+        scored = self._score(columns, n)
+        id_column = self.options.id_column
+        ids = table.column(id_column) if id_column in table.column_names else pa.nulls(n)
+        return _like(batch, result_table(pa, self.options.id_name, ids, scored))
 
-    def _score(self, records: list[dict[str, Any]]) -> list[ScoredRow]:
+    def _score(self, columns: dict[str, list[object]], n: int) -> ScoredColumns:
         try:
-            return list(score_records(records, self.model, self.options))
+            return score_columns(self.model, self.options, columns, n)
         except Exception:  # the batch failed as a whole (e.g. inference): score row by row, so one row cannot sink it
-            return [self._score_one(i, record) for i, record in enumerate(records)]
-
-    def _score_one(self, index: int, record: dict[str, Any]) -> ScoredRow:
-        try:
-            (row,) = score_records([record], self.model, self.options)
-        except Exception as exc:  # this row's own failure becomes its error; the block goes on
-            ident = to_json_id(record.get(self.options.id_column or ""))
-            return ScoredRow(index, ident, [], False, f"{type(exc).__name__}: {exc}")
-        return ScoredRow(index, row.id, row.outputs, row.truncated, row.error)
+            scored = ScoredColumns([], [], [], [])
+            for i in range(n):
+                try:
+                    row = score_columns(self.model, self.options, {c: v[i : i + 1] for c, v in columns.items()}, 1)
+                except Exception as exc:  # this row's own failure becomes its error; the block goes on
+                    scored.add(f"{type(exc).__name__}: {exc}")
+                    continue
+                scored.extend(row)
+            return scored
 
 
 def _to_table(batch: Any) -> Any:
@@ -133,23 +132,11 @@ def _like(batch: Any, table: Any) -> Any:
     return table.to_pandas()
 
 
-def _records(table: Any, columns: list[str]) -> list[dict[str, Any]]:
-    """The input columns as dict records; a column absent from this block reads as missing (an error row)."""
-    present = [c for c in columns if c in table.column_names]
-    return table.select(present).to_pylist() if present else [{} for _ in range(table.num_rows)]
-
-
-def _result_table(pa: Any, id_name: str, ids: Any, scored: list[ScoredRow], n: int) -> Any:
-    """The block of results, in formats.result_schema plus the error column."""
-    ok = [r.error is None for r in scored]
-    ids = ids if ids is not None else pa.nulls(n)
-    columns = {
-        id_name: ids,
-        "label": [r.outputs[0].label if k else None for r, k in zip(scored, ok)],
-        "score": [r.outputs[0].score if k else None for r, k in zip(scored, ok)],
-        "labels": [[o.label for o in r.outputs] if k else None for r, k in zip(scored, ok)],
-        "scores": [[o.score for o in r.outputs] if k else None for r, k in zip(scored, ok)],
-        "truncated": [r.truncated if k else None for r, k in zip(scored, ok)],
-        ERROR_COLUMN: [r.error for r in scored],
-    }
-    return pa.table(columns, schema=result_schema(pa, id_name, ids.type, (ERROR_COLUMN, pa.string())))
+def result_table(pa: Any, id_name: str, ids: Any, scored: ScoredColumns) -> Any:
+    """The block of results, column by column, in formats.result_schema plus the error column."""
+    schema = result_schema(pa, id_name, ids.type, (ERROR_COLUMN, pa.string()))
+    label = [None if labels is None else labels[0] for labels in scored.labels]
+    score = [None if scores is None else scores[0] for scores in scored.scores]
+    values = (label, score, scored.labels, scored.scores, scored.truncated, scored.errors)
+    arrays = [pa.array(v, type=schema.field(i).type) for i, v in enumerate(values, 1)]
+    return pa.Table.from_arrays([ids, *arrays], schema=schema)
