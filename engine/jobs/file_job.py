@@ -205,11 +205,14 @@ def score_file(
         bar = _Progress(progress, reader, resumed_rows)
         rows = resumed_rows
         finished = False
+
+        def check(k: int) -> None:  # the rows scored before are still these rows
+            state.check_input(k, reader.digest())
+
+        # the finished chunks' rows are read (and hashed) again, never decoded: scoring resumes after them
+        rows_after = reader.rows([h["rows"] for h in headers], check)
         try:
-            for k, chunk in enumerate(chunked(reader, opts.chunk_rows)):
-                if k < done:
-                    state.check_input(k, reader.digest())  # the rows scored before are still these rows
-                    continue
+            for k, chunk in enumerate(chunked(rows_after, opts.chunk_rows), start=done):
                 scored = score_chunk(classifier, opts, chunk)
                 state.commit(k, [r.to_state() for r in scored], reader.digest())
                 rows += len(scored)

@@ -15,9 +15,10 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import accumulate
 from pathlib import Path
 from typing import IO, Any
 
@@ -170,27 +171,40 @@ class Reader:
         return {"bytes": self._raw.count, "sha256": self._raw.hasher.copy().hexdigest()}
 
     def __iter__(self) -> Iterator[Row]:
+        return self.rows()
+
+    def rows(self, done: Sequence[int] = (), on_done: Callable[[int], None] | None = None) -> Iterator[Row]:
+        """Rows in file order. `done` holds a resumed job's row count per finished chunk: those rows are passed
+        over without being decoded, and the first row yielded is row sum(done). Text formats still read and hash
+        their bytes (the same reads as an uninterrupted run, so `digest()` matches the one each chunk recorded);
+        `on_done(k)` is called as soon as the rows of finished chunk k are behind, or at the end of the file if it
+        ends first, so the caller can compare digests there."""
+        skip = _Skip(done, on_done)
         if self.format is Format.PARQUET:
-            yield from self._parquet_rows()
+            yield from self._parquet_rows(skip)
             return
         self._raw = _HashingRaw(self.path.open("rb", buffering=0))
         with io.BufferedReader(self._raw) as f:
             self._file = f
-            yield from self._jsonl_rows(f) if self.format is Format.JSONL else self._csv_rows(f)
+            yield from self._jsonl_rows(f, skip) if self.format is Format.JSONL else self._csv_rows(f, skip)
+        skip.finish()
 
-    def _jsonl_rows(self, f: IO[bytes]) -> Iterator[Row]:
+    def _jsonl_rows(self, f: IO[bytes], skip: _Skip) -> Iterator[Row]:
         index = 0
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue  # blank lines are not rows
-            yield _jsonl_row(index, lineno, raw)
+            if not skip.take():
+                yield _jsonl_row(index, lineno, raw)
             index += 1
 
-    def _csv_rows(self, f: IO[bytes]) -> Iterator[Row]:
+    def _csv_rows(self, f: IO[bytes], skip: _Skip) -> Iterator[Row]:
         reader = csv.reader(_decoding(f), strict=True)
         header = next(reader)
         try:
             for index, values in enumerate(reader):
+                if skip.take():
+                    continue  # parsed to find where the row ends (a quoted cell may hold newlines), nothing more
                 if len(values) != len(header):  # zip() would drop the extra cells or leave columns missing
                     yield Row(
                         index,
@@ -208,12 +222,57 @@ class Reader:
         except csv.Error as exc:  # the file changed since _check_csv
             raise RecordFileError(f"{self.path}: CSV line {reader.line_num} cannot be parsed ({exc})") from exc
 
-    def _parquet_rows(self) -> Iterator[Row]:
+    def _parquet_rows(self, skip: _Skip) -> Iterator[Row]:
+        """Row groups wholly done are not read at all; done rows of a partly done batch are sliced off before they
+        become Python values."""
+        metadata = self._parquet.metadata
         index = 0
-        for batch in self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.columns):
+        groups: list[int] = []
+        for g in range(metadata.num_row_groups):
+            rows = metadata.row_group(g).num_rows
+            if not groups and index + rows <= skip.rows:
+                index += rows
+            else:
+                groups.append(g)
+        skip.finish()  # no digest to compare: the job's identity holds the whole file's sha256
+        if not groups:
+            return
+        for batch in self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.columns, row_groups=groups):
+            if index < skip.rows:
+                cut = min(skip.rows - index, batch.num_rows)
+                batch, index = batch.slice(cut), index + cut
             for record in batch.to_pylist():
                 yield Row(index, record)
                 index += 1
+
+
+class _Skip:
+    """The rows a resumed job passes over: `take()` counts one more row read and says whether it is one of them,
+    calling `on_done(k)` when the last row of finished chunk k has been read."""
+
+    def __init__(self, done: Sequence[int], on_done: Callable[[int], None] | None) -> None:
+        self._ends = list(accumulate(done))
+        self.rows = self._ends[-1] if self._ends else 0
+        self._on_done = on_done
+        self._taken = 0
+        self._reached = 0  # chunks whose end has been reported
+
+    def take(self) -> bool:
+        if self._taken >= self.rows:
+            return False
+        self._taken += 1
+        self._report(self._taken)
+        return True
+
+    def finish(self) -> None:
+        """The end of the file (or, for Parquet, of the skip): report the chunks whose rows were not all there."""
+        self._report(self.rows)
+
+    def _report(self, upto: int) -> None:
+        while self._reached < len(self._ends) and self._ends[self._reached] <= upto:
+            if self._on_done is not None:
+                self._on_done(self._reached)
+            self._reached += 1
 
 
 def _decoding(f: IO[bytes]) -> io.TextIOWrapper:

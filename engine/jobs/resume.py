@@ -10,9 +10,10 @@
 
 A chunk file exists complete or not at all, so on restart the finished chunks are exactly the files present.
 A job whose manifest differs from the stored one is refused: mixing two jobs' rows would be silent corruption.
-Size and mtime can be restored after an edit, so a resumed job also reads the input again and compares, at the
-end of every finished chunk, the digest of the bytes read so far with the one stored in that chunk
-(`check_input`): the rows already scored must still be the file's rows. `--restart` takes the lock first and
+Size and mtime can be restored after an edit, so a resumed job also reads the input's bytes again (without
+decoding the rows: formats.Reader.rows) and compares, at the end of every finished chunk, the digest of the bytes
+read so far with the one stored in that chunk (`check_input`): the rows already scored must still be the file's
+rows. `--restart` takes the lock first and
 never touches the state of a job that is running.
 """
 
