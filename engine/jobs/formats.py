@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from itertools import accumulate
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from engine.errors import RecordFileError
 from engine.model.fileio import sha256
@@ -60,12 +60,33 @@ def pyarrow_modules() -> tuple[Any, Any]:
     return pyarrow, pyarrow.parquet
 
 
+JsonId = str | int | float | bool | None  # an id as the state files and the errors file carry it
+
+
+class Digest(TypedDict):
+    """How much of a text input has been read, and the sha256 of those bytes."""
+
+    bytes: int
+    sha256: str
+
+
+class StateRow(TypedDict, total=False):
+    """A result row as the resume state stores it: {row, id, labels, scores, truncated}, or {row, id, error}."""
+
+    row: int
+    id: JsonId
+    labels: list[str]
+    scores: list[float]
+    truncated: bool
+    error: str
+
+
 @dataclass(frozen=True)
 class Row:
     """One input record, numbered from 0 in file order; `problem` says why it could not be decoded."""
 
     index: int
-    record: Mapping[str, Any]
+    record: Mapping[str, object]
     problem: str | None = None
 
 
@@ -163,7 +184,7 @@ class Reader:
     def position(self) -> int:
         return self._raw.count if self._raw is not None else 0
 
-    def digest(self) -> dict[str, Any] | None:
+    def digest(self) -> Digest | None:
         """{bytes, sha256} of the input read so far (text formats; None for Parquet, which pyarrow reads itself).
         Rows are read the same way on every run, so the same rows of the same file give the same digest."""
         if self._raw is None:
@@ -303,9 +324,6 @@ def _jsonl_row(index: int, lineno: int, raw: bytes) -> Row:
 RESULT_COLUMNS = ("label", "score", "labels", "scores", "truncated")
 
 
-JsonId = str | int | float | bool | None  # an id as the state files and the errors file carry it
-
-
 def to_json_id(value: object) -> JsonId:
     """Ids go through the state files as JSON: keep JSON values, spell anything else (dates, decimals) as text."""
     if value is None or isinstance(value, (str, int, float, bool)):
@@ -341,7 +359,7 @@ class Writer:
             self._pa = pa
             self._parquet = pq.ParquetWriter(f, self._schema)
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, rows: Sequence[StateRow]) -> None:
         """Rows as {"id", "labels", "scores", "truncated"} (the state-file shape), in output order."""
         self.write_columns(
             [r["id"] for r in rows],

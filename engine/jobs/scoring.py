@@ -13,7 +13,7 @@ from itertools import islice
 from typing import Any, TypeVar, cast
 
 from engine.errors import InvalidRequestError, TextTooLongError
-from engine.jobs.formats import RESULT_COLUMNS, JsonId, Row, to_json_id
+from engine.jobs.formats import RESULT_COLUMNS, JsonId, Row, StateRow, to_json_id
 from engine.runtime.tokenization import Side, Strategy, Truncation
 from engine.tasks.inputs import LabeledText, TextPair, check_text
 from engine.tasks.params import (
@@ -120,7 +120,7 @@ class ScoringOptions:
         """The output's id column: the input's own id column, else `row` (the row number from 0)."""
         return self.id_column or "row"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Every result-changing option, as the resume state records it."""
         zs = self.zero_shot_parameters
         activation = self.text_parameters.function_to_apply
@@ -151,7 +151,7 @@ class ScoredRow:
     truncated: bool = False
     error: str | None = None
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> StateRow:
         if self.error is not None:
             return {"row": self.row, "id": self.id, "error": self.error}
         return {
@@ -328,7 +328,7 @@ def check_model(model: Classifier, opts: ScoringOptions) -> None:
 
 
 def score_records(
-    records: Iterable[Mapping[str, Any]], model: Classifier, options: ScoringOptions | None = None, **fields: Any
+    records: Iterable[Mapping[str, object]], model: Classifier, options: ScoringOptions | None = None, **fields: Any
 ) -> Iterator[ScoredRow]:
     """Score any iterable of dict records, lazily, chunk by chunk, in input order (rows numbered from 0).
 

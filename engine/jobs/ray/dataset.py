@@ -72,7 +72,7 @@ def score_dataset(
     ray = ray_module()
     if options is None:
         # a comma-separated string is split by ScoringOptions itself, as in the local command
-        labels: Any = (
+        labels: tuple[str, ...] | str | None = (
             candidate_labels
             if candidate_labels is None or isinstance(candidate_labels, str)
             else tuple(candidate_labels)

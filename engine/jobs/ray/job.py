@@ -52,7 +52,7 @@ def run_job(
     """`engine score --ray`: INPUT (file, directory or URI) -> OUTPUT/ and OUTPUT.errors/ (directories of files).
 
     Everything is written under OUTPUT.partial/ first and moved into place only when the job is complete, with
-    OUTPUT/_SUCCESS.json last. Any earlier OUTPUT.partial/ (an interrupted run) is deleted first: a rerun restarts.
+    OUTPUT/_SUCCESS.json last. An earlier OUTPUT.partial/ (an interrupted run) is deleted first: a rerun restarts.
     Connects to the cluster at `address` ("auto", "ray://host:10001"), or to RAY_ADDRESS / a new local one.
     """
     ray = ray_module()
