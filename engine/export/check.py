@@ -5,7 +5,8 @@ activation ranges its static scales were calibrated on. This runs both graphs of
 `--keep-fp32` (the int8 model.onnx and the verified fp32 reference beside it) through the engine's own run time on
 the texts of FILE (one per line), and reports the top-1 agreement, its lower confidence bound (the gate's own,
 one-sided Wilson 95%) and every text whose decision int8 changed. Exit 0 when the bound reaches --min-agreement,
-1 when it does not (re-export with `--calibration-file FILE`), 2 when the check cannot run.
+1 when it does not (--recalibrate below, or re-export with `--calibration-file FILE`), 2 when the check cannot
+run.
 
 --recalibrate OUT writes a new model directory OUT whose int8 graph is made from MODEL's fp32 reference with
 FILE's texts as its calibration and gate texts (`engine adopt --requantize`'s pipeline: no torch, the onnx of the
@@ -220,7 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("model_dir", type=Path, help="an int8 export written with --keep-fp32")
     parser.add_argument("--texts", type=Path, required=True, help="your texts, one per line")
-    parser.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help="bound the lower bound must reach")
+    parser.add_argument(
+        "--min-agreement",
+        type=float,
+        default=MIN_AGREEMENT,
+        help="bound the lower bound must reach (and the gate of --recalibrate)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--show", type=int, default=20, help="flipped texts to print (default 20; --json: all)")
     parser.add_argument(
