@@ -285,10 +285,16 @@ def held_out(data: dict[str, Any], model: str) -> list[tuple[str, int]]:
 
 
 def build_all(
-    cache: Path, quick: bool, log: Any = print, stress: bool = False, classifiers: tuple[str, ...] = MODELS
+    cache: Path,
+    quick: bool,
+    log: Any = print,
+    stress: bool = False,
+    classifiers: tuple[str, ...] = MODELS,
+    zero_shot: bool = True,
 ) -> Artifacts:
     """Train, export and convert everything once per cache directory; each step is skipped when its output exists.
-    `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
+    `classifiers` are timed against the peers (fortunes is always built, for agreement); `zero_shot` builds the NLI
+    model. `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
     from . import corpus, labelled, train
 
     root = cache / ("quick-trained" if quick else "full-trained")
@@ -317,27 +323,21 @@ def build_all(
     # the distillation also sees documentation sentences, the timing corpus's kind of text (every 4th: not the
     # timing sample's seed, but overlap does not matter for speed, and agreement is taken on held-out glosses)
     extra_texts = [] if quick else corpus.all_sentences()[::4]
-    steps: list[tuple[Path, Any]] = [
-        (
-            ckpt["minilm"] / "training.json",
-            lambda: train.train_classifier(ckpt["minilm"], labelled.classifier_split(quick), quick, log),
+    training = {
+        "minilm": lambda: train.train_classifier(ckpt["minilm"], labelled.classifier_split(quick), quick, log),
+        "fortunes": lambda: train.train_classifier(ckpt["fortunes"], labelled.fortunes_split(quick), quick, log),
+        "distilbert": lambda: train.distil(
+            ckpt["distilbert"], ckpt["minilm"], labelled.classifier_split(quick), extra_texts, quick, log
         ),
-        (
-            ckpt["distilbert"] / "training.json",
-            lambda: train.distil(
-                ckpt["distilbert"], ckpt["minilm"], labelled.classifier_split(quick), extra_texts, quick, log
-            ),
-        ),
-        (
-            ckpt["fortunes"] / "training.json",
-            lambda: train.train_classifier(ckpt["fortunes"], labelled.fortunes_split(quick), quick, log),
-        ),
-        (ckpt["nli"] / "training.json", lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log)),
-    ]
+        "nli": lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log),
+    }
     systems: dict[str, dict[str, str]] = {}
     timed_models = (*classifiers, "nli")
-    wanted = (*[m for m in FIDELITY_MODELS if m in classifiers or m == "fortunes"], "nli")
-    steps = [(marker, step) for marker, step in steps if marker.parent.name.removeprefix("ckpt-") in wanted]
+    # model by model, each trained then exported, so that an interrupted build has whole models to measure
+    wanted = tuple(m for m in training if m in classifiers or m == "fortunes" or (m == "nli" and zero_shot))
+    if "distilbert" in wanted and "minilm" not in wanted:
+        wanted = ("minilm", *wanted)  # the distillation's teacher
+    steps: list[tuple[Path, Any]] = []
 
     def timed(name: str, step: Any) -> Any:
         def run() -> None:
@@ -349,6 +349,7 @@ def build_all(
         return run
 
     for m in wanted:
+        steps.append((ckpt[m] / "training.json", training[m]))
         texts = [t if isinstance(t, str) else t[0] for t in calibration[m]]  # NLI: the premises
         # NLI, calibrated: the gate also ranks the label sets the benchmark scores (its first 4 and all 20 topics),
         # as a user exporting for their own labels would ask with --zero-shot-labels

@@ -181,6 +181,9 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             ),
         ]
     zs = data["zero_shot"]
+    out["zero_shot"], out["zero_shot_by_phase"] = {}, {}
+    if not zs:  # --no-zero-shot
+        return out
     reference = zs["transformers"]["by_labels"]
     out["zero_shot"] = {
         count: {
@@ -194,7 +197,6 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         }
         for count in reference
     }
-    out["zero_shot_by_phase"] = {}
     for count, by_system in out["zero_shot"].items():
         best = max(PEERS, key=lambda p: by_system[p]["texts_per_s"])
         per_labels = {
@@ -323,44 +325,7 @@ def markdown(data: dict[str, Any]) -> str:
             },
             "sentences/s",
         )
-    nli = figs["nli"]["training"]
-    nx = figs["nli"]["engine_int8_export"]
-    counts = list(s["zero_shot"])
-    lines += [
-        f"### Zero-shot: MiniLM-L6 NLI (entailment/contradiction, trained on {nli['train_pairs']} pairs; held-out "
-        f"zero-shot top-1 over {len(nli['topics'])} topics {nli['test_zero_shot_accuracy']:.1%})",
-        "",
-        f"engine int8 export: {nx['int8_matmuls']} of {nx['matmuls']} MatMuls int8, zero-shot top-1 agreement with "
-        f"fp32 {nx.get('int8_zero_shot_top1_agreement', float('nan')):.1%} on the gate's texts. Texts: held-out "
-        f"texts; labels: the first {' and '.join(counts)} topics; template {nli['template']!r}; agreement with "
-        "torch fp32.",
-        "",
-        "| system | " + " | ".join(f"texts/s, {k} labels | agreement" for k in counts) + " |",
-        "|---|" + "---:|---:|" * len(counts),
-    ]
-    for system in data["zero_shot"]:
-        cells = [
-            f"{_f(z['texts_per_s'], 1)} | {z['top1_agreement_with_torch']:.1%}"
-            for z in (s["zero_shot"][k][system] for k in counts)
-        ]
-        lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for k in counts:
-        lines += _per_round(
-            {
-                system: (z["by_labels"][k]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
-                for system, z in data["zero_shot"].items()
-            },
-            f"texts/s at {k} labels",
-        )
-    if "random_stress" in figs:
-        stress = figs["random_stress"]["engine_int8_export"]
-        lines += [
-            "",
-            f"Near-tie stress case (random DistilBERT-base, not a benchmark of speed): the int8 gate keeps "
-            f"{stress['int8_matmuls']} of {stress['matmuls']} MatMuls int8 (agreement with fp32 "
-            f"{stress['int8_top1_agreement']:.1%}).",
-        ]
+    lines += _zero_shot_section(data)
     lines += _fidelity_table(data)
     lines += [
         "",
@@ -401,6 +366,52 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(f"| {model} | {NAMES[system]} | {peer} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _zero_shot_section(data: dict[str, Any]) -> list[str]:
+    """The zero-shot table and its rounds (none with --no-zero-shot), and the random stress case's figures."""
+    s, figs = data["summary"], data["models"]
+    lines: list[str] = []
+    if data["zero_shot"]:
+        nli = figs["nli"]["training"]
+        nx = figs["nli"]["engine_int8_export"]
+        counts = list(s["zero_shot"])
+        lines += [
+            f"### Zero-shot: MiniLM-L6 NLI (entailment/contradiction, trained on {nli['train_pairs']} pairs; held-out "
+            f"zero-shot top-1 over {len(nli['topics'])} topics {nli['test_zero_shot_accuracy']:.1%})",
+            "",
+            f"engine int8 export: {nx['int8_matmuls']} of {nx['matmuls']} MatMuls int8, zero-shot top-1 agreement with "
+            f"fp32 {nx.get('int8_zero_shot_top1_agreement', float('nan')):.1%} on the gate's texts. Texts: held-out "
+            f"texts; labels: the first {' and '.join(counts)} topics; template {nli['template']!r}; agreement with "
+            "torch fp32.",
+            "",
+            "| system | " + " | ".join(f"texts/s, {k} labels | agreement" for k in counts) + " |",
+            "|---|" + "---:|---:|" * len(counts),
+        ]
+        for system in data["zero_shot"]:
+            cells = [
+                f"{_f(z['texts_per_s'], 1)} | {z['top1_agreement_with_torch']:.1%}"
+                for z in (s["zero_shot"][k][system] for k in counts)
+            ]
+            lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for k in counts:
+            lines += _per_round(
+                {
+                    system: (z["by_labels"][k]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
+                    for system, z in data["zero_shot"].items()
+                },
+                f"texts/s at {k} labels",
+            )
+    if "random_stress" in figs:
+        stress = figs["random_stress"]["engine_int8_export"]
+        lines += [
+            "",
+            f"Near-tie stress case (random DistilBERT-base, not a benchmark of speed): the int8 gate keeps "
+            f"{stress['int8_matmuls']} of {stress['matmuls']} MatMuls int8 (agreement with fp32 "
+            f"{stress['int8_top1_agreement']:.1%}).",
+        ]
+    return lines
 
 
 def _fidelity_table(data: dict[str, Any]) -> list[str]:
@@ -465,8 +476,8 @@ def chart(data: dict[str, Any], out: Path) -> None:
     s = data["summary"]
     panels = [(TITLES[m], s["models"][m]["systems"], "sentences_per_s") for m in s["models"]]
     panels += [(f"zero-shot, {k} labels", s["zero_shot"][k], "texts_per_s") for k in s["zero_shot"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
-    for ax, (title, systems, key) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, systems, key) in zip(axes[0], panels):
         names = list(systems)
         colors = ["tab:red" if n.startswith("engine") else "tab:blue" for n in names]
         ax.bar([NAMES[n] for n in names], [systems[n][key] for n in names], color=colors)

@@ -216,31 +216,33 @@ def measure(
     for spec, res in zip(cold_specs, in_parallel(cold_specs, workdir, plan.jobs, log)):
         cold[spec["model"]][spec["system"]].append(res["cold_start_s"])
 
-    nli = data["nli"]
-    topics = nli["topics"]
-    zs_specs = [
-        {
-            **base,
-            "job": "zero_shot",
-            "system": s,
-            "path": art.systems["nli"][s],
-            "template": nli["template"],
-            "texts": [t for t, _ in nli["test"]],
-            "label_sets": {str(k): topics[:k] for k in plan.zs_label_counts},
-            "texts_per_count": {str(k): n for k, n in zip(plan.zs_label_counts, plan.zs_texts)},
-        }
-        for s in systems
-    ]
-    log("zero-shot texts/s with the NLI model")
-    zero_shot = dict(
-        zip(systems, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
-    )
-    disk = {m: {s: peers.disk_mb(s, art.systems[m][s]) for s in systems} for m in (*classifiers, "nli")}
+    zero_shot: dict[str, Any] = {}
+    if "nli" in art.systems:
+        nli = data["nli"]
+        topics = nli["topics"]
+        zs_specs = [
+            {
+                **base,
+                "job": "zero_shot",
+                "system": s,
+                "path": art.systems["nli"][s],
+                "template": nli["template"],
+                "texts": [t for t, _ in nli["test"]],
+                "label_sets": {str(k): topics[:k] for k in plan.zs_label_counts},
+                "texts_per_count": {str(k): n for k, n in zip(plan.zs_label_counts, plan.zs_texts)},
+            }
+            for s in systems
+        ]
+        log("zero-shot texts/s with the NLI model")
+        zero_shot = dict(
+            zip(systems, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
+        )
+    disk = {m: {s: peers.disk_mb(s, art.systems[m][s]) for s in systems} for m in art.systems}
     return {
         "plan": asdict(plan),
         "corpus": {
             "sentences": len(texts),
-            "mean_tokens": mean_tokens(Path(art.systems["minilm"]["engine-int8"]) / "tokenizer.json", texts),
+            "mean_tokens": mean_tokens(Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", texts),
             "source": "pydoc_data.topics (CPython docs)",
         },
         "held_out": {"texts": len(held_out), "labels": [y for _, y in held_out], "source": data["source"]},
@@ -266,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=models.MODELS, default=list(models.MODELS), help="classifiers")
     parser.add_argument("--busy", action="store_true", help="the full models, a quarter of the timing work")
     parser.add_argument(
+        "--no-zero-shot", action="store_true", help="leave out the NLI model and the zero-shot measurements"
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="intra-op threads for every system (the engine's threads=); 1 also pins each worker to one CPU, "
@@ -288,7 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"CPU: {cpu['model']}, {', '.join(f for f, on in cpu['flags'].items() if on)}; {os.cpu_count()} cores")
     log(f"load average before the run: {os.getloadavg()}")
     classifiers = tuple(args.models)
-    art = models.build_all(args.cache, args.quick, log, stress=args.stress, classifiers=classifiers)
+    art = models.build_all(
+        args.cache, args.quick, log, stress=args.stress, classifiers=classifiers, zero_shot=not args.no_zero_shot
+    )
     built = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
