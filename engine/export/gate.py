@@ -6,10 +6,13 @@ verification inputs are split in two, disjoint by text (`split`): the search, it
 sees only the search split; the chosen graph is then measured once on the confirm split, and passes only when a
 lower confidence bound of its top-1 agreement there reaches the gate (99% by default), not the point estimate.
 
-The bound (`lower_bound`) is the one-sided Wilson score bound. When a confirmation fails, the export searches
-again with a stricter bound on the search split (`LADDER`: at most `LOOKS` confirmations in all), so each look
-is taken at confidence 1 - (1 - CONFIDENCE) / LOOKS (Bonferroni): the figure that passes is a 95% bound whichever
-look passed. With 1,200 confirm texts that allows 4 flipped decisions (99.67%) for a 99% gate; 0 flips in 600.
+Both splits count the decisions fp32 makes clearly (quantize.calibrate.counted: margin >= CLEAR_MARGIN), so a
+trained model's near-ties on generic texts do not stand for its own domain's decisions; the near-ties' flips are
+recorded beside. The bound (`lower_bound`) is the one-sided Wilson score bound. When a confirmation fails, the
+export searches again with a stricter bound on the search split (`LADDER`: at most `LOOKS` confirmations in
+all), so each look is taken at confidence 1 - (1 - CONFIDENCE) / LOOKS (Bonferroni): the figure that passes is a
+95% bound whichever look passed. With 1,200 counted texts that allows 4 flipped decisions (99.67%) for a 99% gate;
+0 flips in 600.
 """
 
 from __future__ import annotations
@@ -87,10 +90,16 @@ class Confirmation:
     passed: bool
     flipped: tuple[int, ...]  # positions within the confirm split whose decision int8 changed
     bound_reachable: bool = True  # False: too few texts for the bound to reach the gate; the point estimate decided
+    near_ties: int = 0  # confirm inputs not counted (fp32 margin below CLEAR_MARGIN)
+    near_ties_flipped: int = 0
+    all_agreement: float = 0.0  # every decision counted, near-ties too
 
     def figures(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
+            "near_ties": self.near_ties,
+            "near_ties_flipped": self.near_ties_flipped,
+            "top1_agreement_all_decisions": self.all_agreement,
             "agreed": self.agreed,
             "top1_agreement": self.point,
             "lower_bound": self.lower,
@@ -101,9 +110,11 @@ class Confirmation:
 
 
 def confirm(reference: np.ndarray, candidate: np.ndarray, min_agreement: float, confidence: float) -> Confirmation:
-    """The chosen graph's decisions on the confirm split against fp32's: passes when the lower bound reaches
-    `min_agreement`."""
-    same = quantize.decisions(reference) == quantize.decisions(candidate)
+    """The chosen graph's decisions on the confirm split against fp32's: passes when the lower bound of the counted
+    (clear) decisions' agreement reaches `min_agreement`."""
+    every = quantize.decisions(reference) == quantize.decisions(candidate)
+    mask = quantize.counted(reference)
+    same = every[mask]
     n, agreed = int(same.size), int(same.sum())
     lower = lower_bound(agreed, n, confidence)
     point = agreed / n if n else 0.0
@@ -111,8 +122,12 @@ def confirm(reference: np.ndarray, candidate: np.ndarray, min_agreement: float, 
     # decides, and the manifest says so (`bound_reachable`); a gate of 1 asks for every decision
     reachable = lower_bound(n, n, confidence) >= min_agreement
     passed = lower >= min_agreement if reachable else point >= min_agreement
-    flipped = tuple(int(i) for i in np.flatnonzero(~same))
-    return Confirmation(n, agreed, point, lower, confidence, passed, flipped, reachable)
+    flipped = tuple(int(i) for i in np.flatnonzero(~every))
+    near = int((~mask).sum())
+    all_agreement = float(every.mean()) if every.size else 0.0
+    return Confirmation(
+        n, agreed, point, lower, confidence, passed, flipped, reachable, near, int((~every[~mask]).sum()), all_agreement
+    )
 
 
 def gated_search(
@@ -144,7 +159,8 @@ def gated_search(
         check = confirm(reference, confirm_logits(result.path), min_agreement, each)
         log(
             f"int8 gate, look {k + 1}/{len(bounds)}: search split {seen:.2%} (bound {bound:.2%}); confirm split "
-            f"{check.point:.2%} of {check.inputs}, {BOUND_METHOD} {each:.2%} lower bound {check.lower:.2%} "
+            f"{check.point:.2%} of {check.inputs} clear decisions ({check.near_ties} near-ties, "
+            f"{check.near_ties_flipped} flipped), {BOUND_METHOD} {each:.2%} lower bound {check.lower:.2%} "
             f"(gate {min_agreement:.0%}): {'passed' if check.passed else 'failed'}"
         )
         looks.append({"search_bound": bound, "search_top1_agreement": seen, **check.figures()})
@@ -153,7 +169,10 @@ def gated_search(
                 "int8_search_top1_agreement": seen,
                 "int8_confirm_top1_agreement": check.point,
                 "int8_confirm_lower_bound": check.lower,
+                "int8_confirm_top1_agreement_all_decisions": check.all_agreement,
                 "int8_gate": {
+                    "counts": f"decisions with an fp32 margin of at least {quantize.CLEAR_MARGIN} (top-1 minus top-2 "
+                    "probability), or all when near-ties are most of a split",
                     "bound": f"{BOUND_METHOD}, {CONFIDENCE:.0%} over up to {len(bounds)} looks "
                     f"(Bonferroni: {each:.4f} each)",
                     "min_agreement": min_agreement,

@@ -7,7 +7,7 @@ large embedding tables are stored 8-bit in blocks or fp16. Why each choice, with
 it: docs/design/int8.md.
 """
 
-from engine.export.quantize.calibrate import Runtime, compare, decisions
+from engine.export.quantize.calibrate import CLEAR_MARGIN, Runtime, compare, counted, decisions, margins
 from engine.export.quantize.passes import MHA_ATTRIBUTES, fold_attention_smoothing, fuse_qkv, int8_matmuls
 from engine.export.quantize.rewrite import bias_add, rewrite
 from engine.export.quantize.scheme import (
@@ -32,6 +32,7 @@ from engine.export.quantize.scheme import (
 from engine.export.quantize.search import Check, SearchResult, search, sensitivity_order
 
 __all__ = [
+    "CLEAR_MARGIN",
     "EMBEDDING_BLOCKS",
     "EMBEDDING_MIN_SIZE",
     "MHA_ATTRIBUTES",
@@ -47,6 +48,7 @@ __all__ = [
     "Target",
     "bias_add",
     "compare",
+    "counted",
     "decisions",
     "embedding_block",
     "embedding_targets",
@@ -54,6 +56,7 @@ __all__ = [
     "fuse_qkv",
     "groups",
     "int8_matmuls",
+    "margins",
     "quantize_blocks",
     "quantize_weight",
     "rewrite",
