@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from engine.export import check as check_mod
-from engine.export import gate
+from engine.export import gate, quantize
 from engine.export.export import FP32_REFERENCE, verification_inputs
 
 # the built-in corpus itself (conftest points the tests' other exports at a fifth of it)
@@ -77,6 +77,32 @@ def test_split_is_disjoint_by_text_and_big_enough() -> None:
     assert c
 
 
+def test_the_gate_counts_clear_decisions_not_near_ties() -> None:
+    """A flipped near-tie (fp32 margin below CLEAR_MARGIN) is recorded but not counted; a flipped clear decision
+    is counted; when near-ties are most of the texts, every decision counts."""
+    clear = np.array([[4.0, 0.0]] * 400)  # margin ~0.96
+    tie = np.array([[0.05, 0.0]] * 100)  # margin ~0.025
+    reference = np.concatenate([clear, tie])
+    flip_ties = reference.copy()
+    flip_ties[400:410] = [[0.0, 0.05]] * 10
+    check = gate.confirm(reference, flip_ties, 0.99, 0.95)
+    assert (check.inputs, check.agreed, check.near_ties, check.near_ties_flipped) == (400, 400, 100, 10)
+    assert check.passed
+    assert check.all_agreement == pytest.approx(490 / 500)
+    assert len(check.flipped) == 10  # every flip is listed, counted or not
+    flip_clear = reference.copy()
+    flip_clear[:10] = [[0.0, 4.0]] * 10
+    assert not gate.confirm(reference, flip_clear, 0.99, 0.95).passed
+    mostly_ties = np.concatenate([clear[:100], np.array([[0.05, 0.0]] * 300)])
+    flipped = mostly_ties.copy()
+    flipped[100:110] = [[0.0, 0.05]] * 10
+    check = gate.confirm(mostly_ties, flipped, 0.99, 0.95)
+    assert (check.inputs, check.near_ties) == (400, 0)  # near-ties are most: all count
+    assert not check.passed
+    single = np.array([[3.0]] * 50 + [[0.1]] * 10)  # one logit: |2 sigmoid - 1| is the margin
+    assert quantize.counted(single).tolist() == [True] * 50 + [False] * 10
+
+
 def test_manifest_records_both_splits_and_the_bound(checkpoint: Callable[[str], Path], tmp_path: Path) -> None:
     from engine.export import export as export_models
 
@@ -86,7 +112,8 @@ def test_manifest_records_both_splits_and_the_bound(checkpoint: Callable[[str], 
     v = manifest["verification"]
     g = v["int8_gate"]
     assert g["search_inputs"] >= 600
-    assert g["confirm_inputs"] >= 1200
+    assert g["confirm_inputs"] + g["confirm_near_ties"] >= 1200  # the confirm split: clear decisions + near-ties
+    assert g["confirm_inputs"] >= 600  # this model's clear decisions are most of the texts
     assert "Wilson" in g["bound"]
     assert g["min_agreement"] == v["int8_min_agreement"] == 0.99
     assert v["int8_confirm_lower_bound"] >= 0.99

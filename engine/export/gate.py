@@ -177,7 +177,8 @@ def gated_search(
                     f"(Bonferroni: {each:.4f} each)",
                     "min_agreement": min_agreement,
                     "search_inputs": search_inputs,
-                    "confirm_inputs": check.inputs,
+                    "confirm_inputs": check.inputs,  # counted (clear) decisions
+                    "confirm_near_ties": check.near_ties,
                     "looks": looks,
                 },
             }
