@@ -5,13 +5,17 @@ Models (each cached once per cache directory; --quick builds tiny ones of the sa
 - "distilbert": DistilBERT-base-shaped (dim 768, 6 layers, 12 heads, FFN 3072: distilbert-sst-2's compute),
   distilled from that MiniLM.
 - "nli": MiniLM-L6 fine-tuned for entailment/contradiction on (gloss, "This example is {topic}.") pairs, 20 topics.
+- "fortunes": MiniLM-L6 fine-tuned on Debian's fortunes by file (6 topics), a second domain: held-out agreement only.
 - "random" (--stress): the former random DistilBERT-base (init 0.05, spread head). Its decisions are near-ties, so
   it is kept only as the int8 gate's stress case: its export figures are reported, its speed is not a result.
 
-Files per trained model: the engine's int8 and fp32 exports (scripts/export_models.py, the project's own recipe
-and gate), optimum's fp32 ONNX export plus onnxruntime dynamic int8 with optimum's preset for this CPU
-(avx512_vnni when the CPU has it, else avx2), and an OpenVINO IR quantized by NNCF (static int8, transformer
-preset, calibrated on held-out texts). OpenVINO's fp32 peer reads the same fp32 ONNX file.
+Files per trained model: the engine's int8 export as a user gets it with no flags (`engine-int8`, the headline),
+the same with `--calibration-file` of in-domain texts (`engine-int8-calibrated`, a labelled second row) and the
+fp32 export; a plain fp32 ONNX export plus onnxruntime's quantize_dynamic with optimum's preset for this CPU
+(avx512_vnni when the CPU has it, else avx2); and an OpenVINO IR quantized by NNCF (static int8, transformer
+preset, calibrated on the same in-domain texts). OpenVINO's fp32 peer reads the same fp32 ONNX file. Every
+calibration split is disjoint from the held-out texts that agreement is measured on. Each step's wall time goes
+to export-times.json beside the files.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import hashlib
 import json
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = ("minilm", "distilbert")  # the trained classifiers; "nli" serves zero-shot
+MODELS = ("minilm", "distilbert")  # the trained classifiers timed against the peers; "nli" serves zero-shot
+# every trained classifier whose held-out agreement is measured: "fortunes" adds a second domain (agreement only)
+FIDELITY_MODELS = (*MODELS, "fortunes")
 
 
 @dataclass(frozen=True)
@@ -141,18 +148,55 @@ def int8_preset() -> str:
     return "avx512_vnni" if cpu_flags()["flags"]["avx512_vnni"] else "avx2"
 
 
-def export_onnx(checkpoint: Path, out: Path, preset: str) -> Path:
-    """optimum's fp32 ONNX export (model.onnx) and onnxruntime dynamic int8 with optimum's preset for this CPU
-    (model_quantized.onnx), with the tokenizer and config, in one directory."""
-    from optimum.onnxruntime import ORTModelForSequenceClassification, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-    from transformers import AutoTokenizer
+# optimum's dynamic int8 presets (AutoQuantizationConfig.avx512_vnni / .avx2 with per_channel=False), spelled out
+# for onnxruntime's quantize_dynamic so that the peer needs no optimum (it has no release for transformers 5)
+ORT_DYNAMIC_OPS = ["Conv", "MatMul", "Attention", "LSTM", "Gather", "Transpose", "EmbedLayerNormalization"]
+
+
+def quantize_dynamic(fp32: Path, out: Path, preset: str) -> Path:
+    """onnxruntime's dynamic int8 of `fp32` with optimum's preset for this CPU: u8 activations, weights s8
+    (avx512_vnni) or u8 (avx2), symmetric, per tensor, full range."""
+    from onnxruntime.quantization import QuantType
+    from onnxruntime.quantization import quantize_dynamic as ort_quantize_dynamic
+
+    ort_quantize_dynamic(
+        fp32,
+        out,
+        op_types_to_quantize=ORT_DYNAMIC_OPS,
+        per_channel=False,
+        reduce_range=False,
+        weight_type=QuantType.QInt8 if preset == "avx512_vnni" else QuantType.QUInt8,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, "EnableSubgraph": False},
+    )
+    return out
+
+
+def export_onnx(checkpoint: Path, out: Path, preset: str, times: dict[str, float]) -> Path:
+    """A plain fp32 ONNX export (model.onnx: the engine's exporter before any fusion, pruning or int8, which is
+    optimum's with transformers 4.57 and transformers' own with transformers 5) and onnxruntime's dynamic int8 of
+    it with optimum's preset for this CPU (model_quantized.onnx), with the tokenizer and config, in one directory.
+    The wall times of the fp32 export and of the int8 step go to `times` ("onnx-export-M", "quantize_dynamic-M")."""
+    import tempfile
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from engine.export.export import export_fp32
 
     staging = out.with_name(out.name + "-staging")
-    ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True).save_pretrained(staging)
-    AutoTokenizer.from_pretrained(checkpoint).save_pretrained(staging)
-    config = getattr(AutoQuantizationConfig, preset)(is_static=False, per_channel=False)
-    ORTQuantizer.from_pretrained(staging, file_name="model.onnx").quantize(save_dir=staging, quantization_config=config)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model_name = checkpoint.name.removeprefix("ckpt-")
+    start = time.perf_counter()
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    with tempfile.TemporaryDirectory(prefix="peer-onnx-") as tmp:
+        shutil.copy(export_fp32(model, Path(tmp)), staging / "model.onnx")
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    tokenizer.save_pretrained(staging)
+    model.config.save_pretrained(staging)
+    times[f"onnx-export-{model_name}"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    quantize_dynamic(staging / "model.onnx", staging / "model_quantized.onnx", preset)
+    times[f"quantize_dynamic-{model_name}"] = round(time.perf_counter() - start, 1)
     (staging / "int8-preset.txt").write_text(preset)
     staging.rename(out)
     return out
@@ -204,14 +248,21 @@ def export_code() -> str:
 
 
 def _data(quick: bool) -> dict[str, Any]:
-    """Held-out texts with labels: the classifiers' test split (agreement), their calibration split (NNCF), the
-    NLI model's test split (zero-shot) and its calibration pairs. Saved once: cached runs need no WordNet."""
+    """Held-out texts with labels: the classifiers' test split (agreement), their calibration split (NNCF and the
+    calibrated export), the fortunes model's, the NLI model's test split (zero-shot) and its calibration pairs.
+    Saved once: cached runs need no WordNet."""
     from . import labelled, train
 
     clf, nli = labelled.classifier_split(quick), labelled.nli_split(quick)
+    fortunes = labelled.fortunes_split(quick)
     pairs, _ = train.nli_pairs(nli, nli.calibration)
     return {
         "classifier": {"labels": clf.labels, "test": clf.test, "calibration": [t for t, _ in clf.calibration]},
+        "fortunes": {
+            "labels": fortunes.labels,
+            "test": fortunes.test,
+            "calibration": [t for t, _ in fortunes.calibration],
+        },
         "nli": {"topics": nli.labels, "template": train.TEMPLATE, "test": nli.test, "calibration": pairs},
         "source": "CPython documentation by topic (--quick)"
         if quick
@@ -228,11 +279,22 @@ def _engine_figures(export_dir: Path) -> dict[str, Any]:
     return figures
 
 
+def held_out(data: dict[str, Any], model: str) -> list[tuple[str, int]]:
+    """A trained classifier's held-out test texts with their labels (never seen by training or any calibration)."""
+    return [tuple(x) for x in data["fortunes" if model == "fortunes" else "classifier"]["test"]]  # type: ignore[misc]
+
+
 def build_all(
-    cache: Path, quick: bool, log: Any = print, stress: bool = False, classifiers: tuple[str, ...] = MODELS
+    cache: Path,
+    quick: bool,
+    log: Any = print,
+    stress: bool = False,
+    classifiers: tuple[str, ...] = MODELS,
+    zero_shot: bool = True,
 ) -> Artifacts:
     """Train, export and convert everything once per cache directory; each step is skipped when its output exists.
-    `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
+    `classifiers` are timed against the peers (fortunes is always built, for agreement); `zero_shot` builds the NLI
+    model. `stress` also builds the random near-tie model and its int8 export (minutes at DistilBERT-base size)."""
     from . import corpus, labelled, train
 
     root = cache / ("quick-trained" if quick else "full-trained")
@@ -247,51 +309,71 @@ def build_all(
     if not data_file.exists():
         data_file.write_text(json.dumps(_data(quick)))
     data = json.loads(data_file.read_text())
+    times_file = root / "export-times.json"
+    times: dict[str, float] = json.loads(times_file.read_text()) if times_file.exists() else {}
     preset = int8_preset()
-    ckpt = {m: root / f"ckpt-{m}" for m in ("minilm", "distilbert", "nli", "random")}
+    ckpt = {m: root / f"ckpt-{m}" for m in ("minilm", "distilbert", "nli", "fortunes", "random")}
     topics = list(data["nli"]["topics"])
     calibration = {
         "minilm": data["classifier"]["calibration"],
         "distilbert": data["classifier"]["calibration"],
+        "fortunes": data["fortunes"]["calibration"],
         "nli": [tuple(p) for p in data["nli"]["calibration"]],
     }
     # the distillation also sees documentation sentences, the timing corpus's kind of text (every 4th: not the
     # timing sample's seed, but overlap does not matter for speed, and agreement is taken on held-out glosses)
     extra_texts = [] if quick else corpus.all_sentences()[::4]
-    steps: list[tuple[Path, Any]] = [
-        (
-            ckpt["minilm"] / "training.json",
-            lambda: train.train_classifier(ckpt["minilm"], labelled.classifier_split(quick), quick, log),
+    training = {
+        "minilm": lambda: train.train_classifier(ckpt["minilm"], labelled.classifier_split(quick), quick, log),
+        "fortunes": lambda: train.train_classifier(ckpt["fortunes"], labelled.fortunes_split(quick), quick, log),
+        "distilbert": lambda: train.distil(
+            ckpt["distilbert"], ckpt["minilm"], labelled.classifier_split(quick), extra_texts, quick, log
         ),
-        (
-            ckpt["distilbert"] / "training.json",
-            lambda: train.distil(
-                ckpt["distilbert"], ckpt["minilm"], labelled.classifier_split(quick), extra_texts, quick, log
-            ),
-        ),
-        (ckpt["nli"] / "training.json", lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log)),
-    ]
+        "nli": lambda: train.train_nli(ckpt["nli"], labelled.nli_split(quick), quick, log),
+    }
     systems: dict[str, dict[str, str]] = {}
-    wanted = (*classifiers, "nli")
-    steps = [(marker, step) for marker, step in steps if marker.parent.name.removeprefix("ckpt-") in wanted]
+    timed_models = (*classifiers, "nli")
+    # model by model, each trained then exported, so that an interrupted build has whole models to measure
+    wanted = tuple(m for m in training if m in classifiers or m == "fortunes" or (m == "nli" and zero_shot))
+    if "distilbert" in wanted and "minilm" not in wanted:
+        wanted = ("minilm", *wanted)  # the distillation's teacher
+    steps: list[tuple[Path, Any]] = []
+
+    def timed(name: str, step: Any) -> Any:
+        def run() -> None:
+            start = time.perf_counter()
+            step()
+            times[name] = round(time.perf_counter() - start, 1)
+            times_file.write_text(json.dumps(times, indent=2) + "\n")
+
+        return run
+
     for m in wanted:
+        steps.append((ckpt[m] / "training.json", training[m]))
+        texts = [t if isinstance(t, str) else t[0] for t in calibration[m]]  # NLI: the premises
+        # NLI, calibrated: the gate also ranks the label sets the benchmark scores (its first 4 and all 20 topics),
+        # as a user exporting for their own labels would ask with --zero-shot-labels
+        sets = [topics[:4], topics] if m == "nli" else None
+        variants = {
+            "int8": (None, None),  # `engine export CKPT --output DIR`: no flags
+            "int8-calibrated": (texts, sets),
+            "fp32": (None, None),
+        }
+        for variant, (cal, zs) in variants.items():
+            out = root / f"engine-{variant}-{m}"
+            precision = variant.split("-")[0]
+            make = lambda c=ckpt[m], o=out, p=precision, t=cal, z=zs: export_engine(c, o, p, None, t, z)  # noqa: E731
+            steps.append((out / "manifest.json", timed(out.name, make)))
+        if m not in timed_models:
+            continue
         onnx_dir, nncf_dir = root / f"onnx-{m}-{preset}", root / f"openvino-nncf-{m}"
-        for precision in ("int8", "fp32"):
-            out = root / f"engine-{precision}-{m}"
-            texts = [t if isinstance(t, str) else t[0] for t in calibration[m]]  # NLI: the premises
-            # NLI: the gate ranks the label sets the benchmark scores (its first 4 and all 20 topics), as a user
-            # exporting for their own labels would ask with --zero-shot-labels
-            sets = [topics[:4], topics] if m == "nli" else None
-            steps.append(
-                (
-                    out / "manifest.json",
-                    lambda c=ckpt[m], o=out, p=precision, t=texts, z=sets: export_engine(c, o, p, None, t, z),
-                )
-            )
-        steps.append((onnx_dir, lambda c=ckpt[m], o=onnx_dir: export_onnx(c, o, preset)))
-        steps.append((nncf_dir, lambda o=onnx_dir, n=nncf_dir, m=m: export_nncf(o, n, calibration[m])))
+        steps.append((onnx_dir, timed(onnx_dir.name, lambda c=ckpt[m], o=onnx_dir: export_onnx(c, o, preset, times))))
+        steps.append(
+            (nncf_dir, timed(nncf_dir.name, lambda o=onnx_dir, n=nncf_dir, m=m: export_nncf(o, n, calibration[m])))
+        )
         systems[m] = {
             "engine-int8": str(root / f"engine-int8-{m}"),
+            "engine-int8-calibrated": str(root / f"engine-int8-calibrated-{m}"),
             "engine-int8-concurrent": str(root / f"engine-int8-{m}"),
             "openvino-engine-graph": str(root / f"engine-int8-{m}"),
             "engine-fp32": str(root / f"engine-fp32-{m}"),
@@ -310,11 +392,14 @@ def build_all(
         if not marker.exists():
             log(f"  building {marker.parent.name if marker.suffix else marker.name}")
             step()
-    figures: dict[str, Any] = {"data_source": data["source"], "int8_preset": preset}
+    figures: dict[str, Any] = {"data_source": data["source"], "int8_preset": preset, "export_seconds": times}
     for m in wanted:
         figures[m] = {
             "training": json.loads((ckpt[m] / "training.json").read_text()),
             "engine_int8_export": _engine_figures(root / f"engine-int8-{m}"),
+            "engine_int8_calibrated_export": _engine_figures(root / f"engine-int8-calibrated-{m}"),
+            "checkpoint": str(ckpt[m]),
+            "exports": {v: str(root / f"engine-{v}-{m}") for v in ("int8", "int8-calibrated")},
         }
     if (random_int8 / "manifest.json").exists():
         figures["random_stress"] = {"engine_int8_export": _engine_figures(random_int8)}

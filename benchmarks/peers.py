@@ -26,7 +26,8 @@ LEVERS = ("openvino-engine-graph",)
 # engine-int8-concurrent: the same export with as many batches at once as cores (TextClassifier.load(...,
 # concurrent_batches=N)), the throughput setting; engine-int8 is the public API's default: one batch at a time for
 # TextClassifier, two batches at once for ZeroShotClassifier (engine.tasks.base)
-ENGINES = ("engine-int8", "engine-int8-concurrent", "engine-fp32")
+# engine-int8-calibrated: the export made with --calibration-file of in-domain texts, a labelled second row
+ENGINES = ("engine-int8", "engine-int8-calibrated", "engine-int8-concurrent", "engine-fp32")
 
 
 def plan(lengths: Sequence[int], batch_tokens: int, max_rows: int = 256) -> Iterator[np.ndarray]:
@@ -75,7 +76,9 @@ class Batcher:
 
 
 def _threads() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
+    """Intra-op threads for every system: BENCH_THREADS when the run asks for a number (`--threads`), else one per
+    core this process may run on."""
+    return int(os.environ.get("BENCH_THREADS") or 0) or max(1, len(os.sched_getaffinity(0)))
 
 
 def load_torch(path: str) -> Logits:
@@ -99,6 +102,7 @@ def load_ort(path: str) -> Logits:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    opts.intra_op_num_threads = _threads()
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
     return lambda feed: sess.run(None, {n: feed[n] for n in names})[0]
@@ -113,7 +117,10 @@ def load_openvino(path: str, hint: str | None = None) -> Logits:
     import openvino as ov
 
     core = ov.Core()
-    compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": hint} if hint else {})
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": _threads()}
+    if hint:
+        config["INFERENCE_PRECISION_HINT"] = hint
+    compiled = core.compile_model(path, "CPU", config)
     OPENVINO_INFO["inference_precision_hint"] = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
     OPENVINO_INFO["performance_hint"] = str(compiled.get_property("PERFORMANCE_HINT"))
     OPENVINO_INFO["version"] = ov.get_version()
@@ -155,15 +162,20 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
         import engine
 
         concurrent = _threads() if system == "engine-int8-concurrent" else None  # None: the task's default
+        threads = _threads()
         if zero_shot:
-            zs = engine.ZeroShotClassifier.load(path, batch_tokens=batch_tokens, concurrent_batches=concurrent)
+            zs = engine.ZeroShotClassifier.load(
+                path, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent
+            )
 
             def zero_shot_engine(texts: Sequence[str], labels: Sequence[str], template: str) -> list[str]:
                 out = zs(list(texts), candidate_labels=list(labels), hypothesis_template=template)
                 return [r[0].label for r in out]  # type: ignore[index]
 
             return Classifier(_unsupported, zero_shot_engine)
-        clf = engine.TextClassifier.load(path, batch_tokens=batch_tokens, concurrent_batches=concurrent)
+        clf = engine.TextClassifier.load(
+            path, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent
+        )
 
         def predict_engine(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
             preds = clf(list(texts))
@@ -181,16 +193,32 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
         labels = [manifest["id2label"][str(i)] for i in range(len(manifest["id2label"]))]
         return _classifier(load_openvino(str(graph), "f32"), directory, batch_tokens, labels)
     loader = {"transformers": load_torch, "ort-fp32": load_ort, "ort-int8": load_ort}.get(system, load_openvino)
-    files = {
-        "transformers": None,
-        "ort-fp32": "model.onnx",
-        "ort-int8": "model_quantized.onnx",
-        "openvino": "model.onnx",
-        "openvino-nncf-int8": "model.xml",
-    }
     directory = Path(path)
-    run = loader(str(directory / files[system]) if files[system] else path)
+    run = loader(str(directory / str(FILES[system])) if FILES[system] else path)
     return _classifier(run, directory, batch_tokens, _labels(directory))
+
+
+FILES = {  # what each peer loads from its directory (None: the whole checkpoint directory)
+    "transformers": None,
+    "ort-fp32": "model.onnx",
+    "ort-int8": "model_quantized.onnx",
+    "openvino": "model.onnx",
+    "openvino-nncf-int8": "model.xml",
+}
+
+
+def disk_mb(system: str, path: str) -> float:
+    """The model's size on disk as the system loads it: the engine's whole export directory (graph, tokenizer,
+    manifest), a peer's graph file (with OpenVINO's weights .bin), or the checkpoint's weights for torch."""
+    directory = Path(path)
+    if system.startswith("engine") or system == "openvino-engine-graph":
+        files = [p for p in directory.rglob("*") if p.is_file()]
+    elif FILES.get(system) is None:
+        files = [p for p in directory.iterdir() if p.suffix in (".safetensors", ".bin")]
+    else:
+        graph = directory / str(FILES[system])
+        files = [graph, graph.with_suffix(".bin")] if graph.suffix == ".xml" else [graph]
+    return sum(p.stat().st_size for p in files if p.exists()) / 1e6
 
 
 def _classifier(run: Logits, directory: Path, batch_tokens: int, names: list[str]) -> Classifier:

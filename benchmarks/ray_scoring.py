@@ -4,12 +4,12 @@
 
 Same generated JSON Lines file for every run (sentences of CPython's documentation, as benchmarks/score_file.py),
 same model and options. Each configuration runs the whole job, wall clock, from the call to the finished output:
-local = engine.score_file (model load included), Ray = engine.jobs.ray_data.run_job (model check on the driver, actor
+local = engine.score_file (model load included), Ray = engine.jobs.ray.run_job (model check on the driver, actor
 start and model load in each actor, read, score, write, rename). Runs are interleaved and repeated; the best of
 the repeats is kept (the machine is shared; the load average is printed beside the figures). A 1-row job of each
 kind gives the fixed cost of a job, so the marginal cost per row is (wall(N) - wall(1)) / N.
 
-The Ray cluster gets one logical CPU more than the actors use (engine.jobs.ray_data keeps one free for reading and
+The Ray cluster gets one logical CPU more than the actors use (engine.jobs.ray keeps one free for reading and
 writing); each actor reserves 1 CPU and runs onnxruntime with 1 thread. Needs the `ray` and `export` extras.
 """
 
@@ -40,7 +40,7 @@ def write_input(path: Path, rows: int) -> Path:
 
 def run(kind: str, model: Path, inp: Path, workdir: Path, threads: int, actors: int) -> float:
     from engine import ScoringOptions, score_file
-    from engine.jobs.ray_data import run_job
+    from engine.jobs.ray import run_job
 
     out = workdir / f"out-{kind}.jsonl"
     for stale in (out, out.with_name(out.name + ".partial"), out.with_name(out.name + ".errors")):

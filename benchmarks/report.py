@@ -13,7 +13,8 @@ from .peers import PEERS
 INT8_ENGINES = ("engine-int8", "engine-int8-concurrent")
 
 NAMES = {
-    "engine-int8": "engine int8",
+    "engine-int8": "engine int8, default export",
+    "engine-int8-calibrated": "engine int8, --calibration-file (in-domain)",
     "engine-int8-concurrent": "engine int8, batches at once",
     "engine-fp32": "engine fp32",
     "transformers": "transformers (torch fp32)",
@@ -26,7 +27,46 @@ NAMES = {
 TITLES = {
     "minilm": "MiniLM-L6 fine-tuned",
     "distilbert": "DistilBERT-base-shaped, distilled",
+    "fortunes": "MiniLM-L6 fine-tuned on fortunes",
 }
+DOMAINS = {
+    "minilm": "WordNet noun glosses by topic",
+    "distilbert": "WordNet noun glosses by topic",
+    "fortunes": "Debian fortunes by file",
+}
+CONFIDENCE = 0.95  # the held-out lower bound's, one-sided Wilson as the export's gate (engine/export/gate.py)
+
+
+def wilson_lower(agreed: int, n: int, confidence: float = CONFIDENCE) -> float:
+    """The one-sided Wilson score lower bound the export's gate uses, so the two figures compare."""
+    from engine.export.gate import lower_bound
+
+    return lower_bound(agreed, n, confidence)
+
+
+def fidelity(data: dict[str, Any]) -> dict[str, Any]:
+    """Per trained model: held-out agreement of the default and the calibrated int8 export with torch fp32 (with
+    its lower bound), beside the figures each export's gate reported on its own texts."""
+    out = {}
+    for model, runs in data.get("fidelity", {}).items():
+        reference = runs["transformers"]
+        row: dict[str, Any] = {"texts": len(reference)}
+        for variant, figures in (("int8", "engine_int8_export"), ("int8-calibrated", "engine_int8_calibrated_export")):
+            labels = runs[f"engine-{variant}"]
+            agreed = sum(a == b for a, b in zip(labels, reference))
+            gate = data["models"][model][figures]
+            row[variant] = {
+                "held_out_agreement": agreed / len(reference),
+                "held_out_flips": len(reference) - agreed,
+                "held_out_lower_bound": wilson_lower(agreed, len(reference)),
+                "gate_search": gate.get("int8_search_top1_agreement", float("nan")),
+                "gate_confirm": gate.get("int8_confirm_top1_agreement", float("nan")),
+                "gate_confirm_lower_bound": gate.get("int8_confirm_lower_bound", float("nan")),
+                "int8_matmuls": gate["int8_matmuls"],
+                "matmuls": gate["matmuls"],
+            }
+        out[model] = row
+    return out
 
 
 def agreement(a: list[str], b: list[str]) -> float:
@@ -49,6 +89,7 @@ def per_system(data: dict[str, Any], model: str) -> dict[str, dict[str, float]]:
             "cold_start_s": statistics.median(data["cold"][model][system]),
             "top1_agreement_with_torch": agreement(r["held_out_labels"], reference),
             "held_out_accuracy": agreement(r["held_out_labels"], truth),
+            "disk_mb": data.get("disk_mb", {}).get(model, {}).get(system, float("nan")),
         }
     return out
 
@@ -121,7 +162,28 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             _target(model, "cold start, import + load + first result (s)", e["cold_start_s"], "<=", 0.5),
             _target(model, "rows independent: same label alone as batched", float(independent["same_label"]), ">=", 1),
         ]
+    out["fidelity"] = fidelity(data)
+    for model, row in out["fidelity"].items():
+        targets += [
+            _target(
+                model,
+                "default export: held-out agreement with torch, 95% lower bound",
+                row["int8"]["held_out_lower_bound"],
+                ">=",
+                0.99,
+            ),
+            _target(
+                model,
+                "calibrated export: held-out agreement with torch",
+                row["int8-calibrated"]["held_out_agreement"],
+                ">=",
+                0.99,
+            ),
+        ]
     zs = data["zero_shot"]
+    out["zero_shot"], out["zero_shot_by_phase"] = {}, {}
+    if not zs:  # --no-zero-shot
+        return out
     reference = zs["transformers"]["by_labels"]
     out["zero_shot"] = {
         count: {
@@ -135,7 +197,6 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
         }
         for count in reference
     }
-    out["zero_shot_by_phase"] = {}
     for count, by_system in out["zero_shot"].items():
         best = max(PEERS, key=lambda p: by_system[p]["texts_per_s"])
         per_labels = {
@@ -208,6 +269,16 @@ def markdown(data: dict[str, Any]) -> str:
         f"texts ({data['held_out']['source']}), not the timing corpus. Load average at the end: "
         f"{data['load_average_after'][0]:.1f} (a shared machine: read the ratios, not the absolute figures).",
         "",
+        "Threads: "
+        + (
+            "one intra-op thread for every system (`--threads 1`: the engine's `threads=1`), each worker pinned to "
+            "one CPU, as on a one-core device."
+            if data.get("threads") == 1
+            else f"{data['threads']} intra-op threads for every system (`--threads`)."
+            if data.get("threads")
+            else "every system's default, one per core."
+        ),
+        "",
     ]
     for model, m in s["models"].items():
         t = figs[model]["training"]
@@ -223,16 +294,17 @@ def markdown(data: dict[str, Any]) -> str:
             f"engine int8 export: {x['int8_matmuls']} of {x['matmuls']} MatMuls int8, top-1 agreement with fp32 "
             f"{x['int8_top1_agreement']:.1%} on the gate's texts (gate {x['int8_min_agreement']:.0%}).",
             "",
-            "| system | sent/s | batch-1 p50 ms | p99 ms | peak RSS MB | cold start s | agreement with torch | "
-            "accuracy | engine int8 / system: throughput | p50 |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | sent/s | batch-1 p50 ms | p99 ms | peak RSS MB | on disk MB | cold start s | "
+            "agreement with torch | accuracy | engine int8 / system: throughput | p50 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for system, v in m["systems"].items():
             r = m["ratios"].get(system)
             ratio = f"{_f(r['throughput'])} | {_f(r['latency_p50'])}" if r else " | "
             lines.append(
                 f"| {NAMES[system]} | {_f(v['sentences_per_s'], 1)} | {_f(v['latency_ms_p50'], 1)} | "
-                f"{_f(v['latency_ms_p99'], 1)} | {_f(v['peak_rss_mb'], 0)} | {_f(v['cold_start_s'])} | "
+                f"{_f(v['latency_ms_p99'], 1)} | {_f(v['peak_rss_mb'], 0)} | {_f(v['disk_mb'], 1)} | "
+                f"{_f(v['cold_start_s'])} | "
                 f"{v['top1_agreement_with_torch']:.1%} | {v['held_out_accuracy']:.1%} | {ratio} |"
             )
         ov = data["classify"][model]["openvino"].get("openvino", {})
@@ -253,47 +325,11 @@ def markdown(data: dict[str, Any]) -> str:
             },
             "sentences/s",
         )
-    nli = figs["nli"]["training"]
-    nx = figs["nli"]["engine_int8_export"]
-    counts = list(s["zero_shot"])
-    lines += [
-        f"### Zero-shot: MiniLM-L6 NLI (entailment/contradiction, trained on {nli['train_pairs']} pairs; held-out "
-        f"zero-shot top-1 over {len(nli['topics'])} topics {nli['test_zero_shot_accuracy']:.1%})",
-        "",
-        f"engine int8 export: {nx['int8_matmuls']} of {nx['matmuls']} MatMuls int8, zero-shot top-1 agreement with "
-        f"fp32 {nx.get('int8_zero_shot_top1_agreement', float('nan')):.1%} on the gate's texts. Texts: held-out "
-        f"texts; labels: the first {' and '.join(counts)} topics; template {nli['template']!r}; agreement with "
-        "torch fp32.",
-        "",
-        "| system | " + " | ".join(f"texts/s, {k} labels | agreement" for k in counts) + " |",
-        "|---|" + "---:|---:|" * len(counts),
-    ]
-    for system in data["zero_shot"]:
-        cells = [
-            f"{_f(z['texts_per_s'], 1)} | {z['top1_agreement_with_torch']:.1%}"
-            for z in (s["zero_shot"][k][system] for k in counts)
-        ]
-        lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
-    lines.append("")
-    for k in counts:
-        lines += _per_round(
-            {
-                system: (z["by_labels"][k]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
-                for system, z in data["zero_shot"].items()
-            },
-            f"texts/s at {k} labels",
-        )
-    if "random_stress" in figs:
-        stress = figs["random_stress"]["engine_int8_export"]
-        lines += [
-            "",
-            f"Near-tie stress case (random DistilBERT-base, not a benchmark of speed): the int8 gate keeps "
-            f"{stress['int8_matmuls']} of {stress['matmuls']} MatMuls int8 (agreement with fp32 "
-            f"{stress['int8_top1_agreement']:.1%}).",
-        ]
+    lines += _zero_shot_section(data)
+    lines += _fidelity_table(data)
     lines += [
         "",
-        "### Targets (issue 12, point 3)",
+        "### Targets",
         "",
         "| model | target | measured | bound | met |",
         "|---|---|---:|---:|---|",
@@ -332,6 +368,105 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _zero_shot_section(data: dict[str, Any]) -> list[str]:
+    """The zero-shot table and its rounds (none with --no-zero-shot), and the random stress case's figures."""
+    s, figs = data["summary"], data["models"]
+    lines: list[str] = []
+    if data["zero_shot"]:
+        nli = figs["nli"]["training"]
+        nx = figs["nli"]["engine_int8_export"]
+        counts = list(s["zero_shot"])
+        lines += [
+            f"### Zero-shot: MiniLM-L6 NLI (entailment/contradiction, trained on {nli['train_pairs']} pairs; held-out "
+            f"zero-shot top-1 over {len(nli['topics'])} topics {nli['test_zero_shot_accuracy']:.1%})",
+            "",
+            f"engine int8 export: {nx['int8_matmuls']} of {nx['matmuls']} MatMuls int8, zero-shot top-1 agreement with "
+            f"fp32 {nx.get('int8_zero_shot_top1_agreement', float('nan')):.1%} on the gate's texts. Texts: held-out "
+            f"texts; labels: the first {' and '.join(counts)} topics; template {nli['template']!r}; agreement with "
+            "torch fp32.",
+            "",
+            "| system | " + " | ".join(f"texts/s, {k} labels | agreement" for k in counts) + " |",
+            "|---|" + "---:|---:|" * len(counts),
+        ]
+        for system in data["zero_shot"]:
+            cells = [
+                f"{_f(z['texts_per_s'], 1)} | {z['top1_agreement_with_torch']:.1%}"
+                for z in (s["zero_shot"][k][system] for k in counts)
+            ]
+            lines.append(f"| {NAMES[system]} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for k in counts:
+            lines += _per_round(
+                {
+                    system: (z["by_labels"][k]["texts_per_s_rounds"], z.get("core_round_trip_ns_rounds", []))
+                    for system, z in data["zero_shot"].items()
+                },
+                f"texts/s at {k} labels",
+            )
+    if "random_stress" in figs:
+        stress = figs["random_stress"]["engine_int8_export"]
+        lines += [
+            "",
+            f"Near-tie stress case (random DistilBERT-base, not a benchmark of speed): the int8 gate keeps "
+            f"{stress['int8_matmuls']} of {stress['matmuls']} MatMuls int8 (agreement with fp32 "
+            f"{stress['int8_top1_agreement']:.1%}).",
+        ]
+    return lines
+
+
+def _fidelity_table(data: dict[str, Any]) -> list[str]:
+    """The held-out agreement of the default and calibrated exports beside their gates' figures, and export times."""
+    rows = data["summary"].get("fidelity", {})
+    if not rows:
+        return []
+    lines = [
+        "",
+        "### Fidelity on held-out in-domain texts",
+        "",
+        "Top-1 agreement of each int8 export with torch fp32 on the trained model's held-out test texts, which no "
+        "training, calibration or gate saw. The default export is `engine export CKPT --output DIR` with no flags "
+        "(calibrated and gated on the built-in texts, none of these domains); the calibrated one adds "
+        "`--calibration-file` with the domain's calibration split. Beside each: the gate's own figures on the "
+        "built-in texts (search split; confirm split and its lower bound). Lower bounds: one-sided Wilson 95%.",
+        "",
+        "| model (domain) | held-out texts | export | MatMuls int8 | held-out agreement | flips | lower bound | "
+        "gate: search | gate: confirm | gate: lower bound |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for model, row in rows.items():
+        for variant, label in (("int8", "default"), ("int8-calibrated", "--calibration-file")):
+            v = row[variant]
+            lines.append(
+                f"| {TITLES[model]} ({DOMAINS[model]}) | {row['texts']} | {label} | {v['int8_matmuls']}/{v['matmuls']}"
+                f" | {v['held_out_agreement']:.2%} | {v['held_out_flips']} | {v['held_out_lower_bound']:.2%} | "
+                f"{v['gate_search']:.2%} | {v['gate_confirm']:.2%} | {v['gate_confirm_lower_bound']:.2%} |"
+            )
+    times = data["models"].get("export_seconds", {})
+    if times:
+        lines += [
+            "",
+            "Export wall time, seconds (this run's build, or the build it reused; the ONNX export is the fp32 graph "
+            "the peers share, before their int8 step):",
+            "",
+            "| model | engine export, default | engine export, --calibration-file | ONNX export (fp32) | "
+            "+ quantize_dynamic | + NNCF |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for model in data["classify"]:
+            cells = [
+                times.get(key.format(model), float("nan"))
+                for key in (
+                    "engine-int8-{}",
+                    "engine-int8-calibrated-{}",
+                    "onnx-export-{}",
+                    "quantize_dynamic-{}",
+                    "openvino-nncf-{}",
+                )
+            ]
+            lines.append(f"| {TITLES[model]} | " + " | ".join(_f(c, 0) for c in cells) + " |")
+    return lines
+
+
 def chart(data: dict[str, Any], out: Path) -> None:
     import matplotlib
 
@@ -341,8 +476,8 @@ def chart(data: dict[str, Any], out: Path) -> None:
     s = data["summary"]
     panels = [(TITLES[m], s["models"][m]["systems"], "sentences_per_s") for m in s["models"]]
     panels += [(f"zero-shot, {k} labels", s["zero_shot"][k], "texts_per_s") for k in s["zero_shot"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
-    for ax, (title, systems, key) in zip(axes, panels):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, systems, key) in zip(axes[0], panels):
         names = list(systems)
         colors = ["tab:red" if n.startswith("engine") else "tab:blue" for n in names]
         ax.bar([NAMES[n] for n in names], [systems[n][key] for n in names], color=colors)

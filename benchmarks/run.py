@@ -56,6 +56,8 @@ def run_worker(spec: dict[str, Any], workdir: Path) -> dict[str, Any]:
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(spec, fh)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
+    if spec.get("threads"):
+        env["BENCH_THREADS"] = str(spec["threads"])  # every system's intra-op threads (benchmarks/peers.py)
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks.worker", spec_file],
         cwd=HERE.parent,
@@ -151,6 +153,25 @@ def mean_tokens(tokenizer_json: Path, texts: Sequence[str]) -> float:
     return sum(len(e.ids) for e in tok.encode_batch(list(texts))) / len(texts)
 
 
+def fidelity(art: models.Artifacts, workdir: Path, log: Any, threads: int | None) -> dict[str, Any]:
+    """Every trained classifier's held-out texts through torch fp32, the default int8 export and the calibrated
+    one (no timing): agreement with its lower bound, beside the gates' own figures (benchmarks/report.py)."""
+    data = json.loads(Path(art.data_file).read_text())
+    specs = []
+    for m in (m for m in models.FIDELITY_MODELS if m in art.figures):
+        fig = art.figures[m]
+        texts = [t for t, _ in models.held_out(data, m)]
+        paths = {"transformers": fig["checkpoint"], **{f"engine-{v}": p for v, p in fig["exports"].items()}}
+        base = {"job": "fidelity", "model": m, "held_out": texts, "batch_tokens": 256, "threads": threads}
+        specs += [{**base, "system": system, "path": path} for system, path in paths.items()]
+    log(f"held-out agreement of the default and calibrated int8 exports ({len(specs)} runs, no timing)")
+    out: dict[str, Any] = {}
+    for spec, res in zip(specs, in_parallel(specs, workdir, 1, log)):
+        model = out.setdefault(spec["model"], {"labels": [y for _, y in models.held_out(data, spec["model"])]})
+        model[spec["system"]] = res["held_out_labels"]
+    return out
+
+
 def measure(
     plan: Plan,
     art: models.Artifacts,
@@ -158,13 +179,16 @@ def measure(
     log: Any,
     classifiers: tuple[str, ...],
     phase: str | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     texts = corpus.sample(plan.corpus_size)
     corpus_file = workdir / "corpus.json"
     corpus_file.write_text(json.dumps(texts), encoding="utf-8")
     data = json.loads(Path(art.data_file).read_text())
     held_out = data["classifier"]["test"][: plan.held_out]
-    base = {"corpus_file": str(corpus_file), "reps": plan.reps, "batch_tokens": plan.batch_tokens}
+    base = {"corpus_file": str(corpus_file), "reps": plan.reps, "batch_tokens": plan.batch_tokens, "threads": threads}
+    # one thread: "batches at once" is one batch, the same system as engine-int8
+    systems = [s for s in SYSTEMS if not (threads == 1 and s == "engine-int8-concurrent")]
     specs = [
         {
             **base,
@@ -177,7 +201,7 @@ def measure(
             "independence_texts": plan.independence_texts,
         }
         for m in classifiers
-        for s in SYSTEMS
+        for s in systems
     ]
     log(f"throughput, batch-1 latency, held-out agreement (one process per model and system, {plan.rounds} rounds)")
     results = in_rounds(specs, plan.rounds, workdir, plan.jobs, log, phase)
@@ -192,30 +216,33 @@ def measure(
     for spec, res in zip(cold_specs, in_parallel(cold_specs, workdir, plan.jobs, log)):
         cold[spec["model"]][spec["system"]].append(res["cold_start_s"])
 
-    nli = data["nli"]
-    topics = nli["topics"]
-    zs_specs = [
-        {
-            **base,
-            "job": "zero_shot",
-            "system": s,
-            "path": art.systems["nli"][s],
-            "template": nli["template"],
-            "texts": [t for t, _ in nli["test"]],
-            "label_sets": {str(k): topics[:k] for k in plan.zs_label_counts},
-            "texts_per_count": {str(k): n for k, n in zip(plan.zs_label_counts, plan.zs_texts)},
-        }
-        for s in SYSTEMS
-    ]
-    log("zero-shot texts/s with the NLI model")
-    zero_shot = dict(
-        zip(SYSTEMS, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
-    )
+    zero_shot: dict[str, Any] = {}
+    if "nli" in art.systems:
+        nli = data["nli"]
+        topics = nli["topics"]
+        zs_specs = [
+            {
+                **base,
+                "job": "zero_shot",
+                "system": s,
+                "path": art.systems["nli"][s],
+                "template": nli["template"],
+                "texts": [t for t, _ in nli["test"]],
+                "label_sets": {str(k): topics[:k] for k in plan.zs_label_counts},
+                "texts_per_count": {str(k): n for k, n in zip(plan.zs_label_counts, plan.zs_texts)},
+            }
+            for s in systems
+        ]
+        log("zero-shot texts/s with the NLI model")
+        zero_shot = dict(
+            zip(systems, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
+        )
+    disk = {m: {s: peers.disk_mb(s, art.systems[m][s]) for s in systems} for m in art.systems}
     return {
         "plan": asdict(plan),
         "corpus": {
             "sentences": len(texts),
-            "mean_tokens": mean_tokens(Path(art.systems["minilm"]["engine-int8"]) / "tokenizer.json", texts),
+            "mean_tokens": mean_tokens(Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", texts),
             "source": "pydoc_data.topics (CPython docs)",
         },
         "held_out": {"texts": len(held_out), "labels": [y for _, y in held_out], "source": data["source"]},
@@ -223,6 +250,9 @@ def measure(
         "classify": classify,
         "cold": cold,
         "zero_shot": zero_shot,
+        "disk_mb": disk,
+        "threads": threads,
+        "fidelity": fidelity(art, workdir, log, threads),
     }
 
 
@@ -238,13 +268,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", choices=models.MODELS, default=list(models.MODELS), help="classifiers")
     parser.add_argument("--busy", action="store_true", help="the full models, a quarter of the timing work")
     parser.add_argument(
+        "--no-zero-shot", action="store_true", help="leave out the NLI model and the zero-shot measurements"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for every system (the engine's threads=); 1 also pins each worker to one CPU, "
+        "as on a one-core device (default: one per core)",
+    )
+    parser.add_argument(
         "--phase",
         choices=("near", "far"),
         help="before each measurement, wait for this phase of the CPUs' round trip (benchmarks/core_latency.py)",
     )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else BUSY if args.busy else FULL
-    name = args.name or ("quick" if args.quick else "full")
+    name = args.name or ("quick" if args.quick else "full") + (f"-threads{args.threads}" if args.threads else "")
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -254,11 +293,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"CPU: {cpu['model']}, {', '.join(f for f, on in cpu['flags'].items() if on)}; {os.cpu_count()} cores")
     log(f"load average before the run: {os.getloadavg()}")
     classifiers = tuple(args.models)
-    art = models.build_all(args.cache, args.quick, log, stress=args.stress, classifiers=classifiers)
+    art = models.build_all(
+        args.cache, args.quick, log, stress=args.stress, classifiers=classifiers, zero_shot=not args.no_zero_shot
+    )
     built = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        data = measure(plan, art, Path(tmp), log, classifiers, args.phase)
+        data = measure(plan, art, Path(tmp), log, classifiers, args.phase, args.threads)
     data["phase_requested"] = args.phase
     data["cpu"] = {**cpu, "cores": len(os.sched_getaffinity(0))}
     data["load_average_after"] = os.getloadavg()

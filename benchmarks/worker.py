@@ -7,6 +7,7 @@ cold start is really cold, and the peak RSS is that system's alone.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import statistics
 import sys
@@ -107,12 +108,23 @@ def zero_shot(spec: dict[str, Any]) -> dict[str, Any]:
     return {"by_labels": out, "peak_rss_mb": peak_rss_mb()}
 
 
-JOBS = {"classify": classify, "zero_shot": zero_shot}
+def fidelity(spec: dict[str, Any]) -> dict[str, Any]:
+    """Top labels of every held-out text for one system (no timing): the fidelity table's agreement."""
+    from . import peers
+
+    system = peers.load(spec["system"], spec["path"], spec["batch_tokens"])
+    labels, _ = system.predict(spec["held_out"])
+    return {"held_out_labels": labels}
+
+
+JOBS = {"classify": classify, "zero_shot": zero_shot, "fidelity": fidelity}
 
 
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as fh:
         spec = json.load(fh)
+    if spec.get("threads") == 1:  # --threads 1: a one-core device, every thread of the process on one CPU
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     result = JOBS[spec["job"]](spec)
     sys.stdout.write("RESULT " + json.dumps(result) + "\n")
 

@@ -25,6 +25,7 @@ CAN_EXPORT = all(importlib.util.find_spec(m) is not None for m in ("torch", "tra
 # tests that need the export extra whatever model they use: they compare with transformers or test the exporter
 EXPORT_MODULES = {
     "test_adopt",
+    "test_check",  # recalibrates an int8 export made with --keep-fp32
     "test_benchmarks",
     "test_export",
     "test_export_cli",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -67,12 +68,18 @@ def test_widening_preserves_the_teachers_encoder() -> None:
 
 
 def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
-    assert run.main(["--quick", "--name", "t", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    """The harness end to end, at one thread (`--threads 1`: the one-core table; the default differs only in not
+    setting BENCH_THREADS, which test_threads_reach_every_system covers)."""
+    argv = ["--quick", "--threads", "1", "--name", "t", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
+    assert run.main(argv) == 0
     data = json.loads((tmp_path / "t.json").read_text())
     summary = data["summary"]
     assert set(summary["models"]) == set(models.MODELS)
+    one_thread_systems = set(run.SYSTEMS) - {"engine-int8-concurrent"}  # one batch at a time is engine-int8
+    assert data["threads"] == 1
     for model in summary["models"].values():
-        assert set(model["systems"]) == set(run.SYSTEMS)
+        assert set(model["systems"]) == one_thread_systems
+        assert all(s["disk_mb"] > 0 for s in model["systems"].values())
         ratios = [v for peer in model["ratios"].values() for v in peer.values()]
         assert len(ratios) == len(peers.PEERS) * 4
         assert all(math.isfinite(r) and r > 0 for r in ratios)
@@ -81,17 +88,49 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
         assert model["systems"]["transformers"]["top1_agreement_with_torch"] == 1.0
         assert 0.0 <= model["systems"]["engine-fp32"]["held_out_accuracy"] <= 1.0
     for count in map(str, run.QUICK.zs_label_counts):
-        assert set(summary["zero_shot"][count]) == set(run.SYSTEMS)
+        assert set(summary["zero_shot"][count]) == one_thread_systems
         assert all(v["texts_per_s"] > 0 for v in summary["zero_shot"][count].values())
-    assert {t["model"] for t in summary["targets"]} == {*models.MODELS, "nli"}
+    assert {t["model"] for t in summary["targets"]} == {*models.FIDELITY_MODELS, "nli"}
+    # every trained model's held-out agreement, default and calibrated, beside its gate's figures
+    assert set(summary["fidelity"]) == set(models.FIDELITY_MODELS)
+    for model, row in summary["fidelity"].items():
+        assert row["texts"] == len(data["fidelity"][model]["labels"]) > 0
+        for variant in ("int8", "int8-calibrated"):
+            v = row[variant]
+            assert v["held_out_flips"] == round(row["texts"] * (1 - v["held_out_agreement"]))
+            assert 0 < v["held_out_lower_bound"] <= v["held_out_agreement"]
+            assert 0 < v["gate_confirm_lower_bound"] <= v["gate_confirm"]
+    assert data["models"]["export_seconds"]["quantize_dynamic-minilm"] > 0
     assert data["classify"]["minilm"]["engine-int8"]["rows_independent"]["texts"] == run.QUICK.independence_texts
     assert data["classify"]["minilm"]["openvino"]["openvino"]["inference_precision_hint"]
     assert set(data["cpu"]["flags"]) >= {"avx2", "avx512_vnni", "avx512_bf16", "amx_int8"}
     table = (tmp_path / "t.md").read_text()
-    assert "| engine int8 |" in table
+    assert "| engine int8, default export |" in table
+    assert "| engine int8, --calibration-file (in-domain) |" in table
+    assert "Fidelity on held-out in-domain texts" in table
+    assert "one intra-op thread for every system" in table
     assert "OpenVINO + NNCF static int8" in table
     assert "Targets" in table
     assert (tmp_path / "t.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_threads_reach_every_system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--threads N sets BENCH_THREADS for each worker, and each runtime's loader reads it."""
+    seen = {}
+
+    def fake_run(cmd: list[str], **kwargs: object) -> object:
+        seen["env"] = kwargs["env"]
+        return type("P", (), {"returncode": 0, "stdout": 'RESULT {"ok": 1}\n', "stderr": ""})()
+
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    assert run.run_worker({"job": "classify", "threads": 1}, tmp_path) == {"ok": 1}
+    assert seen["env"]["BENCH_THREADS"] == "1"  # type: ignore[index]
+    run.run_worker({"job": "classify", "threads": None}, tmp_path)
+    assert "BENCH_THREADS" not in seen["env"]  # type: ignore[operator]
+    monkeypatch.setenv("BENCH_THREADS", "1")
+    assert peers._threads() == 1
+    monkeypatch.delenv("BENCH_THREADS")
+    assert peers._threads() == len(os.sched_getaffinity(0))
 
 
 def test_rounds_alternate_the_order_and_merge_to_medians(monkeypatch: pytest.MonkeyPatch) -> None:

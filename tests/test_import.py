@@ -50,3 +50,15 @@ def test_loading_and_scoring_leave_openssl_and_thread_pools_unimported(exported:
     )
     out = subprocess.run([sys.executable, "-c", code, str(model)], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True"]  # nothing listed, then the pool's import
+
+
+def test_the_ray_import_paths_import_no_ray_and_name_one_job() -> None:
+    """engine.ray (public) re-exports engine.jobs.ray without importing Ray or pyarrow, and without hiding the
+    `ray` package."""
+    code = (
+        "import sys, engine.ray, engine.jobs.ray as pkg; "
+        "print(sorted(m for m in ('ray', 'pyarrow') if m in sys.modules)); "
+        "print(all(getattr(engine.ray, n) is getattr(pkg, n) for n in engine.ray.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "True"]

@@ -1,8 +1,8 @@
-"""engine.jobs.ray_data on a real local Ray cluster: same results as `engine score`, a killed worker loses and
+"""engine.jobs.ray on a real local Ray cluster: same results as `engine score`, a killed worker loses and
 duplicates nothing, bad rows are reported, a bad model is refused on the driver. Select with `-m ray`.
 
-The cluster has 3 logical CPUs on this 2-core machine: 2 one-CPU actors plus the one engine.jobs.ray_data keeps free for
-reading and writing (see engine.jobs.ray_data._actor_room)."""
+The cluster has 3 logical CPUs on this 2-core machine: 2 one-CPU actors plus the one engine.jobs.ray keeps free for
+reading and writing (see engine.jobs.ray.dataset._actor_room)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from engine import (  # noqa: E402
 )
 from engine.cli import main  # noqa: E402
 from engine.jobs.formats import Format  # noqa: E402
-from engine.jobs.ray_data import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
+from engine.jobs.ray import SUCCESS_FILE, Scorer, input_format, load_model, run_job, score_dataset  # noqa: E402
 
 pytestmark = pytest.mark.ray
 WORDS = [

@@ -18,6 +18,7 @@ import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
 from engine.errors import RecordFileError, TooManyErrorsError
+from engine.jobs import formats
 from engine.jobs.file_job import score_file, state_path
 from engine.jobs.resume import JobLockedError, JobState, ResumeRefusedError
 from engine.jobs.scoring import ScoringOptions, score_records
@@ -409,6 +410,36 @@ def test_resume_gives_identical_output_in_each_format(
     assert summary.rows == 101
     assert out.read_bytes() == clean.read_bytes()
     assert read_errors(out) == read_errors(clean) == [{"row": 100, "error": read_errors(clean)[0]["error"]}]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_resume_decodes_no_row_it_already_scored(
+    tmp_path: Path, clf: TextClassifier, fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finished rows are read again (text formats hash their bytes, so an edited input is still refused) but
+    none becomes a record: every Row the reader makes is a row still to score. Before, all were decoded and then
+    dropped. Parquet row groups of 17 rows: the first two are skipped unread, the third is cut inside."""
+    records = [{"id": f"r{i}", "text": t} for i, t in enumerate(texts(100, seed=1))]
+    inp = write_input(tmp_path / f"in.{fmt}", records)
+    clean, out = tmp_path / "clean.jsonl", tmp_path / "out.jsonl"
+    score_file(clf, inp, clean, chunk_rows=16, id_column="id")
+    with monkeypatch.context() as m:
+        die_after_commits(m, 3)
+        with pytest.raises(Killed):
+            score_file(clf, inp, out, chunk_rows=16, id_column="id")
+    made: list[int] = []
+    real_row = formats.Row
+
+    def counted(*args: Any, **kwargs: Any) -> formats.Row:
+        row = real_row(*args, **kwargs)
+        made.append(row.index)
+        return row
+
+    monkeypatch.setattr(formats, "Row", counted)
+    summary = score_file(clf, inp, out, chunk_rows=16, id_column="id")
+    assert summary.resumed_rows == 48
+    assert made == list(range(48, 100))
+    assert out.read_bytes() == clean.read_bytes()
 
 
 @pytest.mark.parametrize("where", ["writer", "remove"])

@@ -76,7 +76,7 @@ def _score_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-errors", type=int, default=None, help="stop once more than N rows have failed")
     p.add_argument("--restart", action="store_true", help="throw away an unfinished job's state and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar (tqdm, the `progress` extra), no summary")
-    from engine.jobs.ray_data import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors (engine/ray.py)
+    from engine.jobs.ray.job import add_arguments as add_ray_arguments  # --ray [ADDRESS], --actors
 
     add_ray_arguments(p)
     return p
@@ -122,7 +122,7 @@ def _score(args: argparse.Namespace) -> int:
             chunk_aggregation=args.chunk_aggregation,
         )
         if args.ray is not None:  # scale out: the same job on a Ray cluster (engine/ray.py)
-            from engine.jobs.ray_data import run_from_args
+            from engine.jobs.ray.job import run_from_args
 
             summary: Any = run_from_args(args, opts)
         else:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from engine.errors import InvalidRequestError, JobInterrupted, RecordFileError, Terminated, TooManyErrorsError
-from engine.jobs.formats import Format, Reader, Writer
+from engine.jobs.formats import Format, JsonId, Reader, StateRow, Writer
 from engine.jobs.resume import JobState, input_fingerprint
 from engine.jobs.scoring import Classifier, ScoringOptions, check_model, chunked, score_chunk
 from engine.model.fileio import atomic_file, fsync_dir
@@ -99,8 +98,8 @@ def _load(
     return cls.load(model, threads=threads, batch_tokens=batch_tokens, concurrent_batches=concurrent)  # type: ignore[return-value]
 
 
-def _error_record(record: Mapping[str, Any], opts: ScoringOptions) -> dict[str, Any]:
-    out: dict[str, Any] = {"row": record["row"]}
+def _error_record(record: StateRow, opts: ScoringOptions) -> dict[str, JsonId]:
+    out: dict[str, JsonId] = {"row": record["row"]}
     if opts.id_column is not None:
         out[opts.id_column] = record["id"]
     out["error"] = record["error"]
@@ -143,7 +142,7 @@ def _finish(state: JobState, chunks: int, opts: ScoringOptions, output: Path, re
     return errors
 
 
-def _job_identity(reader: Reader, model: Classifier, opts: ScoringOptions, output: Path) -> dict[str, Any]:
+def _job_identity(reader: Reader, model: Classifier, opts: ScoringOptions, output: Path) -> dict[str, object]:
     parameters = {**opts.to_dict(), "batch_tokens": model.model.batch_tokens, "output_format": Format.of(output).value}
     # text formats are hashed while they are read (JobState.check_input); pyarrow reads Parquet itself
     fingerprint = input_fingerprint(reader.path, whole=reader.format is Format.PARQUET)
@@ -205,11 +204,14 @@ def score_file(
         bar = _Progress(progress, reader, resumed_rows)
         rows = resumed_rows
         finished = False
+
+        def check(k: int) -> None:  # the rows scored before are still these rows
+            state.check_input(k, reader.digest())
+
+        # the finished chunks' rows are read (and hashed) again, never decoded: scoring resumes after them
+        rows_after = reader.rows([h["rows"] for h in headers], check)
         try:
-            for k, chunk in enumerate(chunked(reader, opts.chunk_rows)):
-                if k < done:
-                    state.check_input(k, reader.digest())  # the rows scored before are still these rows
-                    continue
+            for k, chunk in enumerate(chunked(rows_after, opts.chunk_rows), start=done):
                 scored = score_chunk(classifier, opts, chunk)
                 state.commit(k, [r.to_state() for r in scored], reader.digest())
                 rows += len(scored)

@@ -15,11 +15,12 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from itertools import accumulate
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from engine.errors import RecordFileError
 from engine.model.fileio import sha256
@@ -59,12 +60,33 @@ def pyarrow_modules() -> tuple[Any, Any]:
     return pyarrow, pyarrow.parquet
 
 
+JsonId = str | int | float | bool | None  # an id as the state files and the errors file carry it
+
+
+class Digest(TypedDict):
+    """How much of a text input has been read, and the sha256 of those bytes."""
+
+    bytes: int
+    sha256: str
+
+
+class StateRow(TypedDict, total=False):
+    """A result row as the resume state stores it: {row, id, labels, scores, truncated}, or {row, id, error}."""
+
+    row: int
+    id: JsonId
+    labels: list[str]
+    scores: list[float]
+    truncated: bool
+    error: str
+
+
 @dataclass(frozen=True)
 class Row:
     """One input record, numbered from 0 in file order; `problem` says why it could not be decoded."""
 
     index: int
-    record: Mapping[str, Any]
+    record: Mapping[str, object]
     problem: str | None = None
 
 
@@ -162,7 +184,7 @@ class Reader:
     def position(self) -> int:
         return self._raw.count if self._raw is not None else 0
 
-    def digest(self) -> dict[str, Any] | None:
+    def digest(self) -> Digest | None:
         """{bytes, sha256} of the input read so far (text formats; None for Parquet, which pyarrow reads itself).
         Rows are read the same way on every run, so the same rows of the same file give the same digest."""
         if self._raw is None:
@@ -170,27 +192,40 @@ class Reader:
         return {"bytes": self._raw.count, "sha256": self._raw.hasher.copy().hexdigest()}
 
     def __iter__(self) -> Iterator[Row]:
+        return self.rows()
+
+    def rows(self, done: Sequence[int] = (), on_done: Callable[[int], None] | None = None) -> Iterator[Row]:
+        """Rows in file order. `done` holds a resumed job's row count per finished chunk: those rows are passed
+        over without being decoded, and the first row yielded is row sum(done). Text formats still read and hash
+        their bytes (the same reads as an uninterrupted run, so `digest()` matches the one each chunk recorded);
+        `on_done(k)` is called as soon as the rows of finished chunk k are behind, or at the end of the file if it
+        ends first, so the caller can compare digests there."""
+        skip = _Skip(done, on_done)
         if self.format is Format.PARQUET:
-            yield from self._parquet_rows()
+            yield from self._parquet_rows(skip)
             return
         self._raw = _HashingRaw(self.path.open("rb", buffering=0))
         with io.BufferedReader(self._raw) as f:
             self._file = f
-            yield from self._jsonl_rows(f) if self.format is Format.JSONL else self._csv_rows(f)
+            yield from self._jsonl_rows(f, skip) if self.format is Format.JSONL else self._csv_rows(f, skip)
+        skip.finish()
 
-    def _jsonl_rows(self, f: IO[bytes]) -> Iterator[Row]:
+    def _jsonl_rows(self, f: IO[bytes], skip: _Skip) -> Iterator[Row]:
         index = 0
         for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue  # blank lines are not rows
-            yield _jsonl_row(index, lineno, raw)
+            if not skip.take():
+                yield _jsonl_row(index, lineno, raw)
             index += 1
 
-    def _csv_rows(self, f: IO[bytes]) -> Iterator[Row]:
+    def _csv_rows(self, f: IO[bytes], skip: _Skip) -> Iterator[Row]:
         reader = csv.reader(_decoding(f), strict=True)
         header = next(reader)
         try:
             for index, values in enumerate(reader):
+                if skip.take():
+                    continue  # parsed to find where the row ends (a quoted cell may hold newlines), nothing more
                 if len(values) != len(header):  # zip() would drop the extra cells or leave columns missing
                     yield Row(
                         index,
@@ -208,12 +243,57 @@ class Reader:
         except csv.Error as exc:  # the file changed since _check_csv
             raise RecordFileError(f"{self.path}: CSV line {reader.line_num} cannot be parsed ({exc})") from exc
 
-    def _parquet_rows(self) -> Iterator[Row]:
+    def _parquet_rows(self, skip: _Skip) -> Iterator[Row]:
+        """Row groups wholly done are not read at all; done rows of a partly done batch are sliced off before they
+        become Python values."""
+        metadata = self._parquet.metadata
         index = 0
-        for batch in self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.columns):
+        groups: list[int] = []
+        for g in range(metadata.num_row_groups):
+            rows = metadata.row_group(g).num_rows
+            if not groups and index + rows <= skip.rows:
+                index += rows
+            else:
+                groups.append(g)
+        skip.finish()  # no digest to compare: the job's identity holds the whole file's sha256
+        if not groups:
+            return
+        for batch in self._parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=self.columns, row_groups=groups):
+            if index < skip.rows:
+                cut = min(skip.rows - index, batch.num_rows)
+                batch, index = batch.slice(cut), index + cut
             for record in batch.to_pylist():
                 yield Row(index, record)
                 index += 1
+
+
+class _Skip:
+    """The rows a resumed job passes over: `take()` counts one more row read and says whether it is one of them,
+    calling `on_done(k)` when the last row of finished chunk k has been read."""
+
+    def __init__(self, done: Sequence[int], on_done: Callable[[int], None] | None) -> None:
+        self._ends = list(accumulate(done))
+        self.rows = self._ends[-1] if self._ends else 0
+        self._on_done = on_done
+        self._taken = 0
+        self._reached = 0  # chunks whose end has been reported
+
+    def take(self) -> bool:
+        if self._taken >= self.rows:
+            return False
+        self._taken += 1
+        self._report(self._taken)
+        return True
+
+    def finish(self) -> None:
+        """The end of the file (or, for Parquet, of the skip): report the chunks whose rows were not all there."""
+        self._report(self.rows)
+
+    def _report(self, upto: int) -> None:
+        while self._reached < len(self._ends) and self._ends[self._reached] <= upto:
+            if self._on_done is not None:
+                self._on_done(self._reached)
+            self._reached += 1
 
 
 def _decoding(f: IO[bytes]) -> io.TextIOWrapper:
@@ -244,7 +324,7 @@ def _jsonl_row(index: int, lineno: int, raw: bytes) -> Row:
 RESULT_COLUMNS = ("label", "score", "labels", "scores", "truncated")
 
 
-def to_json_id(value: Any) -> Any:
+def to_json_id(value: object) -> JsonId:
     """Ids go through the state files as JSON: keep JSON values, spell anything else (dates, decimals) as text."""
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
@@ -279,44 +359,59 @@ class Writer:
             self._pa = pa
             self._parquet = pq.ParquetWriter(f, self._schema)
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
+    def write(self, rows: Sequence[StateRow]) -> None:
         """Rows as {"id", "labels", "scores", "truncated"} (the state-file shape), in output order."""
-        if not rows:
+        self.write_columns(
+            [r["id"] for r in rows],
+            [r["labels"] for r in rows],
+            [r["scores"] for r in rows],
+            [r["truncated"] for r in rows],
+        )
+
+    def write_columns(
+        self,
+        ids: Sequence[JsonId],
+        labels: Sequence[Sequence[str]],
+        scores: Sequence[Sequence[float]],
+        truncated: Sequence[bool],
+    ) -> None:
+        """Scored rows given column by column (Ray's Arrow blocks), in output order: labels best first."""
+        if not ids:
             return
         if self.format is Format.JSONL:
-            lines = (json.dumps(self._record(r), ensure_ascii=False) + "\n" for r in rows)
+            lines = (
+                json.dumps(self._record(*row), ensure_ascii=False) + "\n" for row in zip(ids, labels, scores, truncated)
+            )
             self.f.write("".join(lines).encode("utf-8"))
         elif self.format is Format.CSV:
-            for r in rows:
-                rec = self._record(r)
-                ident = rec[self.id_name]
+            for ident, names, values, cut in zip(ids, labels, scores, truncated):
                 self._csv.writerow(
                     [
                         "" if ident is None else ident if isinstance(ident, str) else json.dumps(ident),
-                        rec["label"],
-                        repr(rec["score"]),
-                        json.dumps(rec["labels"], ensure_ascii=False),
-                        json.dumps(rec["scores"]),
-                        "true" if rec["truncated"] else "false",
+                        names[0],
+                        repr(values[0]),
+                        json.dumps(names, ensure_ascii=False),
+                        json.dumps(values),
+                        "true" if cut else "false",
                     ]
                 )
         else:
-            records = [self._record(r) for r in rows]
             if self._schema.field(0).type == self._pa.string():
-                for rec in records:
-                    ident = rec[self.id_name]
-                    rec[self.id_name] = ident if ident is None or isinstance(ident, str) else json.dumps(ident)
-            self._parquet.write_table(self._pa.Table.from_pylist(records, schema=self._schema))
+                ids = [ident if ident is None or isinstance(ident, str) else json.dumps(ident) for ident in ids]
+            columns = (ids, [n[0] for n in labels], [v[0] for v in scores], labels, scores, truncated)
+            arrays = [self._pa.array(c, type=field.type) for c, field in zip(columns, self._schema)]
+            self._parquet.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
 
-    def _record(self, r: Mapping[str, Any]) -> dict[str, Any]:
-        labels, scores = r["labels"], r["scores"]
+    def _record(
+        self, ident: JsonId, labels: Sequence[str], scores: Sequence[float], truncated: bool
+    ) -> dict[str, object]:
         return {
-            self.id_name: r["id"],
+            self.id_name: ident,
             "label": labels[0],
             "score": scores[0],
             "labels": labels,
             "scores": scores,
-            "truncated": r["truncated"],
+            "truncated": truncated,
         }
 
     def close(self) -> None:

@@ -10,9 +10,10 @@
 
 A chunk file exists complete or not at all, so on restart the finished chunks are exactly the files present.
 A job whose manifest differs from the stored one is refused: mixing two jobs' rows would be silent corruption.
-Size and mtime can be restored after an edit, so a resumed job also reads the input again and compares, at the
-end of every finished chunk, the digest of the bytes read so far with the one stored in that chunk
-(`check_input`): the rows already scored must still be the file's rows. `--restart` takes the lock first and
+Size and mtime can be restored after an edit, so a resumed job also reads the input's bytes again (without
+decoding the rows: formats.Reader.rows) and compares, at the end of every finished chunk, the digest of the bytes
+read so far with the one stored in that chunk (`check_input`): the rows already scored must still be the file's
+rows. `--restart` takes the lock first and
 never touches the state of a job that is running.
 """
 
@@ -22,9 +23,10 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypedDict
 
 from engine.errors import JobLockedError, ResumeRefusedError
+from engine.jobs.formats import Digest, StateRow
 from engine.model.fileio import fsync_dir, hash_regular, sha256, write_atomic
 
 STATE_FORMAT = "engine-score-state/3"  # /2: chunk files start with the input digest; /3: and their counts
@@ -32,7 +34,15 @@ STATE_MANIFEST = "manifest.json"
 EDGE_BYTES = 1 << 20
 
 
-def input_fingerprint(path: Path, whole: bool = False) -> dict[str, Any]:
+class ChunkHeader(TypedDict):
+    """The first line of a chunk file."""
+
+    input: Digest | None  # the input read up to the end of the chunk (None: not hashed while read, Parquet)
+    rows: int
+    errors: int
+
+
+def input_fingerprint(path: Path, whole: bool = False) -> dict[str, int | str]:
     """Size, mtime and the sha256 of the first and last MiB: cheap on any size, and catches appends. `whole`
     adds the sha256 of the whole file, for inputs that are not hashed while they are read (Parquet)."""
     stat = path.stat()
@@ -42,7 +52,11 @@ def input_fingerprint(path: Path, whole: bool = False) -> dict[str, Any]:
         if stat.st_size > EDGE_BYTES:
             f.seek(max(EDGE_BYTES, stat.st_size - EDGE_BYTES))
             digest.update(f.read(EDGE_BYTES))
-    found = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256_edges": digest.hexdigest()}
+    found: dict[str, int | str] = {
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256_edges": digest.hexdigest(),
+    }
     if whole:
         found["sha256"] = hash_regular(path)[0]
     return found
@@ -107,26 +121,30 @@ class JobState:
             n += 1
         return n
 
-    def commit(self, k: int, records: list[dict[str, Any]], input_digest: dict[str, Any] | None = None) -> None:
+    def commit(self, k: int, records: list[StateRow], input_digest: Digest | None = None) -> None:
         """Chunk k's records, after a header: the digest of the input read up to its end (None: not hashed,
         Parquet) and the chunk's row and error counts."""
-        header = {"input": input_digest, "rows": len(records), "errors": sum("error" in r for r in records)}
+        header: ChunkHeader = {
+            "input": input_digest,
+            "rows": len(records),
+            "errors": sum("error" in r for r in records),
+        }
         lines = [json.dumps(header)] + [json.dumps(r, ensure_ascii=False) for r in records]
         write_atomic(self.chunk_path(k), "".join(line + "\n" for line in lines).encode("utf-8"))
 
-    def header(self, k: int) -> dict[str, Any]:
+    def header(self, k: int) -> ChunkHeader:
         """Chunk k's first line only: {input, rows, errors}."""
         with self.chunk_path(k).open("rb") as f:
-            found: dict[str, Any] = json.loads(next(f))
+            found: ChunkHeader = json.loads(next(f))
         return found
 
-    def read(self, k: int) -> Iterator[dict[str, Any]]:
+    def read(self, k: int) -> Iterator[StateRow]:
         with self.chunk_path(k).open("rb") as f:
             next(f)  # the header
             for line in f:
                 yield json.loads(line)
 
-    def check_input(self, k: int, input_digest: dict[str, Any] | None) -> None:
+    def check_input(self, k: int, input_digest: Digest | None) -> None:
         """Refuse to resume when the input read up to the end of finished chunk k is not what it was."""
         stored = self.header(k)["input"]
         if stored != input_digest:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from engine.errors import InvalidRequestError, TextTooLongError
-from engine.jobs.formats import RESULT_COLUMNS, Row, to_json_id
+from engine.jobs.formats import RESULT_COLUMNS, JsonId, Row, StateRow, to_json_id
 from engine.runtime.tokenization import Side, Strategy, Truncation
 from engine.tasks.inputs import LabeledText, TextPair, check_text
 from engine.tasks.params import (
@@ -120,7 +120,7 @@ class ScoringOptions:
         """The output's id column: the input's own id column, else `row` (the row number from 0)."""
         return self.id_column or "row"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """Every result-changing option, as the resume state records it."""
         zs = self.zero_shot_parameters
         activation = self.text_parameters.function_to_apply
@@ -146,12 +146,12 @@ class ScoredRow:
     """One record's result: labels best first, or `error` saying why the row could not be scored."""
 
     row: int
-    id: Any
+    id: JsonId
     outputs: list[ClassificationOutput]
     truncated: bool = False
     error: str | None = None
 
-    def to_state(self) -> dict[str, Any]:
+    def to_state(self) -> StateRow:
         if self.error is not None:
             return {"row": self.row, "id": self.id, "error": self.error}
         return {
@@ -169,34 +169,48 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def _column_text(record: Mapping[str, Any], column: str) -> str:
-    value = record.get(column)
+def _column_text(value: object, column: str) -> str:
     if value is None:
         raise InvalidRequestError(f"column {column!r} is missing or null")
     return check_text(value, f"column {column!r}")
 
 
-def _prepare(row: Row, opts: ScoringOptions) -> tuple[Any, str | TextPair | LabeledText | None, str | None]:
-    """(id, input, problem) of one row: the input is None when the row cannot be scored."""
-    ident: Any = row.index
+Item = str | TextPair | LabeledText
+# (id, input, problem) of one row: the input is None when the row cannot be scored, and `problem` says why
+Prepared = tuple[JsonId, Item | None, str | None]
+
+
+def _prepare(row: Row, opts: ScoringOptions) -> Prepared:
+    """One decoded record's fields, prepared as `_prepare_fields` does."""
     if row.problem is not None:
-        return (None if opts.id_column else ident), None, row.problem
+        return (None if opts.id_column else row.index), None, row.problem
+    get = row.record.get
+    pair, ident, labels = (
+        get(c) if c is not None else None for c in (opts.pair_column, opts.id_column, opts.labels_column)
+    )
+    return _prepare_fields(row.index, opts, get(opts.text_column), pair, ident, labels)
+
+
+def _prepare_fields(
+    index: int, opts: ScoringOptions, text: object, pair: object, ident: object, labels: object
+) -> Prepared:
+    """A row from its column values (None: missing or null): the row number is the id when there is no id column."""
+    key: JsonId = index
     if opts.id_column is not None:
-        if row.record.get(opts.id_column) is None:
+        if ident is None:
             return None, None, f"id column {opts.id_column!r} is missing or null"
-        ident = to_json_id(row.record[opts.id_column])
+        key = to_json_id(ident)
     try:
-        text = _column_text(row.record, opts.text_column)
+        first = _column_text(text, opts.text_column)
         if opts.pair_column is not None:
-            return ident, TextPair(text, _column_text(row.record, opts.pair_column)), None
+            return key, TextPair(first, _column_text(pair, opts.pair_column)), None
         if opts.labels_column is not None:
-            labels = row.record.get(opts.labels_column)
             if labels is None:
                 raise InvalidRequestError(f"column {opts.labels_column!r} is missing or null")
-            return ident, LabeledText.parse(text, _listed(labels)), None
-        return ident, text, None
+            return key, LabeledText.parse(first, _listed(labels)), None
+        return key, first, None
     except InvalidRequestError as exc:
-        return ident, None, str(exc)
+        return key, None, str(exc)
 
 
 def _listed(value: object) -> object:
@@ -205,32 +219,104 @@ def _listed(value: object) -> object:
 
 
 RowResult = tuple[list[ClassificationOutput], bool] | TextTooLongError
+# what became of one row: (labels best first, truncated), or why it could not be scored
+Outcome = tuple[list[ClassificationOutput], bool] | str
 
 
-def _predict(model: Classifier, opts: ScoringOptions, items: list[Any]) -> list[RowResult]:
+def _predict(model: Classifier, opts: ScoringOptions, items: list[Item]) -> list[RowResult]:
     """(outputs, truncated) per item, or the item's error when it does not fit with truncation off."""
     on, side = opts.truncation, opts.truncation_side
     if isinstance(model, ZeroShotClassifier):
         if opts.zero_shot_parameters is None:
             raise InvalidRequestError("a ZeroShotClassifier needs candidate labels")
-        zs = model.predict_rows(items, opts.zero_shot_parameters, truncation=on, truncation_direction=side)
+        # ScoringOptions.parse refuses a pair column with zero-shot, and a labels column makes it zero-shot
+        zs = model.predict_rows(
+            cast("list[str | LabeledText]", items), opts.zero_shot_parameters, truncation=on, truncation_direction=side
+        )
         return [p if isinstance(p, TextTooLongError) else (p.outputs[: opts.top_k], p.truncated) for p in zs]
-    tc = model.predict_rows(items, opts.text_parameters, truncation=on, truncation_direction=side)
+    tc = model.predict_rows(
+        cast("list[str | TextPair]", items), opts.text_parameters, truncation=on, truncation_direction=side
+    )
     return [p if isinstance(p, TextTooLongError) else (p.outputs, p.truncated) for p in tc]
+
+
+def _outcomes(model: Classifier, opts: ScoringOptions, prepared: Sequence[Prepared]) -> list[Outcome]:
+    """Score the prepared rows of one chunk in one call (length-sorted batches inside), in order."""
+    good = [i for i, (_, item, _) in enumerate(prepared) if item is not None]
+    items = [item for _, item, _ in prepared if item is not None]
+    results = dict(zip(good, _predict(model, opts, items) if good else []))
+    out: list[Outcome] = []
+    for i, (_, _, problem) in enumerate(prepared):
+        result = results.get(i)
+        if result is None:
+            out.append(problem or "")  # not scored: `problem` is set (see Prepared)
+        elif isinstance(result, TextTooLongError):
+            out.append(str(result))
+        else:
+            out.append(result)
+    return out
 
 
 def score_chunk(model: Classifier, opts: ScoringOptions, rows: Sequence[Row]) -> list[ScoredRow]:
     """Score one chunk in one call (length-sorted batches inside); bad rows come back with `error` set."""
     prepared = [_prepare(row, opts) for row in rows]
-    good = [i for i, (_, item, _) in enumerate(prepared) if item is not None]
-    results = dict(zip(good, _predict(model, opts, [prepared[i][1] for i in good]) if good else []))
     out = []
-    for i, (row, (ident, _, problem)) in enumerate(zip(rows, prepared)):
-        result = results.get(i)
-        if result is None or isinstance(result, TextTooLongError):
-            out.append(ScoredRow(row.index, ident, [], False, str(result) if result is not None else problem))
+    for row, (ident, _, _), outcome in zip(rows, prepared, _outcomes(model, opts, prepared)):
+        if isinstance(outcome, str):
+            out.append(ScoredRow(row.index, ident, [], False, outcome))
         else:
-            out.append(ScoredRow(row.index, ident, result[0], result[1]))
+            out.append(ScoredRow(row.index, ident, outcome[0], outcome[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class ScoredColumns:
+    """Results of rows given as columns, as columns: `labels`, `scores` and `truncated` are None where `errors`
+    says why the row could not be scored."""
+
+    labels: list[list[str] | None]
+    scores: list[list[float] | None]
+    truncated: list[bool | None]
+    errors: list[str | None]
+
+    def add(self, outcome: Outcome) -> None:
+        if isinstance(outcome, str):
+            self.labels.append(None)
+            self.scores.append(None)
+            self.truncated.append(None)
+            self.errors.append(outcome)
+        else:
+            outputs, truncated = outcome
+            self.labels.append([o.label for o in outputs])
+            self.scores.append([o.score for o in outputs])
+            self.truncated.append(truncated)
+            self.errors.append(None)
+
+    def extend(self, other: ScoredColumns) -> None:
+        self.labels.extend(other.labels)
+        self.scores.extend(other.scores)
+        self.truncated.extend(other.truncated)
+        self.errors.extend(other.errors)
+
+
+def score_columns(
+    model: Classifier, opts: ScoringOptions, columns: Mapping[str, Sequence[object]], rows: int
+) -> ScoredColumns:
+    """Score `rows` rows given column by column (`columns`: name -> one value per row; a column it lacks reads as
+    null in every row), `chunk_rows` at a time and in order, exactly as `score_records` scores the same records.
+    Columnar callers (an Arrow block on Ray, engine.jobs.ray.scorer) so build no record per row."""
+    check_model(model, opts)
+    nulls: Sequence[object] = [None] * rows
+    text, pair, ident, labels = (
+        columns.get(c, nulls) if c is not None else nulls
+        for c in (opts.text_column, opts.pair_column, opts.id_column, opts.labels_column)
+    )
+    out = ScoredColumns([], [], [], [])
+    for start in range(0, rows, opts.chunk_rows):
+        span = range(start, min(start + opts.chunk_rows, rows))
+        prepared = [_prepare_fields(i, opts, text[i], pair[i], ident[i], labels[i]) for i in span]
+        for outcome in _outcomes(model, opts, prepared):
+            out.add(outcome)
     return out
 
 
@@ -242,7 +328,7 @@ def check_model(model: Classifier, opts: ScoringOptions) -> None:
 
 
 def score_records(
-    records: Iterable[Mapping[str, Any]], model: Classifier, options: ScoringOptions | None = None, **fields: Any
+    records: Iterable[Mapping[str, object]], model: Classifier, options: ScoringOptions | None = None, **fields: Any
 ) -> Iterator[ScoredRow]:
     """Score any iterable of dict records, lazily, chunk by chunk, in input order (rows numbered from 0).
 
