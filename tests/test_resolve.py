@@ -78,6 +78,10 @@ def test_a_hub_id_without_an_onnx_export_is_exported(
 ) -> None:
     """A repository of a plain checkpoint: adopt finds no ONNX graph, so the export extra makes it (transformers 5's
     exporter, or optimum's with transformers 4.57), offline from the same hub cache."""
+    import transformers.utils.hub as transformers_hub
+
+    if hasattr(transformers_hub, "TRANSFORMERS_CACHE"):  # transformers 4.57 reads the cache path once, at import
+        monkeypatch.setattr(transformers_hub, "TRANSFORMERS_CACHE", str(hub))
     repo = "tiny-org/tiny-bert-checkpoint"
     published.hub_cache(checkpoint("bert"), hub, repo)
     assert resolving.export_installed()
