@@ -121,7 +121,8 @@ def published_layout(
     graphs: dict[str, Path] = {}
 
     def optimum_graph(name: str) -> Path:
-        """optimum's own export, as the published repositories hold it (the engine's export also fuses attention)."""
+        """The plain fp32 export, as the published repositories hold it (transformers 5's exporter; optimum's on
+        transformers 4.57): the engine's export also fuses attention and prunes."""
         if name not in graphs:
             from engine.export import export as export_models
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -354,3 +355,24 @@ def test_hub_id_from_the_local_cache(published_layout: Any, tmp_path: Path) -> N
     missing = run_offline(cache, "adopt", "tiny-org/not-cached", "-o", str(tmp_path / "other"))
     assert missing.returncode == 1
     assert "cannot get 'tiny-org/not-cached'" in missing.stderr
+
+
+def test_hub_id_from_the_local_cache_when_the_hub_cannot_be_reached(published_layout: Any, tmp_path: Path) -> None:
+    """Not offline, but no network: the hub client's connection errors (httpx's in huggingface_hub 1.x and 2.x,
+    which are not OSError as 0.x's were) fall back to the cache like HF_HUB_OFFLINE=1 does. The Hub here is a
+    loopback port nothing listens on."""
+    cache = tmp_path / "hub"
+    snapshot = published.hub_cache(published_layout("bert", "optimum"), cache, "tiny-org/tiny-bert-onnx")
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env |= {"HF_HUB_CACHE": str(cache), "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HUB_ETAG_TIMEOUT": "5"}
+    out = tmp_path / "model"
+    args = ["adopt", "tiny-org/tiny-bert-onnx", "-o", str(out), "--min-agreement", "0"]
+    done = subprocess.run(
+        [sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert manifest(out)["adopted"]["revision"] == snapshot.name
+    assert TextClassifier.load(out)("I like you.")

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 pytest.importorskip("matplotlib")
-pytest.importorskip("optimum.onnxruntime")
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 

@@ -143,8 +143,8 @@ class TokenizerSpy:
     seen: ClassVar[list[int]] = []
 
     @classmethod
-    def from_str(cls, json_text: str) -> Any:
-        return _Recording(_REAL_TOKENIZER.from_str(json_text), cls.seen)
+    def from_buffer(cls, json_bytes: bytes) -> Any:
+        return _Recording(_REAL_TOKENIZER.from_buffer(json_bytes), cls.seen)
 
 
 _REAL_TOKENIZER = engine.runtime.tokenization.Tokenizer

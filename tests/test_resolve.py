@@ -73,6 +73,29 @@ def test_a_tampered_cached_model_is_refused_offline(hub: Path) -> None:
         resolving.resolve(REPO, log=lambda _m: None)
 
 
+def test_a_hub_id_without_an_onnx_export_is_exported(
+    hub: Path, checkpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repository of a plain checkpoint: adopt finds no ONNX graph, so the export extra makes it (transformers 5's
+    exporter, or optimum's with transformers 4.57), offline from the same hub cache."""
+    import transformers.utils.hub as transformers_hub
+
+    if hasattr(transformers_hub, "TRANSFORMERS_CACHE"):  # transformers 4.57 reads the cache path once, at import
+        monkeypatch.setattr(transformers_hub, "TRANSFORMERS_CACHE", str(hub))
+    repo = "tiny-org/tiny-bert-checkpoint"
+    published.hub_cache(checkpoint("bert"), hub, repo)
+    assert resolving.export_installed()
+    said: list[str] = []
+    made = resolving.resolve(repo, log=said.append)
+    assert made == tmp_path / "home" / "models" / "tiny-org--tiny-bert-checkpoint--int8"
+    assert any(f"no usable ONNX export of {repo}" in s for s in said)
+    manifest = json.loads((made / "manifest.json").read_text())
+    assert manifest["source"] == repo
+    assert manifest["precision"] == "int8"
+    assert "adopted" not in manifest
+    assert TextClassifier.load(repo)("I like you.")
+
+
 def test_offline_with_nothing_cached_says_so(hub: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resolving.importlib.util, "find_spec", lambda name: None if name == "torch" else object())
     with pytest.raises(ModelLoadError) as info:

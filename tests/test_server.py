@@ -116,25 +116,24 @@ def close(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def hub_client_on_loopback() -> Iterator[None]:
-    """HF_HUB_OFFLINE=1 blocks huggingface_hub's HTTP session; allow plain http to 127.0.0.1 only."""
-    import requests
-    from huggingface_hub import configure_http_backend
+    """huggingface_hub's shared HTTP client refuses every URL under HF_HUB_OFFLINE=1 (its request hook raises
+    OfflineModeIsEnabled, a local URL included): give it a client without that hook that reaches plain http on
+    127.0.0.1 only, then put the default back."""
+    hub = pytest.importorskip("huggingface_hub")
+    from huggingface_hub.utils import _http
 
-    class LoopbackOnly(requests.adapters.HTTPAdapter):
-        def send(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+    assert hub.constants.is_offline_mode()  # what this fixture exists for: the tests run offline
+    http = getattr(_http, "httpx2", None) or _http.httpx  # the HTTP library of hub 2.x, or of 1.x
+
+    class LoopbackOnly(http.HTTPTransport):  # type: ignore[misc, name-defined]
+        def handle_request(self, request: Any) -> Any:
             if not str(request.url).startswith("http://127.0.0.1:"):
                 raise RuntimeError(f"test tried to reach {request.url}")
-            return super().send(request, *args, **kwargs)
+            return super().handle_request(request)
 
-    def factory() -> requests.Session:
-        session = requests.Session()
-        session.mount("http://", LoopbackOnly())
-        session.mount("https://", LoopbackOnly())
-        return session
-
-    configure_http_backend(factory)
+    hub.set_client_factory(lambda: http.Client(transport=LoopbackOnly(), follow_redirects=True, timeout=None))
     yield
-    configure_http_backend()
+    hub.set_client_factory(_http.default_client_factory)
 
 
 def test_inference_client_text_classification(url: str, clf: TextClassifier, hub_client_on_loopback: None) -> None:

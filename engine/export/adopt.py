@@ -18,6 +18,7 @@ own rules (engine.export.export), so an adopted directory and an exported one of
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
@@ -88,6 +89,18 @@ def local_source(directory: Path) -> Source:
     return Source(str(root), files, fetch)
 
 
+def hub_errors() -> tuple[type[Exception], ...]:
+    """What huggingface_hub's calls raise when the Hub or the cache cannot answer: OSError and ValueError (its own
+    errors derive from these, and so did 0.x's requests errors), and, from 1.x on, the transport errors of its HTTP
+    library (httpx; httpx2 in 2.x), which derive from neither: a refused connection or a timeout without
+    HF_HUB_OFFLINE=1."""
+    errors: list[type[Exception]] = [OSError, ValueError]
+    for name in ("httpx2", "httpx"):
+        with contextlib.suppress(ImportError):
+            errors.append(importlib.import_module(name).HTTPError)
+    return tuple(errors)
+
+
 def hub_source(repo: str, revision: str | None) -> Source:
     """The repository's file list and a fetcher; offline (HF_HUB_OFFLINE=1) both come from the local cache."""
     try:
@@ -97,9 +110,10 @@ def hub_source(repo: str, revision: str | None) -> Source:
             f"{repo!r} is not a local directory; to adopt from the Hugging Face Hub install the hub extra: "
             "pip install 'offline-textclf-engine[hub]'"
         ) from None
+    unreachable = hub_errors()
     try:  # config.json only: the snapshot folder's name is the commit
         folder = Path(snapshot_download(repo, revision=revision, allow_patterns=["config.json"]))
-    except (OSError, ValueError) as exc:  # huggingface_hub's errors derive from these
+    except unreachable as exc:
         raise ExportError(
             f"cannot get {repo!r} (revision {revision or 'main'}) from the Hugging Face Hub or its local cache: "
             f"{type(exc).__name__}: {exc}"
@@ -107,13 +121,13 @@ def hub_source(repo: str, revision: str | None) -> Source:
     commit = folder.name
     try:
         files = tuple(HfApi().list_repo_files(repo, revision=commit))
-    except OSError:  # offline, or no network: what the cache holds
+    except unreachable:  # offline, or no network: what the cache holds
         files = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()))
 
     def fetch(rel: str) -> Path:
         try:
             return Path(hf_hub_download(repo, rel, revision=commit))
-        except (OSError, ValueError) as exc:
+        except unreachable as exc:
             raise ExportError(f"cannot download {rel} of {repo}@{commit}: {type(exc).__name__}: {exc}") from exc
 
     return Source(repo, files, fetch, commit)

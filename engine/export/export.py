@@ -4,16 +4,17 @@
     engine export --list
 
 SOURCE is a short alias (see --list), a Cloudflare model id, a Hugging Face model id, or a local checkpoint
-directory. Steps: load the checkpoint with transformers, export it with optimum (task text-classification),
-fuse each layer's attention core into one onnxruntime kernel (engine/export/fuse.py), check the fp32 graph
-against torch, quantize to int8 with an accuracy-aware recipe search (engine/export/quantize.py) and check int8
-against fp32 through the engine's own run time, run the last layer after its attention on the head's token only
-(engine/export/prune.py, checked against the unpruned graph), then write model.onnx + model.onnx.data (its large
-tensors, memory-mapped at load) + tokenizer.json + manifest.json (sha256 of every file, tool versions, recipe,
-verification figures) into DIR atomically.
+directory. Steps: load the checkpoint with transformers, export it to ONNX (transformers 5's own exporter:
+transformers_onnx.py; optimum's with transformers 4.57), fuse each layer's attention core into one onnxruntime
+kernel (engine/export/fuse.py), check the fp32 graph against torch, quantize to int8 with an accuracy-aware recipe
+search (engine/export/quantize.py) and check int8 against fp32 through the engine's own run time, run the last
+layer after its attention on the head's token only (engine/export/prune.py, checked against the unpruned graph),
+then write model.onnx + model.onnx.data (its large tensors, memory-mapped at load) + tokenizer.json +
+manifest.json (sha256 of every file, tool versions, recipe, verification figures) into DIR atomically.
 
-Needs the export extra: pip install "offline-textclf-engine[export]". torch, transformers and optimum are imported
-inside the functions that use them, so `engine adopt` reuses this module's checks and writer without them.
+Needs the export extra: pip install "offline-textclf-engine[export]" (transformers 5; `[export-transformers4]` for
+4.57 with optimum). torch, transformers and the exporters are imported inside the functions that use them, so
+`engine adopt` reuses this module's checks and writer without them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A name is made once into the model cache (`$ENGINE_HOME/models`, default `~/.cac
 HF_HOME is for the Hub), then reused:
 1. by `engine adopt` when the Hub repository (or the local Hugging Face cache) holds a usable ONNX export: no
    torch; re-quantized to the engine's int8 recipe when the adopt extra (onnx) is installed;
-2. else by `engine export` when the export extra (torch) is installed;
+2. else by `engine export` when the export extra (torch, transformers and its ONNX exporter) is installed;
 3. else an error naming the extra to install.
 Concurrent first uses make it once (a file lock); `HF_HUB_OFFLINE=1` uses only what is cached. A cached directory
 whose files fail their sha256 check is made again (or refused, offline), never used. No name at all means the
@@ -126,6 +126,15 @@ def _lock(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def export_installed() -> bool:
+    """torch and transformers, with an ONNX exporter: onnxscript (transformers 5 exports through it, the export
+    extra) or optimum (transformers 4.57's, the export-transformers4 extra). Looked up, not imported."""
+    found = importlib.util.find_spec
+    return all(found(m) is not None for m in ("torch", "transformers")) and any(
+        found(m) is not None for m in ("onnxscript", "optimum")
+    )
+
+
 def _make(name: str, hub_id: str, precision: str, target: Path, say: Callable[[str], object]) -> None:
     """adopt, else export, else say which extra is missing (module doc)."""
     where = "the local Hugging Face cache" if offline() else "the Hugging Face Hub"
@@ -143,7 +152,7 @@ def _make(name: str, hub_id: str, precision: str, target: Path, say: Callable[[s
         except EngineError as exc:  # no usable ONNX export there: try the export
             adopt_error = exc
             say(f"no usable ONNX export of {hub_id}: {exc}")
-    if importlib.util.find_spec("torch") is not None and importlib.util.find_spec("optimum") is not None:
+    if export_installed():
         from engine.export.export import export
 
         try:

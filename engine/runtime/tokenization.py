@@ -80,7 +80,9 @@ class TextTokenizer:
 
     def __init__(self, tokenizer_json: str, max_length: int, pad_id: int) -> None:
         try:
-            self._tok = Tokenizer.from_str(tokenizer_json)
+            # from bytes, not from the str: tokenizers 0.23 (PyO3) reading a str keeps a UTF-8 copy of it inside
+            # the str object for as long as the str lives (tests/test_model_files.py measures load-time memory)
+            self._tok = Tokenizer.from_buffer(tokenizer_json.encode("utf-8"))
         except Exception as exc:  # tokenizers raises bare Exception
             raise ModelLoadError(f"tokenizer.json could not be parsed: {exc}. Re-export the model.") from exc
         self.max_length = max_length
