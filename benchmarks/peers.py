@@ -8,6 +8,7 @@ batching. Imports happen inside the loaders so that a worker process only pays f
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -87,7 +88,7 @@ def load_torch(path: str) -> Logits:
 
     torch.set_num_threads(_threads())
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    accepted = set(model.forward.__code__.co_varnames)
+    accepted = set(inspect.signature(model.forward).parameters)  # transformers 5 wraps forward
 
     def run(feed: Feed) -> np.ndarray:
         with torch.inference_mode():

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -45,7 +46,7 @@ def _encode(tokenizer: Any, items: Sequence[Item], max_length: int) -> Any:
 
 
 def _inputs(model: Any, enc: Any) -> dict[str, Any]:
-    accepted = set(model.forward.__code__.co_varnames)
+    accepted = set(inspect.signature(model.forward).parameters)  # transformers 5 wraps forward
     return {k: v for k, v in enc.items() if k in accepted}
 
 
