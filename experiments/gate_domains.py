@@ -11,6 +11,7 @@ built-in verification texts and on the held-out in-domain texts, and the flip ra
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def main() -> None:
             flips = got.argmax(1) != ref[k].argmax(1)
             m = margins(ref[k])
             by_bin = []
-            for lo, hi in zip(BINS, BINS[1:]):
+            for lo, hi in itertools.pairwise(BINS):
                 sel = (m >= lo) & (m < hi)
                 by_bin.append(f"{flips[sel].mean():.3f}({sel.sum()})" if sel.any() else "-")
             print(f"{path.name:26} {k:20} agreement {1 - flips.mean():.4f}  flip rate by margin bin: {by_bin}")
