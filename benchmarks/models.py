@@ -196,7 +196,7 @@ def export_onnx(checkpoint: Path, out: Path, preset: str, times: dict[str, float
     times[f"onnx-export-{model_name}"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     quantize_dynamic(staging / "model.onnx", staging / "model_quantized.onnx", preset)
-    times[f"quantize_dynamic-{model_name}"] = round(time.perf_counter() - start, 1)
+    times[f"quantize_dynamic-{model_name}"] = round(time.perf_counter() - start, 3)
     (staging / "int8-preset.txt").write_text(preset)
     staging.rename(out)
     return out

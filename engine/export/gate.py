@@ -172,7 +172,7 @@ def gated_search(
                 "int8_confirm_top1_agreement_all_decisions": check.all_agreement,
                 "int8_gate": {
                     "counts": f"decisions with an fp32 margin of at least {quantize.CLEAR_MARGIN} (top-1 minus top-2 "
-                    "probability), or all when near-ties are most of a split",
+                    "probability), or all when near-ties are most of a split or the model has one logit",
                     "bound": f"{BOUND_METHOD}, {CONFIDENCE:.0%} over up to {len(bounds)} looks "
                     f"(Bonferroni: {each:.4f} each)",
                     "min_agreement": min_agreement,

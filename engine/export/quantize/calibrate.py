@@ -71,7 +71,7 @@ class Runtime:
         return {name: Range(lo[name], hi[name]) for name in tensors}
 
 
-# A decision whose fp32 margin (top-1 minus top-2 probability; a single logit: |2p - 1|) is below this is a
+# A decision whose fp32 margin (top-1 minus top-2 probability) is below this is a
 # near-tie: int8 flips it as easily as any rounding would, and a user acts on it no more than on a coin. The gate
 # counts clear decisions only, unless near-ties are most of the texts (then it counts them all): a model trained
 # on one domain makes near-ties of many generic texts while its own domain's decisions are clear, so counting
@@ -81,9 +81,10 @@ CLEAR_MARGIN = 0.2
 
 
 def margins(logits: np.ndarray) -> np.ndarray:
-    """The margin of each row's decision under softmax (a single logit: its sigmoid's distance from 0.5, x2)."""
+    """The margin of each row's decision under softmax. A single logit (a regression, or a score read against
+    0.5) has no near-ties the gate may leave out: its margin is infinite, so every row counts."""
     if logits.shape[1] == 1:
-        return np.asarray(np.abs(2 / (1 + np.exp(-logits[:, 0].astype(np.float64))) - 1))
+        return np.full(len(logits), np.inf)
     z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     p = np.sort(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), axis=1)
     return np.asarray(p[:, -1] - p[:, -2])
