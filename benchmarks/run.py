@@ -158,17 +158,18 @@ def fidelity(art: models.Artifacts, workdir: Path, log: Any, threads: int | None
     one (no timing): agreement with its lower bound, beside the gates' own figures (benchmarks/report.py)."""
     data = json.loads(Path(art.data_file).read_text())
     specs = []
+    out: dict[str, Any] = {}
     for m in (m for m in models.FIDELITY_MODELS if m in art.figures):
         fig = art.figures[m]
-        texts = [t for t, _ in models.held_out(data, m)]
+        held = models.held_out(data, m)
+        texts = [t for t, _ in held]
+        out[m] = {"labels": [y for _, y in held]}
         paths = {"transformers": fig["checkpoint"], **{f"engine-{v}": p for v, p in fig["exports"].items()}}
         base = {"job": "fidelity", "model": m, "held_out": texts, "batch_tokens": 256, "threads": threads}
         specs += [{**base, "system": system, "path": path} for system, path in paths.items()]
     log(f"held-out agreement of the default and calibrated int8 exports ({len(specs)} runs, no timing)")
-    out: dict[str, Any] = {}
     for spec, res in zip(specs, in_parallel(specs, workdir, 1, log)):
-        model = out.setdefault(spec["model"], {"labels": [y for _, y in models.held_out(data, spec["model"])]})
-        model[spec["system"]] = res["held_out_labels"]
+        out[spec["model"]][spec["system"]] = res["held_out_labels"]
     return out
 
 

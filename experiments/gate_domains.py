@@ -18,15 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from engine.export.export import VERIFICATION_TEXTS
-from engine.export.quantize.calibrate import Runtime
+from engine.export.quantize.calibrate import Runtime, margins
 
 BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.01)
-
-
-def margins(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p = np.sort(e / e.sum(axis=1, keepdims=True), axis=1)
-    return p[:, -1] - p[:, -2]
 
 
 def main() -> None:
