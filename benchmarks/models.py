@@ -180,7 +180,7 @@ def export_onnx(checkpoint: Path, out: Path, preset: str, times: dict[str, float
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from engine.export.export import export_fp32
+    from engine.export.checkpoint import export_fp32
 
     staging = out.with_name(out.name + "-staging")
     shutil.rmtree(staging, ignore_errors=True)

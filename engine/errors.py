@@ -61,6 +61,10 @@ class TooManyErrorsError(EngineError):
     """More rows failed than --max-errors allows; the job stopped early and can be resumed."""
 
 
+class ExportError(EngineError):
+    """`engine export` or `engine adopt` could not make the model directory, or it did not pass its checks."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt, so that both end a job the same way."""
 

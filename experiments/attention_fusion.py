@@ -1,5 +1,5 @@
-"""What fusing attention (engine/export/fuse.py) buys: the same int8 recipe on the graph as optimum exports it and on
-the graph with each attention core fused, and the same two choices at fp32; one fresh process per measurement,
+"""What fusing attention (engine/export/graph/fuse.py) buys: the same int8 recipe on the graph as optimum exports it
+and on the graph with each attention core fused, and the same two choices at fp32; one fresh process per measurement,
 the graphs taking turns.
 
     python -m experiments.attention_fusion [MODEL ...] [--rounds 3]
@@ -64,7 +64,7 @@ def graphs(model: str, root: Path, workdir: Path) -> tuple[dict[str, Path], dict
     from transformers import AutoConfig
 
     from engine.export import quantize
-    from engine.export.fuse import fuse_attention
+    from engine.export.graph.fuse import fuse_attention
 
     optimum = root / f"onnx-{model}-{int8_preset()}"
     config = AutoConfig.from_pretrained(root / f"ckpt-{model}")

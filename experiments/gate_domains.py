@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.export.export import VERIFICATION_TEXTS
 from engine.export.quantize.calibrate import Runtime, margins
+from engine.export.verify import VERIFICATION_TEXTS
 
 BINS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.7, 1.01)
 

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
 
     from engine.export import quantize
-    from engine.export.export import ZERO_SHOT_LABEL_SETS
+    from engine.export.verify import ZERO_SHOT_LABEL_SETS
     from experiments.int8_levers import cpu
 
     root = args.cache

@@ -42,7 +42,7 @@ EXPORT_MODULES = {
 if CAN_EXPORT:
     # The tests' exports verify their tiny random models on every fifth built-in text: the whole corpus makes each
     # int8 export's held-out gate several times slower, and the gate's bound has tests of its own (test_gate.py).
-    import engine.export.export as _export
+    import engine.export.verify as _export
 
     _lines = [t for t in _export.VERIFICATION_TEXTS.read_text(encoding="utf-8").splitlines() if t and t[0] != "#"]
     _small = Path(tempfile.mkdtemp(prefix="engine-texts-")) / "verification_texts.txt"

@@ -22,9 +22,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from engine import TextClassifier, ZeroShotClassifier
+from engine.errors import ExportError
 from engine.export import adopt as adopt_module
 from engine.export import quantize
-from engine.export.export import MIN_INT8_AGREEMENT, ExportError, verification_inputs
+from engine.export.verify import MIN_INT8_AGREEMENT, verification_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["I like you. I love you", "This movie was a complete waste of time.", "Meh.", "the quick brown fox " * 30]
@@ -151,7 +152,7 @@ def agreement_of(source: Path, graph: str, m: dict[str, Any]) -> float:
     """Recomputed outside adopt: the graph against its fp32 sibling on the same inputs, through the run time."""
     tok = (source / "tokenizer.json").read_text()
     runtime = quantize.Runtime(tok, m["max_length"], m["pad_token_id"], len(m["id2label"]))
-    items = adopt_module.verification_inputs(None, pairs=len(m["id2label"]) == 1, nli=False)
+    items = verification_inputs(None, pairs=len(m["id2label"]) == 1, nli=False)
     fp32 = runtime.logits((source / Path(graph).parent / "model.onnx").read_bytes(), items)
     got = runtime.logits((source / graph).read_bytes(), items)
     return quantize.compare(fp32, got, m["problem_type"])[0]

@@ -19,7 +19,7 @@ from engine import TextClassifier
 from engine.export import adopt as adopt_module
 from engine.export import export as export_models
 from engine.export import support
-from engine.export.fuse import FUSED_MODEL_TYPES
+from engine.export.graph.fuse import FUSED_MODEL_TYPES
 
 pytest.importorskip("transformers")
 

@@ -16,10 +16,10 @@ import pytest
 from engine import TextClassifier
 from engine.cli import main
 from engine.export import check as check_mod
-from engine.export.check import FP32_REFERENCE_KEY, CheckError
-from engine.export.export import write_directory
+from engine.export.check import CheckError
 from engine.export.recalibrate import recalibrate
-from engine.model.manifest import read
+from engine.export.writer import write_directory
+from engine.model.manifest import FP32_REFERENCE_FILE, read
 
 QUIET: Callable[[str], None] = lambda _msg: None  # noqa: E731
 THINGS = ["printer", "router", "laptop", "screen", "app", "battery", "keyboard", "server"]
@@ -51,7 +51,7 @@ def fp32_directory(model: Path, out: Path) -> Path:
     manifest: dict[str, Any] = json.loads((model / "manifest.json").read_text())
     keep = {k: v for k, v in manifest.items() if k not in ("files", "extra_files")}
     tokenizer = (model / "tokenizer.json").read_text(encoding="utf-8")
-    write_directory(out, (model / FP32_REFERENCE_KEY).read_bytes(), tokenizer, {**keep, "precision": "fp32"})
+    write_directory(out, (model / FP32_REFERENCE_FILE).read_bytes(), tokenizer, {**keep, "precision": "fp32"})
     return out
 
 
@@ -87,7 +87,7 @@ def test_recalibrated_directory_keeps_fp32_decisions_records_provenance_and_chec
     assert manifest["precision"] == "int8"
     assert manifest["source"] == source["source"]
     assert "adopted" not in manifest  # not an adopted export: where it came from is below
-    assert manifest["extra_files"] == {FP32_REFERENCE_KEY: source["extra_files"][FP32_REFERENCE_KEY]}
+    assert manifest["extra_files"] == {FP32_REFERENCE_FILE: source["extra_files"][FP32_REFERENCE_FILE]}
     for key in ("id2label", "max_length", "pad_token_id", "problem_type", "task", "model_type"):
         assert manifest[key] == source[key]
     provenance = manifest["recalibrated_from"]
@@ -185,7 +185,7 @@ def test_engine_check_recalibrate_end_to_end(
     printed = capsys.readouterr().out
     assert "held out:" in printed
     assert "cannot show 99% as a lower bound" in printed
-    assert (again / FP32_REFERENCE_KEY).is_file()
+    assert (again / FP32_REFERENCE_FILE).is_file()
 
     # never over an existing directory
     assert main(["check", str(model), "--texts", str(texts), "--recalibrate", str(out)]) == 2

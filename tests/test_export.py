@@ -17,6 +17,8 @@ import pytest
 
 from engine import TextClassifier, ZeroShotClassifier
 from engine.export import export as export_models
+from engine.export import quantize, writer
+from engine.export.verify import ZERO_SHOT_LABEL_SETS
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "export_models.py"  # the thin wrapper
 CF_ID = "@cf/huggingface/distilbert-sst-2-int8"
@@ -80,10 +82,10 @@ def test_cloudflare_id_forces_int8(
         return load(str(checkpoint("distilbert")))  # stands in for the hub model: same architecture, tiny
 
     def search(fp32_path: Path, *args: Any, **kwargs: Any) -> Any:
-        return export_models.quantize.SearchResult(fp32_path, {"name": "stub"}, {"int8_top1_agreement": 1.0})
+        return quantize.SearchResult(fp32_path, {"name": "stub"}, {"int8_top1_agreement": 1.0})
 
     monkeypatch.setattr(export_models, "load_checkpoint", offline)
-    monkeypatch.setattr(export_models.quantize, "search", search)
+    monkeypatch.setattr(quantize, "search", search)
     manifest = export_models.export(CF_ID, tmp_path / "m", "fp32", few_texts, log=lambda _m: None)
     assert asked == [export_models.ALIASES["distilbert-sst-2"].hub_id]
     assert manifest["precision"] == "int8"
@@ -211,7 +213,7 @@ def test_split_weights_moves_large_tensors_to_page_aligned_ranges() -> None:
     import onnx
     from onnx import numpy_helper
 
-    from engine.export.export import PAGE, WEIGHTS_MIN_BYTES, split_weights
+    from engine.export.writer import PAGE, WEIGHTS_MIN_BYTES, split_weights
 
     original = onnx.load_from_string(graph_with_weights())
     graph, weights = split_weights(graph_with_weights())
@@ -246,9 +248,9 @@ def test_output_is_written_atomically(exists: bool, tmp_path: Path, monkeypatch:
     def failing_fsync(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(export_models.os, "fsync", failing_fsync)
+    monkeypatch.setattr(writer.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="No space left"):
-        export_models.write_directory(out, graph_with_weights(), "{}", {"format": "engine-model/1"})
+        writer.write_directory(out, graph_with_weights(), "{}", {"format": "engine-model/1"})
     if exists:
         assert untouched(out, files)
     else:
@@ -283,7 +285,7 @@ def test_a_model_in_use_survives_its_directory_being_exported_again(exported: An
     manifest = json.loads((out / "manifest.json").read_text())
     graph = onnx.load(str(out / "model.onnx")).SerializeToString()
     weights = (out / "model.onnx.data").read_bytes()
-    export_models.write_directory(out, graph, (out / "tokenizer.json").read_text(), manifest)
+    writer.write_directory(out, graph, (out / "tokenizer.json").read_text(), manifest)
     assert (out / "model.onnx.data").read_bytes() == weights  # the same model written again, as new files
     assert clf(texts, top_k=None) == before
     assert TextClassifier.load(out)(texts, top_k=None) == before
@@ -330,7 +332,7 @@ def test_zero_shot_gate_ranks_the_label_sets_given(
 def test_zero_shot_label_sets_are_checked(sets: list[list[str]], why: str) -> None:
     with pytest.raises(export_models.ExportError, match=why):
         export_models.check_label_sets(sets)
-    assert export_models.check_label_sets(None) == [list(s) for s in export_models.ZERO_SHOT_LABEL_SETS]
+    assert export_models.check_label_sets(None) == [list(s) for s in ZERO_SHOT_LABEL_SETS]
 
 
 def test_zero_shot_labels_are_refused_for_a_plain_classifier(checkpoint: Any, tmp_path: Path) -> None:
@@ -353,7 +355,7 @@ def test_bart_nli_int8_export_reports_agreement_and_runs(exported: Any) -> None:
     assert 0.0 <= v["int8_zero_shot_max_score_diff"] <= 1.0
     premises = len(export_models.verification_inputs(None, pairs=False, nli=False))
     assert 0 < v["int8_zero_shot_texts"] <= min(240, premises)  # search-split premises only, at most 240
-    assert v["int8_zero_shot_label_sets"] == [list(s) for s in export_models.ZERO_SHOT_LABEL_SETS]
+    assert v["int8_zero_shot_label_sets"] == [list(s) for s in ZERO_SHOT_LABEL_SETS]
     assert all("int8_zero_shot_top1_agreement" in t for t in v["int8_recipes_tried"])  # every recipe measured
     int8 = ZeroShotClassifier.load(path, threads=1).pipeline("I want my money back", ["refund", "legal", "faq"])
     fp32 = ZeroShotClassifier.load(exported("bart-nli", "fp32"), threads=1).pipeline(
@@ -369,7 +371,7 @@ def test_exported_directories_get_the_umasks_permissions(exported: Any) -> None:
     """mkdtemp's 0700 used to stay on the renamed directory: a service account could not serve the model."""
     import stat
 
-    from engine.export.export import current_umask
+    from engine.export.writer import current_umask
 
     model = exported("bert", "fp32")
     assert stat.S_IMODE(model.stat().st_mode) == 0o777 & ~current_umask()

@@ -1,5 +1,5 @@
-"""engine/export/fuse.py: the export fuses each attention core into onnxruntime's MultiHeadAttention where it knows
-the architecture, the fused graph still matches torch (the export checks it) and keeps rows independent of their
+"""engine/export/graph/fuse.py: the export fuses each attention core into onnxruntime's MultiHeadAttention where it
+knows the architecture, the fused graph still matches torch (the export checks it) and keeps rows independent of their
 batch neighbours; an architecture it does not know, or a fusion that moved the logits, keeps the graph as exported.
 """
 
@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from engine.export import export as export_models
-from engine.export import quantize
+from engine.export import pipeline, quantize
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.tokenization import Truncation
 
@@ -65,7 +65,7 @@ def test_other_architectures_keep_the_exported_graph(exported: Any, name: str) -
 def test_a_fusion_that_moves_the_logits_is_not_used(
     checkpoint: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = export_models.fuse_attention
+    real = pipeline.fuse_attention
 
     def damaging(model: Any, config: Any) -> tuple[Any, int]:
         fused, count = real(model, config)
@@ -73,7 +73,7 @@ def test_a_fusion_that_moves_the_logits_is_not_used(
         weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 1.5, weight.name))
         return fused, count
 
-    monkeypatch.setattr(export_models, "fuse_attention", damaging)
+    monkeypatch.setattr(pipeline, "fuse_attention", damaging)
     said: list[str] = []
     out = tmp_path / "model"
     export_models.export(str(checkpoint("bert")), out, "fp32", log=said.append)
@@ -94,7 +94,7 @@ def test_without_the_fusions_dependencies_the_export_says_so_and_goes_on(
     def missing(model: Any, config: Any) -> tuple[Any, int]:
         raise ImportError("missing 'sympy' (install with: pip install sympy)")
 
-    monkeypatch.setattr(export_models, "fuse_attention", missing)
+    monkeypatch.setattr(pipeline, "fuse_attention", missing)
     said: list[str] = []
     out = tmp_path / "model"
     export_models.export(str(checkpoint("bert")), out, "fp32", log=said.append)

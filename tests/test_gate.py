@@ -11,7 +11,8 @@ import pytest
 
 from engine.export import check as check_mod
 from engine.export import gate, quantize
-from engine.export.export import FP32_REFERENCE, verification_inputs
+from engine.export.verify import verification_inputs
+from engine.model.manifest import FP32_REFERENCE_FILE
 
 # the built-in corpus itself (conftest points the tests' other exports at a fifth of it)
 BUILT_IN = Path(check_mod.__file__).resolve().parent / "verification_texts.txt"
@@ -123,9 +124,9 @@ def test_manifest_records_both_splits_and_the_bound(checkpoint: Callable[[str], 
     assert last["passed"]
     assert last["lower_bound"] == v["int8_confirm_lower_bound"]
     assert all(not look["passed"] for look in g["looks"][:-1])
-    assert set(manifest["extra_files"]) == {FP32_REFERENCE}
-    assert (model / FP32_REFERENCE).is_file()
-    assert FP32_REFERENCE not in manifest["files"]  # the run time loads only model, tokenizer, weights
+    assert set(manifest["extra_files"]) == {FP32_REFERENCE_FILE}
+    assert (model / FP32_REFERENCE_FILE).is_file()
+    assert FP32_REFERENCE_FILE not in manifest["files"]  # the run time loads only model, tokenizer, weights
 
 
 def test_engine_check_reports_agreement_and_flips(exported: Callable[..., Path], tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""engine/export/prune.py: the last layer's token-by-token stretch runs on the head's token only, with the same
+"""engine/export/graph/prune.py: the last layer's token-by-token stretch runs on the head's token only, with the same
 logits; nothing is pruned where the head reads another token, or where the stretch's tensors are read elsewhere;
 the export applies it to every architecture whose head reads token 0 and rows stay independent."""
 
@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.export.prune import prune_to_first_token
+from engine.export.graph.prune import prune_to_first_token
 
 H = 8
 
@@ -172,13 +172,14 @@ def test_a_pruned_graph_that_does_not_run_is_not_used(
     """The export verifies the pruned graph through the engine's run time; one it cannot load is dropped."""
     pytest.importorskip("transformers")  # the export extra
     from engine.export import export as export_models
+    from engine.export import pipeline
 
     def broken(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         copy = onnx.ModelProto.FromString(model.SerializeToString())
         copy.graph.node.append(helper.make_node("Slice", ["logits", "nowhere"], ["bad"]))
         return copy, 3
 
-    monkeypatch.setattr(export_models, "prune_to_first_token", broken)
+    monkeypatch.setattr(pipeline, "prune_to_first_token", broken)
     said: list[str] = []
     out = tmp_path / "model"
     export_models.export(str(checkpoint("bert")), out, "fp32", log=said.append)

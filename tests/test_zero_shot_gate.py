@@ -15,8 +15,7 @@ import onnx
 import pytest
 
 from engine import ZeroShotClassificationParameters, ZeroShotClassifier
-from engine.export import export as export_models
-from engine.export import quantize
+from engine.export import quantize, verify
 
 NLI = ["bart-nli", "deberta-nli", "bert-nli"]
 
@@ -28,17 +27,17 @@ def test_nli_int8_keeps_the_winning_label(exported: Callable[..., Path], name: s
     # the premises the export's zero-shot gate measured: its search split's first ZERO_SHOT_PREMISES (NLI pairs)
     from engine.export import gate
 
-    items = export_models.verification_inputs(None, pairs=False, nli=True)
+    items = verify.verification_inputs(None, pairs=False, nli=True)
     search, _ = gate.split(items)
     premises = [str(items[i][0]) for i in search][: gate.ZERO_SHOT_PREMISES]
     same = []
-    for labels in export_models.ZERO_SHOT_LABEL_SETS:
+    for labels in verify.ZERO_SHOT_LABEL_SETS:
         params = ZeroShotClassificationParameters.parse(list(labels))
         for a, b in zip(int8.predict(premises, params), fp32.predict(premises, params)):
             same.append(a.outputs[0].label == b.outputs[0].label)
     agreement = float(np.mean(same))
     v = json.loads((exported(name, "int8") / "manifest.json").read_text())["verification"]
-    assert agreement >= export_models.MIN_ZERO_SHOT_AGREEMENT
+    assert agreement >= verify.MIN_ZERO_SHOT_AGREEMENT
     assert agreement == pytest.approx(v["int8_zero_shot_top1_agreement"], abs=1 / len(same))
     assert v["int8_top1_agreement"] >= v["int8_min_agreement"]  # the pair gate holds as well
 

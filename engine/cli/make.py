@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 
 def export(argv: Sequence[str]) -> int:
-    """engine/export/export.py; torch, transformers and onnxscript come with the export extra."""
+    """engine/export/export.py (torch, transformers and onnxscript come with the export extra)."""
     try:
         from engine.export.export import main as export_main
 

@@ -32,13 +32,12 @@ import numpy as np
 
 from engine.errors import EXIT_REFUSED, EngineError
 from engine.model.fileio import read_regular, sha256_hex
-from engine.model.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read
+from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read
 from engine.runtime import batching
 from engine.runtime.postprocess import activate, default_activation
 from engine.runtime.session import OnnxSession
 from engine.runtime.tokenization import Strategy, TextTokenizer, Truncation
 
-FP32_REFERENCE_KEY = "reference/model.fp32.onnx"  # engine.export.export.FP32_REFERENCE (that module needs onnx)
 CONFIDENCE = 0.95
 MIN_AGREEMENT = 0.99
 
@@ -98,17 +97,17 @@ def reference_path(model_dir: Path) -> Path:
     extras = manifest.get("extra_files") or {}
     if manifest.get("precision") != "int8":
         raise CheckError(f"{model_dir} is a {manifest.get('precision')} export: there is no int8 graph to check")
-    if FP32_REFERENCE_KEY not in extras:
+    if FP32_REFERENCE_FILE not in extras:
         raise CheckError(
             f"{model_dir} has no fp32 reference beside its int8 graph, and `engine check` runs without torch: "
             f"re-export it with `engine export SOURCE --output {model_dir} --keep-fp32`"
         )
-    path = model_dir / FP32_REFERENCE_KEY
+    path = model_dir / FP32_REFERENCE_FILE
     try:
         digest = sha256_hex(read_regular(path)[0])
     except OSError as exc:
         raise CheckError(f"cannot read the fp32 reference {path}: {exc}; re-export with --keep-fp32") from exc
-    if digest != extras[FP32_REFERENCE_KEY]:
+    if digest != extras[FP32_REFERENCE_FILE]:
         raise CheckError(f"{path} does not match the manifest's sha256; re-export with --keep-fp32")
     return path
 

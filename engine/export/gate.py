@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import ExportError
 from engine.export import quantize
 
 CONFIDENCE = 0.95  # family-wise, over every confirmation an export may look at
@@ -144,8 +145,6 @@ def gated_search(
     split (`confirm_logits(graph path)` against `reference`, fp32's logits there), searching again with a
     stricter bound while the confirmation fails. Returns the search result and the manifest's figures; raises
     ExportError with `on_fail` (formatted with the last look's `point` and `lower`) when no look passes."""
-    from engine.export.export import ExportError
-
     bounds = ladder(min_agreement)
     each = look_confidence(len(bounds))
     looks: list[dict[str, Any]] = []

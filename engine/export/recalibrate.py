@@ -8,7 +8,7 @@ reference (`--keep-fp32`) is all the int8 pipeline needs, so this hands it to `e
 the user's texts as calibration and verification texts. No second int8 pipeline, no torch.
 
 adopt reads a config.json and a tokenizer_config.json, which a model directory does not have: `adopt_files`
-writes them from the manifest so that adopt's rules (engine/export/adopt.py `describe`) give back the manifest's
+writes them from the manifest so that adopt's rules (engine/export/describe.py `describe`) give back the manifest's
 own labels, window, pad id, pooled token and problem type, and `recalibrate` refuses the result if they do not.
 
 OUT is a new directory, never MODEL: it keeps the same fp32 reference (so that it can be checked again) and
@@ -29,12 +29,14 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from engine.errors import ExportError
 from engine.export import gate
 from engine.export.adopt import adopt
-from engine.export.check import FP32_REFERENCE_KEY, CheckError, read_texts, reference_path
-from engine.export.export import MIN_INT8_AGREEMENT, PADDING_OFFSET_MODELS, ExportError, verification_inputs
+from engine.export.check import CheckError, read_texts, reference_path
+from engine.export.describe import PADDING_OFFSET_MODELS
+from engine.export.verify import MIN_INT8_AGREEMENT, verification_inputs
 from engine.model.fileio import fsync_dir, read_regular, sha256_hex, write_atomic
-from engine.model.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo, read
+from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo, read
 
 # what adopt's description must give back unchanged: the run time's contract with the graph
 DESCRIPTION_KEYS = (
@@ -153,7 +155,7 @@ def recalibrate(
         manifest.update(
             source=manifest_raw.get("source", ""),
             **({"source_revision": manifest_raw["source_revision"]} if "source_revision" in manifest_raw else {}),
-            extra_files={FP32_REFERENCE_KEY: sha256_hex(reference)},
+            extra_files={FP32_REFERENCE_FILE: sha256_hex(reference)},
             recalibrated_from={
                 "model": str(model_dir.resolve()),
                 "manifest_sha256": source.sha256,
@@ -162,8 +164,8 @@ def recalibrate(
                 "texts": {"file": str(texts_file.resolve()), "sha256": texts_sha256, "count": count},
             },
         )
-        (staged / FP32_REFERENCE_KEY).parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(staged / FP32_REFERENCE_KEY, reference)
+        (staged / FP32_REFERENCE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(staged / FP32_REFERENCE_FILE, reference)
         write_atomic(staged / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
         os.replace(staged, out)  # onto nothing or an empty directory: a rename, so OUT is whole or absent
         fsync_dir(out.parent)

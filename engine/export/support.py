@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.export.fuse import FUSED_MODEL_TYPES
+from engine.export.graph.fuse import FUSED_MODEL_TYPES
 
 
 @dataclass(frozen=True)
@@ -50,5 +50,5 @@ def fusion_note(model_type: str, fused: int) -> str:
     if fused:
         return f"fused ({fused} layers)"
     if model_type not in FUSED_MODEL_TYPES:
-        return f"not fused: the fusion is not written for model type {model_type!r} (engine/export/fuse.py)"
+        return f"not fused: the fusion is not written for model type {model_type!r} (engine/export/graph/fuse.py)"
     return "not fused: no attention core matched, or the fused graph did not keep parity"

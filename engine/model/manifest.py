@@ -20,6 +20,8 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"  # the graph's large tensors (optional), memory-mapped by onnxruntime
 TOKENIZER_FILE = "tokenizer.json"
+# `engine export --keep-fp32`: the verified fp32 graph beside an int8 one (under `extra_files`), for `engine check`
+FP32_REFERENCE_FILE = "reference/model.fp32.onnx"
 FORMAT = "engine-model/1"
 TASKS = ("text-classification", "zero-shot-classification")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from engine.export.fuse_exported import fuse_exported_attention
+from engine.export.graph.fuse_exported import fuse_exported_attention
 
 # architectures whose exported attention onnxruntime's "bert" fusion recognises (tested: bert, distilbert, roberta)
 FUSED_MODEL_TYPES = {"bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra"}
