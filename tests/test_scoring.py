@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import random
@@ -44,6 +45,10 @@ WORDS = [
     "not",
     "very",
 ]
+
+NEEDS_PYARROW = pytest.mark.skipif(
+    importlib.util.find_spec("pyarrow") is None, reason="needs pyarrow: the parquet extra"
+)
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -115,7 +120,10 @@ def clf(model: Path) -> TextClassifier:
 # Formats, order, ids ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("src", "dst"), [("jsonl", "jsonl"), ("csv", "csv"), ("parquet", "parquet"), ("csv", "jsonl")])
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("jsonl", "jsonl"), ("csv", "csv"), pytest.param("parquet", "parquet", marks=NEEDS_PYARROW), ("csv", "jsonl")],
+)
 def test_round_trip_keeps_order_ids_and_scores(tmp_path: Path, clf: TextClassifier, src: str, dst: str) -> None:
     ts = texts(60)
     ids = [f"doc-{i * 7 % 60}" for i in range(60)]  # ids not in sorted order: the output must follow the input
@@ -151,6 +159,7 @@ def test_row_numbers_when_no_id_column_and_top_k(tmp_path: Path, clf: TextClassi
     assert all(len(r["labels"]) == 2 for r in rows)
 
 
+@NEEDS_PYARROW
 def test_parquet_ids_keep_their_type(tmp_path: Path, clf: TextClassifier) -> None:
     inp = write_input(tmp_path / "in.parquet", [{"key": 100 + i, "text": t} for i, t in enumerate(texts(20))])
     score_file(clf, inp, tmp_path / "out.parquet", id_column="key")
@@ -392,7 +401,7 @@ def die_after_commits(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
     monkeypatch.setattr(JobState, "commit", commit)
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", pytest.param("parquet", marks=NEEDS_PYARROW)])
 def test_resume_gives_identical_output_in_each_format(
     tmp_path: Path, clf: TextClassifier, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -412,7 +421,7 @@ def test_resume_gives_identical_output_in_each_format(
     assert read_errors(out) == read_errors(clean) == [{"row": 100, "error": read_errors(clean)[0]["error"]}]
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", pytest.param("parquet", marks=NEEDS_PYARROW)])
 def test_resume_decodes_no_row_it_already_scored(
     tmp_path: Path, clf: TextClassifier, fmt: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
