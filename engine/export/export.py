@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ExportError
-from engine.export import pipeline, support
+from engine.export import pipeline, quantize, support
 from engine.export.checkpoint import export_fp32, load_checkpoint, resolve, torch_logits
 from engine.export.describe import EOS_POOLED_MODELS, nli_ids, window
 from engine.export.verify import (
@@ -94,7 +94,7 @@ def export(
         tokenizer.save_pretrained(workdir / "tok")
         tokenizer_json = (workdir / "tok" / "tokenizer.json").read_text(encoding="utf-8")
         fp32_path = export_fp32(model, workdir)
-        runtime = pipeline.quantize.Runtime(
+        runtime = quantize.Runtime(
             tokenizer_json, max_length, pad_id, config.num_labels, nli=entail is not None, pooled_id=pooled_id
         )
         reference = torch_logits(model, tokenizer, items, max_length)

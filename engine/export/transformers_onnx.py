@@ -28,7 +28,7 @@ SAMPLE_PADDING = 5  # the second row's padding
 def available() -> bool:
     """Whether the installed transformers has its own ONNX exporter (transformers 5)."""
     try:
-        from transformers.exporters import OnnxExporter  # noqa: F401
+        from transformers.exporters import OnnxExporter  # type: ignore[attr-defined]  # noqa: F401
     except ImportError:
         return False
     return True
@@ -73,7 +73,7 @@ def export_fp32(model: Any, out: Path, max_length: int) -> Path:
     """Write `out`/model.onnx (weights inside the file) and return its path."""
     import onnx_ir
     from torch.export import Dim
-    from transformers.exporters import OnnxConfig, OnnxExporter
+    from transformers.exporters import OnnxConfig, OnnxExporter  # type: ignore[attr-defined]
 
     sample = sample_inputs(model, max_length)
     # DYNAMIC, not named Dims: a model's own guards may narrow the range (BART's: at least 3 tokens) without failing
@@ -81,7 +81,9 @@ def export_fp32(model: Any, out: Path, max_length: int) -> Path:
     sequence = Dim.DYNAMIC(max=max(max_length, sample["input_ids"].shape[1]))
     shapes = {name: {0: Dim.DYNAMIC, 1: sequence} for name in sample}
     with contextlib.redirect_stdout(io.StringIO()):  # torch.onnx prints each stage ("[torch.onnx] Run ...")
-        exported = OnnxExporter().export(model, sample, OnnxConfig(dynamic_shapes=shapes, optimize=True))
+        exported = OnnxExporter().export(  # type: ignore[no-untyped-call]
+            model, sample, OnnxConfig(dynamic_shapes=shapes, optimize=True)
+        )
     out.mkdir(parents=True, exist_ok=True)
     path = out / "model.onnx"
     onnx_ir.save(exported.program, str(path))

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -86,7 +86,7 @@ class LoadedModel:
                 out[batch.index] = logits
         return out
 
-    def _concurrently(self, batches: Iterator[batching.Batch], pool: ThreadPoolExecutor) -> Iterator[tuple]:
+    def _concurrently(self, batches: Iterator[batching.Batch], pool: ThreadPoolExecutor) -> Iterator[tuple[Any, ...]]:
         """(batch, logits) with up to `concurrent_batches` runs under way and as many padded batches waiting, so
         memory stays bounded whatever the call's size; an error is raised once the runs before it are done."""
         pending: deque[tuple[batching.Batch, Future[np.ndarray]]] = deque()

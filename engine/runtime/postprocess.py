@@ -70,14 +70,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     with np.errstate(over="ignore"):  # x - max can only overflow to -inf (logits ~ -3e38 vs 3e38): exp gives 0
         e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Logistic function in float32 that never overflows: exp is only taken of -|x|."""
     x = np.asarray(x, dtype=np.float32)
     e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+    out: np.ndarray = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
+    return out
 
 
 def activate(logits: np.ndarray, activation: Activation) -> np.ndarray:
@@ -126,7 +128,8 @@ def default_aggregation(activation: Activation) -> Aggregation:
 
 def aggregate(scores: np.ndarray, how: Aggregation) -> np.ndarray:
     """(windows, labels) -> (labels,). One window gives its own row back, bit for bit."""
-    return scores.max(axis=0) if how is Aggregation.MAX else scores.mean(axis=0, dtype=np.float32)
+    out: np.ndarray = scores.max(axis=0) if how is Aggregation.MAX else scores.mean(axis=0, dtype=np.float32)
+    return out
 
 
 def zero_shot_scores(

@@ -187,7 +187,7 @@ class TextTokenizer:
                     if isinstance(first, TextTooLongError):
                         out.append(first)
                         continue
-                    windows = self._windows(cast(Encoding, first), budget, long_text.stride)
+                    windows = self._windows(first, budget, long_text.stride)
                     out.append([self._encoded(plain.post_process(w, None, add_special_tokens=True)) for w in windows])
         except InvalidRequestError:
             raise

@@ -47,14 +47,24 @@ except ImportError as exc:  # engine.cli prints this instead of a traceback
         f"(starlette, uvicorn, prometheus-client; missing: {exc.name})"
     ) from exc
 from engine.serve import wire as api
-from engine.serve.config import DEFAULT_MAX_BODY, ServerConfig  # noqa: F401  (engine serve's configuration)
-from engine.serve.limits import connection_cap, raise_open_files_limit, uvicorn_config  # noqa: F401
+from engine.serve.config import DEFAULT_MAX_BODY, ServerConfig
+from engine.serve.limits import connection_cap, raise_open_files_limit, uvicorn_config
 from engine.serve.metrics import CountRequests, Metrics
 from engine.serve.models import ResultCache, ServedModel
 from engine.serve.wire import HTTPError, Parsed
 from engine.serve.worker import Job, JobResult, State
 from engine.tasks import registry
 from engine.tasks.registry import TaskName
+
+# what engine serve (engine/cli/serve.py) and embedders use: the app, and the server's configuration and limits
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "ServerConfig",
+    "connection_cap",
+    "create_app",
+    "raise_open_files_limit",
+    "uvicorn_config",
+]
 
 MAX_CACHED_BODY = 64 << 10  # larger requests are not cached: the cache stays small
 

@@ -48,7 +48,10 @@ def fuse_qkv(graph: Any) -> int:
         to = {a.name: a.i for a in cast.attribute}.get("to") if cast is not None and cast.op_type == "Cast" else None
         if mask and to != 6:  # onnx.TensorProto.INT32
             continue  # QAttention reads an int32 [batch, tokens] mask: the export's Cast of attention_mask
-        array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
+
+        def array(name: str) -> np.ndarray:
+            return np.asarray(numpy_helper.to_array(inits[name]))
+
         bias = np.concatenate([array(p.input[6]) for p in qkv])
         if len(mha.input) > 3 and mha.input[3]:
             bias = bias + array(mha.input[3])

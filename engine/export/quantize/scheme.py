@@ -42,7 +42,8 @@ def smoothing(r: Range, weights: Sequence[np.ndarray]) -> np.ndarray:
     amax = np.maximum(np.maximum(np.abs(r.lo), np.abs(r.hi)), 1e-5)
     wmax = np.maximum(np.max([np.abs(w).max(axis=1) for w in weights], axis=0), 1e-5)
     s = amax**SMOOTHING / wmax ** (1 - SMOOTHING)
-    return (s / np.exp(np.log(s).mean())).astype(np.float32)
+    out: np.ndarray = (s / np.exp(np.log(s).mean())).astype(np.float32)
+    return out
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ def filesystem(uri: str) -> tuple[Any, str]:
 
     if "://" not in uri:
         return pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
-    return pyarrow.fs.FileSystem.from_uri(uri)
+    fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    return fs, str(path)
 
 
 def input_format(uri: str) -> Format:
@@ -104,7 +105,7 @@ def datasink(sink: ResultSink) -> Any:
     """ResultSink as a ray.data.Datasink (built here so importing engine.jobs.ray needs no Ray)."""
     from ray.data import Datasink
 
-    class _Sink(Datasink):
+    class _Sink(Datasink):  # type: ignore[type-arg]
         def __init__(self) -> None:
             self.sink = sink
 

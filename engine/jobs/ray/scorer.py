@@ -52,7 +52,7 @@ def _actor_cpus() -> int | None:
 
         if not ray.is_initialized():
             return None
-        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")
+        cpus = ray.get_runtime_context().get_assigned_resources().get("CPU")  # type: ignore[no-untyped-call]
     except Exception:  # not in a Ray worker, or a Ray without this call: fall back to onnxruntime's default
         return None
     return max(1, int(cpus)) if cpus else None
