@@ -456,3 +456,34 @@ def test_search_meets_its_bound_with_static_scales_first(
     assert quantize.compare(reference, got, None, near_ties=False)[0] == result.figures["int8_top1_agreement"]
     if bound == 0.0:
         assert recipe["static_matmuls"] == names
+
+
+def test_a_stricter_look_reuses_what_the_first_measured(exported: Callable[..., Path], tmp_path: Path) -> None:
+    """The gate searches again with a stricter bound when a confirmation fails: with the first search's Memo the
+    second returns the graph a fresh search returns, and builds only the graphs the first did not measure."""
+    fp32 = exported("bert", "fp32")
+    runtime = runtime_for(fp32)
+    items: list[quantize.Item] = list(TEXTS[:60])
+    reference = runtime.logits(whole_graph(fp32), items)
+    config = type("Config", (), {"problem_type": None})()
+
+    def search(bound: float, where: str, memo: quantize.Memo) -> quantize.SearchResult:
+        (tmp_path / where).mkdir()
+        return quantize.search(
+            fp32 / "model.onnx", reference, items, runtime, config, tmp_path / where, bound, print, (), memo
+        )
+
+    fresh = quantize.Memo()
+    alone = search(1.0, "alone", fresh)
+    shared = quantize.Memo()
+    search(0.0, "first", shared)  # every MatMul static, then with 8-bit embeddings
+    first = set(shared.attempts)
+    again = search(1.0, "again", shared)
+    assert again.recipe == alone.recipe
+    assert again.figures["int8_top1_agreement"] == alone.figures["int8_top1_agreement"]
+    assert set(shared.attempts) == first | set(fresh.attempts)
+    assert shared.measured == len(shared.attempts)  # no graph built twice
+    assert shared.measured < len(first) + fresh.measured  # the static graph was measured once, for both looks
+    assert [r["recipe"] for r in again.figures["int8_recipes_tried"]] == [
+        r["recipe"] for r in alone.figures["int8_recipes_tried"]
+    ]

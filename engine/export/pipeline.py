@@ -110,9 +110,10 @@ def quantized(
     if entail is not None:
         grid = ZeroShotGrid(runtime, fp32_path, search_items[: gate.ZERO_SHOT_PREMISES], entail, int8.label_sets)
     checks = [grid.check(int8.min_zero_shot_agreement)] if grid is not None and int8.min_zero_shot_agreement > 0 else []
+    memo = quantize.Memo()  # a stricter look measures only the graphs the earlier ones did not
     result, gate_figures = gate.gated_search(
         lambda bound, where: quantize.search(
-            fp32_path, fp32_logits[search_idx], search_items, runtime, config, where, bound, log, checks
+            fp32_path, fp32_logits[search_idx], search_items, runtime, config, where, bound, log, checks, memo
         ),
         lambda path: runtime.logits(path.read_bytes(), confirm_items),
         fp32_logits[confirm_idx],
@@ -123,6 +124,7 @@ def quantized(
         int8.refusal,
     )
     figures = {**result.figures, **gate_figures, "int8_min_agreement": int8.min_agreement}
+    figures["int8_gate"]["graphs_measured"] = memo.measured
     if grid is not None:
         figures.update(grid.figures(result.path, int8.min_zero_shot_agreement, log))
     return result.path, result.recipe, figures

@@ -29,7 +29,7 @@ from engine.export.quantize.scheme import (
     static_scale,
     targets,
 )
-from engine.export.quantize.search import Check, SearchResult, search, sensitivity_order
+from engine.export.quantize.search import Check, Memo, SearchResult, search, sensitivity_order
 
 __all__ = [
     "CLEAR_MARGIN",
@@ -41,6 +41,7 @@ __all__ = [
     "WEIGHT_MAX",
     "Check",
     "Item",
+    "Memo",
     "Range",
     "Recipe",
     "Runtime",

@@ -17,6 +17,7 @@ from engine.export.quantize.rewrite import rewrite
 from engine.export.quantize.scheme import (
     PROBE_ITEMS,
     Item,
+    Range,
     Recipe,
     Target,
     embedding_block,
@@ -37,6 +38,18 @@ class Check:
 
 
 @dataclass
+class Memo:
+    """What searches on the same split have measured: the gate (engine/export/gate.py) searches again with a
+    stricter bound when a confirmation fails, and the calibrated ranges, each candidate graph's figures and the
+    sensitivity orders do not depend on the bound, so a later look measures only the graphs it has not seen."""
+
+    ranges: dict[str, Range] | None = None
+    attempts: dict[tuple[Any, ...], tuple[Path, float, float, dict[str, float]]] = field(default_factory=dict)
+    orders: dict[tuple[Any, ...], list[list[Target]]] = field(default_factory=dict)
+    measured: int = 0  # candidate graphs built and run, over every search that shared this memo
+
+
+@dataclass
 class SearchResult:
     path: Path
     recipe: dict[str, Any]
@@ -53,10 +66,11 @@ def search(
     min_agreement: float,
     log: Callable[[str], Any] = print,
     checks: Sequence[Check] = (),
+    memo: Memo | None = None,
 ) -> SearchResult:
     """The fastest int8 graph the search finds whose top-1 agreement with fp32 reaches `min_agreement` and that
     passes every further check: static scales where they keep the decisions, per-token scales where they do not,
-    fp32 where neither does."""
+    fp32 where neither does. `memo` carries what an earlier search of the same inputs measured (Memo)."""
     import onnx
 
     problem_type = getattr(config, "problem_type", None)
@@ -65,7 +79,10 @@ def search(
     lookups = embedding_targets(model)
     columns = {i.name: int(i.dims[-1]) for i in model.graph.initializer if i.dims}  # scalars: transformers 5
     matmul_groups = [g for g in groups(model) if g[0] in all_targets]
-    ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
+    memo = memo if memo is not None else Memo()
+    if memo.ranges is None:
+        memo.ranges = runtime.ranges(model, [g[0].input for g in matmul_groups], items)
+    ranges = memo.ranges
     tried: list[dict[str, Any]] = []
 
     def make(name: str, kept: Sequence[Target] = (), dynamic: Sequence[Target] = (), smooth: bool = False) -> Recipe:
@@ -91,11 +108,17 @@ def search(
     Attempt = tuple[Path, Recipe, float, float, dict[str, float], bool]
 
     def attempt(recipe: Recipe, tag: str) -> Attempt:
-        path = workdir / f"int8-{tag}.onnx"
-        path.write_bytes(graph(recipe).SerializeToString())
-        candidate = path.read_bytes()
-        agreement, diff = compare(reference, runtime.logits(candidate, items), problem_type, near_ties=False)
-        extra = {c.name: c.measure(candidate) for c in checks}
+        key = (recipe.exclude, recipe.static, recipe.dynamic, recipe.smoothed, recipe.embeddings8)
+        if key in memo.attempts:
+            path, agreement, diff, extra = memo.attempts[key]
+        else:
+            path = workdir / f"int8-{tag}.onnx"
+            path.write_bytes(graph(recipe).SerializeToString())
+            candidate = path.read_bytes()
+            agreement, diff = compare(reference, runtime.logits(candidate, items), problem_type, near_ties=False)
+            extra = {c.name: c.measure(candidate) for c in checks}
+            memo.attempts[key] = path, agreement, diff, extra
+            memo.measured += 1
         passes = agreement >= min_agreement and all(extra[c.name] >= c.bound for c in checks)
         tried.append(
             {
@@ -170,6 +193,7 @@ def search(
             runtime,
             log,
             "per-token scales",
+            memo,
         )
         fp32_all = make("fp32 (no int8 recipe kept the decisions)", kept=all_targets + lookups)
 
@@ -201,6 +225,7 @@ def search(
         runtime,
         log,
         f"a {static_name} scale",
+        memo,
     )
     name = f"int8, {static_name} and per-token scales" + (", sensitive nodes in fp32" if kept else "")
     return done(
@@ -220,10 +245,14 @@ def sensitivity_order(
     runtime: Runtime,
     log: Callable[[str], Any],
     what: str,
+    memo: Memo | None = None,
 ) -> list[list[Target]]:
     """Groups ordered by how much quantizing each one alone (`graph_with(group)`: that group changed, the rest
     fp32) moves the logits per weight element, worst first, measured on a spread subset of the inputs (cheap: a
     few short runs instead of one full run per MatMul)."""
+    key = (what, tuple(tuple(t.node for t in g) for g in candidates))
+    if memo is not None and key in memo.orders:
+        return memo.orders[key]
     pick = np.linspace(0, len(items) - 1, min(PROBE_ITEMS, len(items))).round().astype(int)
     subset, ref = [items[i] for i in pick], reference[pick]
     scores = []
@@ -231,4 +260,7 @@ def sensitivity_order(
         error = float(np.abs(runtime.logits(graph_with(g).SerializeToString(), subset) - ref).mean())
         scores.append(error / sum(t.size for t in g))
     log(f"int8 sensitivity to {what}: probed {len(candidates)} groups on {len(subset)} inputs")
-    return [candidates[i] for i in np.argsort(scores)[::-1]]
+    order = [candidates[i] for i in np.argsort(scores)[::-1]]
+    if memo is not None:
+        memo.orders[key] = order
+    return order
