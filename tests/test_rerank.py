@@ -64,7 +64,10 @@ def test_two_logit_model_against_transformers(two_logits: Reranker, checkpoint: 
     np.testing.assert_allclose(two_logits.predict_scores(QUERY, DOCS), relevant, atol=ATOL)
     raw = two_logits.rerank(QUERY, DOCS, raw_scores=True)
     assert [r.index for r in raw] == list(np.argsort(-relevant, kind="stable"))
-    np.testing.assert_allclose([r.score for r in raw], (logits[:, 1] - logits[:, 0])[[r.index for r in raw]], atol=ATOL)
+    # raw scores are logit differences near 40: float32 resolves ~4e-6 there and each CPU's kernels sum in their own
+    # order (AVX2 vs AVX-512 gave 2.3e-5), so the bound is relative, as the export's fp32 check is
+    raw_want = (logits[:, 1] - logits[:, 0])[[r.index for r in raw]]
+    np.testing.assert_allclose([r.score for r in raw], raw_want, rtol=1e-6, atol=ATOL)
 
 
 def test_results_shape(one_logit: Reranker) -> None:
