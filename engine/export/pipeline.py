@@ -69,8 +69,9 @@ def make(
     def graph_logits(path: Path) -> np.ndarray:
         return runtime.logits(path.read_bytes(), items)
 
-    fp32_path, fused = fused_graph(fp32_path, config, graph_logits, reference_logits, bound, log)
-    fp32_logits = graph_logits(fp32_path)
+    fp32_path, fused, fp32_logits = fused_graph(fp32_path, config, graph_logits, reference_logits, bound, log)
+    if fp32_logits is None:  # the graph as exported: its own logits, not the reference's
+        fp32_logits = graph_logits(fp32_path)
     fp32_diff = float(np.abs(fp32_logits - reference_logits).max())
     log(f"fp32 ONNX vs {name} on {len(items)} inputs: max |logit diff| = {fp32_diff:.2e} (bound {bound:.0e})")
     if not fp32_diff <= bound:
@@ -86,7 +87,10 @@ def make(
     if int8 is not None:
         final_path, recipe, figures = quantized(fp32_path, fp32_logits, items, runtime, config, workdir, log, int8)
         verification.update(figures)
-    final_path, verification["first_token_matmuls"] = pruned_graph(final_path, graph_logits, bound, log)
+    final_logits = fp32_logits if int8 is None else graph_logits(final_path)
+    final_path, verification["first_token_matmuls"], _ = pruned_graph(
+        final_path, graph_logits, final_logits, bound, log
+    )
     return Made(final_path, fp32_path, recipe, verification)
 
 
@@ -132,45 +136,51 @@ def quantized(
 
 def fused_graph(
     fp32_path: Path, config: Any, logits: Any, reference: np.ndarray, bound: float, log: Any
-) -> tuple[Path, int]:
+) -> tuple[Path, int, np.ndarray | None]:
     """The fp32 graph with its attention fused (engine/export/graph/fuse.py) when that still matches torch within
-    `bound`, else the graph as exported; and how many attention layers were fused."""
+    `bound`, else the graph as exported; how many attention layers were fused; the fused graph's logits (None when
+    it was not kept)."""
     return _verified(
         fp32_path, "fused", lambda m: fuse_attention(m, config), "attention", logits, reference, bound, log
     )
 
 
-def pruned_graph(path: Path, logits: Any, bound: float, log: Any) -> tuple[Path, int]:
+def pruned_graph(
+    path: Path, logits: Any, reference: np.ndarray, bound: float, log: Any
+) -> tuple[Path, int, np.ndarray | None]:
     """The final graph (fp32, or int8 after its recipe search and gates) with its last layer run on the head's
     token only (engine/export/graph/prune.py) when its logits stay within `bound` of the unpruned graph's, else the
-    graph as it was; and how many MatMuls run on that one token. Pruning last keeps the calibration and the
-    gates on the whole graph: each row's remaining computation is the same, so the verified answers stand."""
-    return _verified(path, "pruned", prune_to_first_token, "last layer", logits, logits(path), bound, log)
+    graph as it was (`reference`: its logits); and how many MatMuls run on that one token. Pruning last keeps the
+    calibration and the gates on the whole graph: each row's remaining computation is the same, so the verified
+    answers stand."""
+    return _verified(path, "pruned", prune_to_first_token, "last layer", logits, reference, bound, log)
 
 
 def _verified(
     path: Path, name: str, transform: Any, what: str, logits: Any, reference: np.ndarray, bound: float, log: Any
-) -> tuple[Path, int]:
+) -> tuple[Path, int, np.ndarray | None]:
     """`transform(model) -> (model, count)` applied to the graph at `path` and kept when its logits stay within
-    `bound` of `reference`: (the graph to use, count or 0)."""
+    `bound` of `reference`: (the graph to use, count or 0, its logits when transformed, else None), so that the
+    caller does not run the kept graph again."""
     import onnx
 
     try:
         model, count = transform(onnx.load(str(path)))
     except ImportError as exc:  # onnxruntime.transformers' shape helper needs sympy (the export and adopt extras)
         log(f"{what} not {name}: {exc}")
-        return path, 0
+        return path, 0, None
     if not count:
-        return path, 0
+        return path, 0, None
     out = path.with_name(f"{path.stem}-{name}.onnx")
     onnx.save(model, str(out))
     try:
-        diff = float(np.abs(logits(out) - reference).max())
+        got = logits(out)
     except EngineError as exc:  # the verification's own run time cannot load or run it
         log(f"the {name} graph does not run ({exc}): keeping the graph as it was")
-        return path, 0
+        return path, 0, None
+    diff = float(np.abs(got - reference).max())
     if diff <= bound:
         log(f"{what} {name} ({count}; the logits within {diff:.1e} of the reference)")
-        return out, count
+        return out, count, got
     log(f"{name} {what} moved the logits by {diff:.2e}, over the bound: keeping the graph as it was")
-    return path, 0
+    return path, 0, None
