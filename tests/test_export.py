@@ -391,7 +391,7 @@ def test_the_torch_reference_runs_texts_of_one_length_together_as_if_alone(check
     path = checkpoint(name)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
-    words = "a cat sat on the mat and the dog barked at it twice".split()
+    words = ["a", "cat", "sat", "on", "the", "mat", "and", "the", "dog", "barked", "at", "it", "twice"]
     singles = [" ".join(words[: 2 + i % 9]) for i in range(24)]  # repeated lengths: groups of several texts
     items: list[str | tuple[str, str]] = [*singles, *((s, "This example is about animals.") for s in singles[:12])]
     items.append("a text with </s> inside it")  # BART: one more </s> than the other texts of its length
