@@ -2,7 +2,7 @@
 levers measured one by one, on the gate's two splits and on the model's own held-out domain.
 
     python -m experiments.headroom CHECKPOINT_DIR [--texts DATA_JSON --task classifier|fortunes] [--out FILE.md]
-        [--headroom H ...] [--alpha A ...] [--kinds] [--no-per-token]
+        [--headroom H ...] [--alpha A ...] [--kinds] [--no-per-token] [--bias-correction] [--cascade D ...]
 
 CHECKPOINT_DIR is a trained Hugging Face classifier (benchmarks' trained MiniLM:
 ~/.cache/offline-textclf-engine/benchmarks/full-trained/ckpt-minilm). The built-in verification texts are split as
@@ -14,6 +14,7 @@ widened h times: lo*h, hi*h; the smoothing factors do not change, their geometri
 with another SmoothQuant alpha (the engine's: scheme.SMOOTHING); per-token scales on one kind of group in every
 layer and smoothed static elsewhere (--kinds); per-token scales everywhere. The gate passes a graph whose confirm
 split keeps enough clear decisions for its lower bound to reach 99% (engine/export/gate.py: 3 flips in 973).
+--cascade D simulates a run time that re-scores with the fp32 graph every row whose int8 margin is below D.
 Results: experiments/results/headroom.md.
 """
 
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--headroom", type=float, nargs="*", default=list(HEADROOMS))
     ap.add_argument("--alpha", type=float, nargs="*", default=[])
     ap.add_argument("--kinds", action="store_true")
+    ap.add_argument("--cascade", type=float, nargs="*", default=[], help="int8 margins below which fp32 re-scores")
     ap.add_argument("--bias-correction", action="store_true", help="every form with its biases corrected")
     ap.add_argument("--no-per-token", dest="per_token", action="store_false")
     args = ap.parse_args(argv)
@@ -169,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                 if split != "search":  # the fp32 margins of the clear decisions int8 flipped, by bin
                     m = quantize.margins(ref)[mask & ~same]
                     row[split + " margins"] = " ".join(str(int(((m >= a) & (m < b)).sum())) for a, b in BINS)
+                    for delta in args.cascade:  # rows int8 itself sees as close, re-scored by the fp32 graph
+                        again = quantize.margins(got) < delta
+                        final = np.where(again, quantize.decisions(ref), quantize.decisions(got))
+                        flips = int((final != quantize.decisions(ref)).sum())
+                        row[f"{split} cascade {delta}"] = f"{flips}/{len(final)} ({again.mean():.1%} re-scored)"
             print(row, flush=True)
             rows.append(row)
 
@@ -210,6 +217,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{r['held-out margins']} |"
         for r in rows
     ]
+    if args.cascade:
+        cells = [f"{split} cascade {d}" for split in ("confirm", "held-out") for d in args.cascade]
+        lines += [
+            "",
+            "Every decision flipped when the rows whose int8 margin is below the threshold are re-scored in fp32, and "
+            "the share of rows re-scored:",
+            "",
+            "| form | " + " | ".join(c.replace(" cascade ", ", int8 margin < ") for c in cells) + " |",
+            "|---|" + "---|" * len(cells),
+            *(f"| {r['form']} | " + " | ".join(r[c] for c in cells) + " |" for r in rows),
+        ]
     text = "\n".join(lines)
     print(text)
     if args.out:
