@@ -21,7 +21,6 @@ Results: experiments/results/headroom.md.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from benchmarks.models import cpu_flags
 from engine.export import gate, pipeline, quantize
 from engine.export.checkpoint import export_fp32, load_checkpoint
 from engine.export.describe import window
+from engine.export.quantize import scheme
 from engine.export.verify import verification_inputs
 
 HEADROOMS = (1.0, 1.25, 1.5, 2.0)
@@ -92,13 +92,6 @@ def corrected(model: Any, static: Any, smooth: bool, means: dict[str, Any]) -> A
         fixed = numpy_helper.to_array(b).astype(np.float64) + mean @ (w - wq.astype(np.float64) * ws)
         b.CopyFrom(numpy_helper.from_array(fixed.astype(np.float32), b.name))
     return model
-
-
-def _smoothing(r: quantize.Range, weights: Any, alpha: float) -> np.ndarray:
-    amax = np.maximum(np.maximum(np.abs(r.lo), np.abs(r.hi)), 1e-5)
-    wmax = np.maximum(np.max([np.abs(w).max(axis=1) for w in weights], axis=0), 1e-5)
-    s = amax**alpha / wmax ** (1 - alpha)
-    return (s / np.exp(np.log(s).mean())).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,21 +172,19 @@ def main(argv: list[str] | None = None) -> int:
             print(row, flush=True)
             rows.append(row)
 
-        rewrite_module = importlib.import_module("engine.export.quantize.rewrite")
-
         for h in args.headroom:
             for smooth in (False, True):
                 measure(
                     f"{'smoothed ' if smooth else ''}static, headroom {h}",
                     rw((), widened(ranges, h), smooth),
                 )
-        for alpha in args.alpha:  # SmoothQuant's migration strength, the engine's default: scheme.SMOOTHING
-            original = rewrite_module.smoothing
-            rewrite_module.smoothing = lambda r, w, a=alpha: _smoothing(r, w, a)
+        for alpha in args.alpha:  # SmoothQuant's migration strength: scheme.smoothing reads SMOOTHING when called
+            default = scheme.SMOOTHING
+            scheme.SMOOTHING = alpha
             try:
                 measure(f"smoothed static, alpha {alpha}", rw((), ranges, True))
             finally:
-                rewrite_module.smoothing = original
+                scheme.SMOOTHING = default
         if args.kinds:  # per-token scales for one kind of group in every layer, smoothed static elsewhere
             inputs = [g[0].input for g in quantize.groups(graph) if g[0] in quantize.targets(graph)]
             for k, kind in enumerate(KINDS):

@@ -88,9 +88,7 @@ def make(
         final_path, recipe, figures = quantized(fp32_path, fp32_logits, items, runtime, config, workdir, log, int8)
         verification.update(figures)
     final_logits = fp32_logits if int8 is None else graph_logits(final_path)
-    final_path, verification["first_token_matmuls"], _ = pruned_graph(
-        final_path, graph_logits, final_logits, bound, log
-    )
+    final_path, verification["first_token_matmuls"] = pruned_graph(final_path, graph_logits, final_logits, bound, log)
     return Made(final_path, fp32_path, recipe, verification)
 
 
@@ -145,15 +143,14 @@ def fused_graph(
     )
 
 
-def pruned_graph(
-    path: Path, logits: Any, reference: np.ndarray, bound: float, log: Any
-) -> tuple[Path, int, np.ndarray | None]:
+def pruned_graph(path: Path, logits: Any, reference: np.ndarray, bound: float, log: Any) -> tuple[Path, int]:
     """The final graph (fp32, or int8 after its recipe search and gates) with its last layer run on the head's
     token only (engine/export/graph/prune.py) when its logits stay within `bound` of the unpruned graph's, else the
     graph as it was (`reference`: its logits); and how many MatMuls run on that one token. Pruning last keeps the
     calibration and the gates on the whole graph: each row's remaining computation is the same, so the verified
     answers stand."""
-    return _verified(path, "pruned", prune_to_first_token, "last layer", logits, reference, bound, log)
+    pruned, count, _ = _verified(path, "pruned", prune_to_first_token, "last layer", logits, reference, bound, log)
+    return pruned, count
 
 
 def _verified(
