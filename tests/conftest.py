@@ -81,23 +81,26 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Path]:
-    """exported(name, precision, keep_fp32=False) -> a model directory written by scripts/export_models.py (once per
-    session; keep_fp32 also writes the fp32 reference `engine check` reads); without the export extra, a copy of
-    tests/models/NAME-PRECISION."""
+    """exported(name, precision, keep_fp32=False, rescore=0.0) -> a model directory written by
+    scripts/export_models.py (once per session; keep_fp32 also writes the fp32 reference `engine check` reads;
+    `rescore` is --rescore-near-ties, off here so that int8 tests see the int8 graph's own answers: the cascade's
+    tests ask for it); without the export extra, a copy of tests/models/NAME-PRECISION."""
     if CAN_EXPORT:
         from engine.export import export as export_models
 
-    made: dict[tuple[str, str, bool], Path] = {}
+    made: dict[tuple[str, str, bool, float], Path] = {}
 
-    def get(name: str, precision: str = "fp32", keep_fp32: bool = False) -> Path:
-        key = (name, precision, keep_fp32)
+    def get(name: str, precision: str = "fp32", keep_fp32: bool = False, rescore: float = 0.0) -> Path:
+        key = (name, precision, keep_fp32, rescore)
         if key not in made:
             out = tmp_path_factory.mktemp(f"model-{name}-{precision}") / "model"
             committed = COMMITTED / f"{name}-{precision}"
             if CAN_EXPORT:
                 ckpt = build_checkpoint(name, tmp_path_factory)
-                export_models.export(str(ckpt), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32)
-            elif committed.is_dir() and not keep_fp32:  # a copy: some tests alter the directory they are given
+                export_models.export(
+                    str(ckpt), out, precision, log=lambda _msg: None, keep_fp32=keep_fp32, rescore_near_ties=rescore
+                )
+            elif committed.is_dir() and not (keep_fp32 or rescore):  # a copy: tests may alter what they are given
                 shutil.copytree(committed, out)
             else:
                 pytest.skip(f"needs the export extra: tests/models/ has no {name}-{precision}")

@@ -43,7 +43,7 @@ from engine.export.sources import (
 from engine.export.verify import MIN_INT8_AGREEMENT, MIN_ZERO_SHOT_AGREEMENT, ZeroShotGrid, verification_inputs
 from engine.export.writer import tool_versions, write_directory
 from engine.model.fileio import read_regular
-from engine.model.manifest import ModelInfo
+from engine.model.manifest import FP32_REFERENCE_FILE, ModelInfo
 from engine.model.onnx_scan import check_graph
 
 REFUSAL = (
@@ -61,8 +61,11 @@ def adopt(
     calibration_file: Path | None = None,
     min_agreement: float = MIN_INT8_AGREEMENT,
     log: Callable[[str], Any] = print,
+    rescore_margin: float | None = None,
 ) -> dict[str, Any]:
-    """Check, verify and write the model directory; returns the manifest. Raises ExportError on failure."""
+    """Check, verify and write the model directory; returns the manifest. Raises ExportError on failure.
+    `rescore_margin` (with `requantize`, a text classifier of two or more labels): keep the fp32 graph and re-score
+    near-ties with it, as `engine export --rescore-near-ties` does."""
     if not 0.0 <= min_agreement <= 1.0:
         raise ExportError(f"--min-agreement must be between 0 and 1, got {min_agreement!r}")
     src = open_source(source, revision)
@@ -98,8 +101,10 @@ def adopt(
     runtime = quantize.Runtime(
         tokenizer_json, desc.max_length, desc.pad_id, len(desc.labels), entail is not None, desc.pooled_id
     )
+    if not (requantize and entail is None and len(desc.labels) > 1):
+        rescore_margin = None
     with tempfile.TemporaryDirectory(prefix="adopt-") as tmp:
-        check = Verification(src, chosen, desc, config, items, runtime, Path(tmp), min_agreement, log)
+        check = Verification(src, chosen, desc, config, items, runtime, Path(tmp), min_agreement, log, rescore_margin)
         final, precision, recipe, verification = check.run(graph, precision, requantize)
         info = ModelInfo(
             path=output,
@@ -114,7 +119,9 @@ def adopt(
             contradiction_id=desc.contradiction_id,
             source=src.name,
             pooled_token_id=desc.pooled_id,
+            rescore_margin=rescore_margin,
         )
+        extra = {} if rescore_margin is None else {FP32_REFERENCE_FILE: (Path(tmp) / "fp32.onnx").read_bytes()}
         adopted = {"file": chosen, "revision": src.revision, "requantized": requantize}
         return write_directory(
             output,
@@ -128,6 +135,7 @@ def adopt(
                 "verification": verification,
                 "tools": tool_versions(),
             },
+            extra,
         )
 
 
@@ -144,6 +152,7 @@ class Verification:
     workdir: Path
     min_agreement: float
     log: Callable[[str], Any]
+    rescore_margin: float | None = None
 
     def run(self, graph: bytes, precision: str, requantize: bool) -> tuple[bytes, str, dict[str, Any], dict[str, Any]]:
         """(graph to write, its precision, the quantization recipe, the verification figures)."""
@@ -176,7 +185,7 @@ class Verification:
             return graph, precision, recipe, verification
         # the export's sequence (engine/export/pipeline.py), held to the published fp32 graph as export holds it
         # to torch; quantize.search reads only `problem_type` of the config, fusion its sizes and model type
-        int8 = pipeline.Int8Gate(self.min_agreement, REFUSAL, entail)
+        int8 = pipeline.Int8Gate(self.min_agreement, REFUSAL, entail, rescore_margin=self.rescore_margin)
         made = pipeline.make(
             fp32_path,
             reference,

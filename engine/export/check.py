@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from engine.errors import EXIT_REFUSED, EngineError
+from engine.export.gate import cascade
 from engine.model.fileio import read_regular, sha256_hex
 from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read
 from engine.runtime import batching
@@ -173,6 +174,7 @@ def compare(model_dir: str | Path, texts: Sequence[str]) -> Comparison:
         for batch in batching.batches(encoded, info.pad_id, pooled_id=info.pooled_token_id):
             out[batch.index] = session.run(batch)
         logits.append(out)
+    logits[1] = cascade(logits[1], logits[0], info.rescore_margin)[0]  # what the run time answers
     act = default_activation(info.problem_type, info.num_labels)
     ref, got = (activate(x, act) for x in logits)
     if info.num_labels == 1:

@@ -29,6 +29,7 @@ from engine.export.describe import EOS_POOLED_MODELS, nli_ids, window
 from engine.export.verify import (
     MIN_INT8_AGREEMENT,
     MIN_ZERO_SHOT_AGREEMENT,
+    RESCORE_MARGIN,
     check_label_sets,
     verification_inputs,
 )
@@ -52,6 +53,7 @@ def export(
     min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT,
     zero_shot_labels: Sequence[Sequence[str]] | None = None,
     keep_fp32: bool = False,
+    rescore_near_ties: float = RESCORE_MARGIN,
 ) -> dict[str, Any]:
     """Export, verify, and write the model directory; returns the manifest. Raises ExportError on failure.
 
@@ -60,8 +62,14 @@ def export(
     of each premise x label set) reaching `min_zero_shot_agreement` (0 turns that gate off). `zero_shot_labels`
     replaces the gate's generic label sets with the ones the model will rank (at least two labels each), so
     the gate holds int8 to the decisions its users will see. `keep_fp32` writes the verified fp32 graph beside
-    an int8 one (FP32_REFERENCE_FILE, recorded in the manifest), the reference `engine check` needs."""
-    for name, bound in (("--min-agreement", min_agreement), ("--min-zero-shot-agreement", min_zero_shot_agreement)):
+    an int8 one (FP32_REFERENCE_FILE, recorded in the manifest), the reference `engine check` needs.
+    `rescore_near_ties`: an int8 text classifier of two or more labels keeps that graph and re-scores with it the
+    rows whose int8 margin is below this (engine.runtime.loaded; 0: the int8 graph answers every row alone)."""
+    for name, bound in (
+        ("--min-agreement", min_agreement),
+        ("--min-zero-shot-agreement", min_zero_shot_agreement),
+        ("--rescore-near-ties", rescore_near_ties),
+    ):
         if not 0.0 <= bound <= 1.0:
             raise ExportError(f"{name} must be between 0 and 1, got {bound!r}")
     label_sets = check_label_sets(zero_shot_labels)
@@ -87,7 +95,9 @@ def export(
     labels = tuple(config.id2label.get(i, f"LABEL_{i}") for i in range(config.num_labels))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (config.pad_token_id or 0)
     pooled_id = int(config.eos_token_id) if config.model_type in EOS_POOLED_MODELS else None
-    int8 = pipeline.Int8Gate(min_agreement, REFUSAL, entail, label_sets, min_zero_shot_agreement)
+    cascade = precision == "int8" and entail is None and config.num_labels > 1 and rescore_near_ties > 0
+    rescore_margin = rescore_near_ties if cascade else None
+    int8 = pipeline.Int8Gate(min_agreement, REFUSAL, entail, label_sets, min_zero_shot_agreement, rescore_margin)
 
     with tempfile.TemporaryDirectory(prefix="export-") as tmp:
         workdir = Path(tmp)
@@ -114,8 +124,10 @@ def export(
             contradiction_id=contra,
             source=hub_id,
             pooled_token_id=pooled_id,
+            rescore_margin=rescore_margin,
         )
-        extra = {FP32_REFERENCE_FILE: made.fp32_path.read_bytes()} if keep_fp32 and precision == "int8" else {}
+        keep = (keep_fp32 or cascade) and precision == "int8"
+        extra = {FP32_REFERENCE_FILE: made.fp32_path.read_bytes()} if keep else {}
         manifest = write_directory(
             output,
             made.path.read_bytes(),
@@ -164,7 +176,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--keep-fp32",
         action="store_true",
         help=f"int8: also write the verified fp32 graph ({FP32_REFERENCE_FILE}), so that `engine check DIR --texts F` "
-        "can measure int8 against it on your own texts, torch-free",
+        "can measure int8 against it on your own texts, torch-free (kept anyway while near-ties are re-scored)",
+    )
+    parser.add_argument(
+        "--rescore-near-ties",
+        type=float,
+        default=RESCORE_MARGIN,
+        metavar="MARGIN",
+        help="int8 text classifiers: keep the verified fp32 graph and re-score with it the rows whose int8 margin "
+        f"(top-1 minus top-2 probability) is below MARGIN (default {RESCORE_MARGIN}); the gate measures that "
+        "output. 0: the int8 graph answers every row (no fp32 graph on disk or in memory)",
     )
     parser.add_argument("--list", action="store_true", help="show the known aliases")
     args = parser.parse_args(argv)
@@ -185,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             min_zero_shot_agreement=args.min_zero_shot_agreement,
             zero_shot_labels=None if args.zero_shot_labels is None else [s.split(",") for s in args.zero_shot_labels],
             keep_fp32=args.keep_fp32,
+            rescore_near_ties=args.rescore_near_ties,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
@@ -197,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({v['int8_gate']['search_inputs']} inputs), {v['int8_confirm_top1_agreement']:.2%} on the held-out "
             f"confirm split ({v['int8_gate']['confirm_inputs']}; lower bound {v['int8_confirm_lower_bound']:.2%}, "
             f"{v['int8_gate']['bound']}), max score diff {v['int8_max_score_diff']:.4f}"
+        )
+    if manifest.get("rescore_margin") is not None:
+        print(
+            f"near-ties (int8 margin < {manifest['rescore_margin']}) are re-scored by the fp32 graph kept beside: "
+            f"{v['int8_gate']['confirm_rescored_in_fp32']} of the confirm split's {v['int8_gate']['confirm_inputs']}"
         )
     if "int8_zero_shot_top1_agreement" in v:
         print(

@@ -8,7 +8,9 @@ lower confidence bound of its top-1 agreement there reaches the gate (99% by def
 
 Both splits count the decisions fp32 makes clearly (quantize.calibrate.counted: margin >= CLEAR_MARGIN), so a
 trained model's near-ties on generic texts do not stand for its own domain's decisions; the near-ties' flips are
-recorded beside. The bound (`lower_bound`) is the one-sided Wilson score bound. When a confirmation fails, the
+recorded beside. An export that re-scores its near-ties in fp32 (`rescore_margin`, engine.runtime.loaded) is
+confirmed on what its users get, that cascade's output, and on every decision, near-ties included.
+The bound (`lower_bound`) is the one-sided Wilson score bound. When a confirmation fails, the
 export searches again with a stricter bound on the search split (`LADDER`: at most `LOOKS` confirmations in
 all), so each look is taken at confidence 1 - (1 - CONFIDENCE) / LOOKS (Bonferroni): the figure that passes is a
 95% bound whichever look passed. With 1,200 counted texts that allows 4 flipped decisions (99.67%) for a 99% gate;
@@ -94,10 +96,12 @@ class Confirmation:
     near_ties: int = 0  # confirm inputs not counted (fp32 margin below CLEAR_MARGIN)
     near_ties_flipped: int = 0
     all_agreement: float = 0.0  # every decision counted, near-ties too
+    rescored: int = 0  # confirm inputs the cascade re-scored in fp32
 
     def figures(self) -> dict[str, Any]:
         return {
             "inputs": self.inputs,
+            "rescored_in_fp32": self.rescored,
             "near_ties": self.near_ties,
             "near_ties_flipped": self.near_ties_flipped,
             "top1_agreement_all_decisions": self.all_agreement,
@@ -110,11 +114,28 @@ class Confirmation:
         }
 
 
-def confirm(reference: np.ndarray, candidate: np.ndarray, min_agreement: float, confidence: float) -> Confirmation:
+def cascade(candidate: np.ndarray, fp32: np.ndarray, margin: float | None) -> tuple[np.ndarray, int]:
+    """What the run time answers (engine.runtime.loaded.NearTies): the candidate's logits, with the rows whose
+    margin is below `margin` replaced by fp32's; and how many were. None: the candidate's alone."""
+    if margin is None:
+        return candidate, 0
+    near = quantize.margins(candidate) < margin
+    return np.where(near[:, None], fp32, candidate), int(near.sum())
+
+
+def confirm(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    min_agreement: float,
+    confidence: float,
+    rescore_margin: float | None = None,
+) -> Confirmation:
     """The chosen graph's decisions on the confirm split against fp32's: passes when the lower bound of the counted
-    (clear) decisions' agreement reaches `min_agreement`."""
+    decisions' agreement reaches `min_agreement`. The clear ones are counted, or with `rescore_margin` (near-ties
+    re-scored by fp32, `cascade`) every one."""
+    candidate, rescored = cascade(candidate, reference, rescore_margin)
     every = quantize.decisions(reference) == quantize.decisions(candidate)
-    mask = quantize.counted(reference)
+    mask = quantize.counted(reference) if rescore_margin is None else np.ones(len(every), dtype=bool)
     same = every[mask]
     n, agreed = int(same.size), int(same.sum())
     lower = lower_bound(agreed, n, confidence)
@@ -126,8 +147,9 @@ def confirm(reference: np.ndarray, candidate: np.ndarray, min_agreement: float, 
     flipped = tuple(int(i) for i in np.flatnonzero(~every))
     near = int((~mask).sum())
     all_agreement = float(every.mean()) if every.size else 0.0
+    near_flipped = int((~every[~mask]).sum())
     return Confirmation(
-        n, agreed, point, lower, confidence, passed, flipped, reachable, near, int((~every[~mask]).sum()), all_agreement
+        n, agreed, point, lower, confidence, passed, flipped, reachable, near, near_flipped, all_agreement, rescored
     )
 
 
@@ -140,10 +162,12 @@ def gated_search(
     workdir: Path,
     log: Callable[[str], Any],
     on_fail: str,
+    rescore_margin: float | None = None,
 ) -> tuple[quantize.SearchResult, dict[str, Any]]:
     """Run `search(bound, workdir)` (the recipe search on the search split) and confirm its graph on the confirm
     split (`confirm_logits(graph path)` against `reference`, fp32's logits there), searching again with a
-    stricter bound while the confirmation fails. Returns the search result and the manifest's figures; raises
+    stricter bound while the confirmation fails (`rescore_margin`: the cascade's output is confirmed, see
+    `confirm`). Returns the search result and the manifest's figures; raises
     ExportError with `on_fail` (formatted with the last look's `point` and `lower`) when no look passes."""
     bounds = ladder(min_agreement)
     each = look_confidence(len(bounds))
@@ -155,11 +179,15 @@ def gated_search(
         (workdir / f"look{k}").mkdir(parents=True, exist_ok=True)
         result = search(bound, workdir / f"look{k}")
         seen = result.figures["int8_top1_agreement"]
-        check = confirm(reference, confirm_logits(result.path), min_agreement, each)
+        check = confirm(reference, confirm_logits(result.path), min_agreement, each, rescore_margin)
+        counted = (
+            f"clear decisions ({check.near_ties} near-ties, {check.near_ties_flipped} flipped)"
+            if rescore_margin is None
+            else f"decisions, {check.rescored} near-ties re-scored in fp32"
+        )
         log(
             f"int8 gate, look {k + 1}/{len(bounds)}: search split {seen:.2%} (bound {bound:.2%}); confirm split "
-            f"{check.point:.2%} of {check.inputs} clear decisions ({check.near_ties} near-ties, "
-            f"{check.near_ties_flipped} flipped), {BOUND_METHOD} {each:.2%} lower bound {check.lower:.2%} "
+            f"{check.point:.2%} of {check.inputs} {counted}, {BOUND_METHOD} {each:.2%} lower bound {check.lower:.2%} "
             f"(gate {min_agreement:.0%}): {'passed' if check.passed else 'failed'}"
         )
         looks.append({"search_bound": bound, "search_top1_agreement": seen, **check.figures()})
@@ -170,16 +198,30 @@ def gated_search(
                 "int8_confirm_lower_bound": check.lower,
                 "int8_confirm_top1_agreement_all_decisions": check.all_agreement,
                 "int8_gate": {
-                    "counts": f"decisions with an fp32 margin of at least {quantize.CLEAR_MARGIN} (top-1 minus top-2 "
-                    "probability), or all when near-ties are most of a split or the model has one logit",
+                    "counts": counts(rescore_margin),
                     "bound": f"{BOUND_METHOD}, {CONFIDENCE:.0%} over up to {len(bounds)} looks "
                     f"(Bonferroni: {each:.4f} each)",
                     "min_agreement": min_agreement,
                     "search_inputs": search_inputs,
-                    "confirm_inputs": check.inputs,  # counted (clear) decisions
+                    "confirm_inputs": check.inputs,  # counted decisions
                     "confirm_near_ties": check.near_ties,
+                    "confirm_rescored_in_fp32": check.rescored,
                     "looks": looks,
                 },
             }
             return result, figures
     raise ExportError(on_fail.format(lower=looks[-1]["lower_bound"], point=looks[-1]["top1_agreement"]))
+
+
+def counts(rescore_margin: float | None) -> str:
+    """What the gate's confirmation counts, in the manifest's words."""
+    search = (
+        f"search split: decisions with an fp32 margin of at least {quantize.CLEAR_MARGIN} (top-1 minus top-2 "
+        "probability), or all when near-ties are most of a split or the model has one logit"
+    )
+    if rescore_margin is None:
+        return f"{search}; confirm split: the same"
+    return (
+        f"{search}; confirm split: every decision, as the run time answers it (rows with an int8 margin below "
+        f"{rescore_margin} re-scored by the fp32 graph)"
+    )

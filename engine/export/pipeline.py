@@ -27,13 +27,15 @@ class Int8Gate:
     """What the int8 graph must keep: `min_agreement` of the confirm split's clear decisions (as a lower bound),
     and for NLI models (`entailment_id` set) the winning label over `label_sets` in `min_zero_shot_agreement` of
     the premises (0 turns that check off). `refusal` is the message when no recipe passes (with {point} and
-    {lower}): what the user can do instead."""
+    {lower}): what the user can do instead. `rescore_margin`: the export re-scores near-ties in fp32, and the
+    confirmation measures that (gate.confirm)."""
 
     min_agreement: float
     refusal: str
     entailment_id: int | None = None
     label_sets: Sequence[Sequence[str]] = ZERO_SHOT_LABEL_SETS
     min_zero_shot_agreement: float = MIN_ZERO_SHOT_AGREEMENT
+    rescore_margin: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def quantized(
         workdir,
         log,
         int8.refusal,
+        int8.rescore_margin,
     )
     figures = {**result.figures, **gate_figures, "int8_min_agreement": int8.min_agreement}
     figures["int8_gate"]["graphs_measured"] = memo.measured

@@ -140,7 +140,13 @@ def recalibrate(
         staged = Path(tmp) / "model"
         try:
             manifest = adopt(
-                str(src), staged, requantize=True, calibration_file=texts_file, min_agreement=min_agreement, log=log
+                str(src),
+                staged,
+                requantize=True,
+                calibration_file=texts_file,
+                min_agreement=min_agreement,
+                log=log,
+                rescore_margin=info.rescore_margin,
             )
         except ExportError as exc:  # its words name adopt's own files and options: say whose they are
             raise CheckError(

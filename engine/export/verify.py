@@ -18,6 +18,10 @@ HERE = Path(__file__).resolve().parent
 VERIFICATION_TEXTS = HERE / "verification_texts.txt"
 FP32_ATOL = 1e-4  # torch vs ONNX fp32: same math, so only float reordering may differ
 MIN_INT8_AGREEMENT = 0.99
+# int8 text classifiers re-score in fp32 the rows whose int8 margin is below this (engine.runtime.loaded): the
+# gate's own line between a near-tie and a clear decision (quantize.CLEAR_MARGIN), fixed before any held-out
+# text was seen; `python -m experiments.headroom CKPT --cascade 0.05 0.1 0.2` measures other lines
+RESCORE_MARGIN = quantize.CLEAR_MARGIN
 # hypotheses of the NLI checks ("This example is {topic}."): the pipeline's default template
 NLI_TOPICS = ["politics", "sports", "technology", "a complaint", "good news", "science"]
 # label sets of the int8 zero-shot gate: every verification premise is ranked against each ("This example is {}.")

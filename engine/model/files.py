@@ -23,7 +23,7 @@ from pathlib import Path
 from engine.errors import IntegrityError, ModelLoadError
 from engine.model import manifest, verify_cache
 from engine.model.fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular, sha256_hex
-from engine.model.manifest import DATA_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from engine.model.manifest import DATA_FILE, FP32_REFERENCE_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
 from engine.model.onnx_scan import check_graph
 
 
@@ -39,13 +39,18 @@ class ModelFiles:
     manifest_sha256: str
     data_path: Path | None = None  # model.onnx.data, when the manifest lists it
     data_identity: FileIdentity | None = None
+    reference_path: Path | None = None  # the fp32 graph that re-scores near-ties, when the manifest sets a margin
+    reference_identity: FileIdentity | None = None
 
-    def check_unchanged(self) -> None:
-        """Raise IntegrityError if model.onnx or its weights file was replaced or written since it was verified
-        (call after loading it)."""
+    def check_unchanged(self, reference: bool = False) -> None:
+        """Raise IntegrityError if model.onnx or its weights file (`reference`: the fp32 reference) was replaced or
+        written since it was verified (call after loading it)."""
         checked: list[tuple[Path, FileIdentity | None]] = [(self.onnx_path, self.onnx_identity)]
         if self.data_path is not None:
             checked.append((self.data_path, self.data_identity))
+        if reference:
+            assert self.reference_path is not None, "no fp32 reference to check"
+            checked = [(self.reference_path, self.reference_identity)]
         for path, was in checked:
             try:
                 now: FileIdentity | None = identity(os.stat(path))
@@ -81,16 +86,30 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
     except UnicodeDecodeError as exc:
         raise ModelLoadError(f"{info.path / TOKENIZER_FILE} is not UTF-8 text; re-export the model") from exc
     data_path = info.path / DATA_FILE if DATA_FILE in found.files else None
-    data_identity = None if data_path is None else _check_data_file(data_path, found, verify)
+    data_identity = None if data_path is None else _check_hashed(data_path, found.files[DATA_FILE], found, verify)
     onnx_identity = verify_cache.lookup(graph_path, found.files[MODEL_FILE], found.sha256) if verify else None
     if onnx_identity is None:
         onnx_identity = _check_graph_file(graph_path, found, verify, data_identity)
-    return ModelFiles(info, graph_path, onnx_identity, tokenizer_json, found.sha256, data_path, data_identity)
+    reference_path = reference_identity = None
+    if info.rescore_margin is not None:  # hashed now, loaded by the first near-tie (engine.runtime.loaded)
+        reference_path = info.path / FP32_REFERENCE_FILE
+        reference_identity = _check_hashed(reference_path, found.extra_files[FP32_REFERENCE_FILE], found, verify)
+    return ModelFiles(
+        info,
+        graph_path,
+        onnx_identity,
+        tokenizer_json,
+        found.sha256,
+        data_path,
+        data_identity,
+        reference_path,
+        reference_identity,
+    )
 
 
-def _check_data_file(data_path: Path, found: manifest.Manifest, verify: bool) -> FileIdentity:
-    """Hash the weights file in chunks (or only take its identity when verify=False or it is already verified)."""
-    sha = found.files[DATA_FILE]
+def _check_hashed(data_path: Path, sha: str, found: manifest.Manifest, verify: bool) -> FileIdentity:
+    """Hash a large file (the weights, the fp32 reference) in chunks, or only take its identity when verify=False
+    or it is already verified."""
     try:
         if not verify:
             st = os.stat(data_path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,8 @@ MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 DATA_FILE = "model.onnx.data"  # the graph's large tensors (optional), memory-mapped by onnxruntime
 TOKENIZER_FILE = "tokenizer.json"
-# `engine export --keep-fp32`: the verified fp32 graph beside an int8 one (under `extra_files`), for `engine check`
+# the verified fp32 graph beside an int8 one (under `extra_files`): it re-scores the int8 graph's near-ties
+# (`rescore_margin`) and is the reference `engine check` measures against
 FP32_REFERENCE_FILE = "reference/model.fp32.onnx"
 FORMAT = "engine-model/1"
 TASKS = ("text-classification", "zero-shot-classification")
@@ -42,6 +43,9 @@ class ModelInfo:
     contradiction_id: int | None = None
     source: str = ""
     pooled_token_id: int | None = None  # BART-family heads pool the last of this token: batch rows by its count
+    # rows whose int8 decision margin (engine.runtime.postprocess.margins) is below this are re-scored by the fp32
+    # graph FP32_REFERENCE_FILE (engine.runtime.loaded); None: the int8 graph answers every row
+    rescore_margin: float | None = None
 
     @property
     def num_labels(self) -> int:
@@ -62,6 +66,7 @@ class ModelInfo:
             "entailment_id": self.entailment_id,
             "contradiction_id": self.contradiction_id,
             "precision": self.precision,
+            **({"rescore_margin": self.rescore_margin} if self.rescore_margin is not None else {}),
         }
 
     @classmethod
@@ -94,6 +99,11 @@ class ModelInfo:
         pooled = manifest.get("pooled_token_id")
         if pooled is not None and (isinstance(pooled, bool) or not isinstance(pooled, int) or pooled < 0):
             raise ModelLoadError(f"{where}: pooled_token_id {pooled!r} is not a token id; re-export the model")
+        rescore = manifest.get("rescore_margin")
+        if rescore is not None and (
+            isinstance(rescore, bool) or not isinstance(rescore, (int, float)) or not 0 < rescore <= 1
+        ):
+            raise ModelLoadError(f"{where}: rescore_margin {rescore!r} is not within (0, 1]; re-export the model")
         return cls(
             path=path,
             task=task,
@@ -107,6 +117,7 @@ class ModelInfo:
             contradiction_id=ids["contradiction_id"],
             source=str(manifest.get("source", "")),
             pooled_token_id=pooled,
+            rescore_margin=None if rescore is None else float(rescore),
         )
 
 
@@ -118,6 +129,7 @@ class Manifest:
     info: ModelInfo
     files: dict[str, str]
     sha256: str
+    extra_files: dict[str, str] = field(default_factory=dict)  # beside the run time's files: the fp32 reference
 
 
 def cannot_read(path: Path, exc: OSError) -> ModelLoadError:
@@ -160,7 +172,15 @@ def read(directory: str | Path) -> Manifest:
             f"{where}: 'files' must list exactly {MODEL_FILE} and {TOKENIZER_FILE} (and {DATA_FILE} if the graph "
             "keeps its weights there); re-export the model"
         )
-    return Manifest(info, dict(files), sha256_hex(data))
+    extras = manifest.get("extra_files") or {}
+    if not isinstance(extras, dict) or not all(isinstance(v, str) for v in extras.values()):
+        raise ModelLoadError(f"{where}: 'extra_files' must map file names to sha256 digests; re-export the model")
+    if info.rescore_margin is not None and FP32_REFERENCE_FILE not in extras:
+        raise ModelLoadError(
+            f"{where}: rescore_margin needs the fp32 graph {FP32_REFERENCE_FILE} listed under 'extra_files'; "
+            "re-export the model"
+        )
+    return Manifest(info, dict(files), sha256_hex(data), dict(extras))
 
 
 def _field(manifest: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:

@@ -9,10 +9,16 @@ between the cores costs most; level in its fast phase, scratch); a lone text get
 A call with fewer tokens than `concurrent_batches` full batches is cut into smaller batches, one per run, so a
 few texts (or one text's zero-shot pairs) still spread over the cores; a single row runs on one run's cores.
 Either way every batch is computed exactly as it would be alone, so rows stay independent of their neighbours.
+
+An int8 export may keep its fp32 graph to re-score near-ties (the manifest's `rescore_margin`, `engine export
+--rescore-near-ties`): a row whose int8 decision margin is below it is computed again by the fp32 graph, loaded
+on the first such row. The choice rests on the row's own int8 logits and the fp32 answer on the row alone, so rows
+stay independent; the int8 gate measures this cascade's output (engine/export/gate.py).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,13 +29,48 @@ import numpy as np
 
 from engine.errors import InvalidRequestError
 from engine.model import files as model_files
+from engine.model.files import ModelFiles
 from engine.model.manifest import ModelInfo
-from engine.runtime import batching
+from engine.runtime import batching, postprocess
 from engine.runtime.session import OnnxSession, resolve_threads
 from engine.runtime.tokenization import Encoded, TextTokenizer
 
 if TYPE_CHECKING:  # concurrent.futures is imported only by a model with concurrent batches (0.8 MB resident)
     from concurrent.futures import Future, ThreadPoolExecutor
+
+
+class NearTies:
+    """The fp32 graph that re-scores the rows an int8 graph decides by less than `margin`; its session is built on
+    the first such row (a model whose rows are all clear never holds the fp32 weights in memory)."""
+
+    def __init__(self, files: ModelFiles, margin: float, threads: int) -> None:
+        self.files, self.margin, self.threads = files, margin, threads
+        self._session: OnnxSession | None = None
+        self._lock = threading.Lock()
+        self.rescored = 0  # rows re-scored so far
+
+    def session(self) -> OnnxSession:
+        with self._lock:
+            if self._session is None:
+                assert self.files.reference_path is not None, "ModelFiles without the fp32 reference"
+                session = OnnxSession(self.files.reference_path, self.files.info.num_labels, self.threads)
+                self.files.check_unchanged(reference=True)
+                self._session = session
+            return self._session
+
+    def rescore(self, out: np.ndarray, encoded: Sequence[Encoded], batch_tokens: int) -> None:
+        """Replace, in place, the rows of `out` (int8 logits of `encoded`) whose margin is below `margin` by the
+        fp32 graph's logits of the same rows."""
+        near = np.flatnonzero(postprocess.margins(out) < self.margin)
+        if not near.size:
+            return
+        session = self.session()
+        info = self.files.info
+        for batch in batching.batches(
+            [encoded[i] for i in near.tolist()], info.pad_id, batch_tokens, info.pooled_token_id
+        ):
+            out[near[batch.index]] = session.run(batch)
+        self.rescored += int(near.size)
 
 
 @dataclass(frozen=True)
@@ -41,6 +82,7 @@ class LoadedModel:
     manifest_sha256: str = ""  # identifies the export (scoring jobs record it)
     concurrent_batches: int = 1
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False, compare=False)
+    near_ties: NearTies | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -69,7 +111,8 @@ class LoadedModel:
             from concurrent.futures import ThreadPoolExecutor
 
             pool = ThreadPoolExecutor(concurrent_batches, "engine-batch")
-        return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256, concurrent_batches, pool)
+        near_ties = None if info.rescore_margin is None else NearTies(files, info.rescore_margin, cores)
+        return cls(info, tokenizer, session, batch_tokens, files.manifest_sha256, concurrent_batches, pool, near_ties)
 
     def logits(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Raw logits (len(encoded), num_labels) in input order, computed in length-sorted token-budget batches."""
@@ -84,6 +127,8 @@ class LoadedModel:
         else:
             for batch, logits in self._concurrently(batches, self._pool):
                 out[batch.index] = logits
+        if self.near_ties is not None:
+            self.near_ties.rescore(out, encoded, self.batch_tokens)
         return out
 
     def _concurrently(self, batches: Iterator[batching.Batch], pool: ThreadPoolExecutor) -> Iterator[tuple[Any, ...]]:

@@ -82,6 +82,17 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def margins(logits: np.ndarray) -> np.ndarray:
+    """Each row's decision margin: top-1 minus top-2 softmax probability (float64). A single logit (a regression, or
+    a score read against 0.5) has no runner-up: its margin is infinite. The int8 gate counts decisions by the fp32
+    margin; a near-tie cascade (engine.runtime.loaded) re-scores rows by the int8 one."""
+    if logits.shape[1] == 1:
+        return np.full(len(logits), np.inf)
+    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    p = np.sort(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), axis=1)
+    return np.asarray(p[:, -1] - p[:, -2])
+
+
 def activate(logits: np.ndarray, activation: Activation) -> np.ndarray:
     logits = check_finite(logits)
     if activation is Activation.SOFTMAX:

@@ -80,14 +80,7 @@ class Runtime:
 CLEAR_MARGIN = 0.2
 
 
-def margins(logits: np.ndarray) -> np.ndarray:
-    """The margin of each row's decision under softmax. A single logit (a regression, or a score read against
-    0.5) has no near-ties the gate may leave out: its margin is infinite, so every row counts."""
-    if logits.shape[1] == 1:
-        return np.full(len(logits), np.inf)
-    z = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    p = np.sort(np.exp(z) / np.exp(z).sum(axis=1, keepdims=True), axis=1)
-    return np.asarray(p[:, -1] - p[:, -2])
+margins = postprocess.margins  # top-1 minus top-2 probability; a single logit's is infinite
 
 
 def counted(reference: np.ndarray) -> np.ndarray:
