@@ -83,7 +83,8 @@ def test_zero_shot_exports_do_not_rescore(exported: Callable[..., Path]) -> None
     """An NLI row is one (premise, label) pair: a zero-shot decision spans a text's pairs, so no row margin says it is
     near; the export keeps no fp32 graph for it."""
     manifest = json.loads((exported("bert-nli", "int8", rescore=RESCORE_MARGIN) / MANIFEST_FILE).read_text())
-    assert "rescore_margin" not in manifest and "extra_files" not in manifest
+    assert "rescore_margin" not in manifest
+    assert "extra_files" not in manifest
 
 
 def test_rows_below_the_margin_come_from_fp32_and_the_others_from_int8(cascaded: Path, tmp_path: Path) -> None:
@@ -98,7 +99,8 @@ def test_rows_below_the_margin_come_from_fp32_and_the_others_from_int8(cascaded:
     got = model.logits(encoded)
     np.testing.assert_allclose(got[near], fp32[near], atol=1e-5)
     np.testing.assert_allclose(got[~near], int8[~near], atol=1e-5)
-    assert model.near_ties is not None and model.near_ties.rescored == int(near.sum())
+    assert model.near_ties is not None
+    assert model.near_ties.rescored == int(near.sum())
     for i in (int(np.flatnonzero(near)[0]), int(np.flatnonzero(~near)[0])):  # each row as it is alone
         np.testing.assert_allclose(model.logits([encoded[i]])[0], got[i], atol=1e-5)
     gate_view, rescored = gate.cascade(int8, fp32, margin)  # the gate measures the same output
@@ -110,7 +112,9 @@ def test_the_fp32_graph_is_loaded_only_when_a_near_tie_comes(cascaded: Path, tmp
     clf = TextClassifier.load(with_margin(cascaded, 1e-9, tmp_path), threads=1)
     clf(TEXTS)
     near_ties = clf.model.near_ties
-    assert near_ties is not None and near_ties._session is None and near_ties.rescored == 0
+    assert near_ties is not None
+    assert near_ties._session is None
+    assert near_ties.rescored == 0
     everything = TextClassifier.load(with_margin(cascaded, 1.0, tmp_path), threads=1)
     fp32 = graph_logits(cascaded, cascaded / FP32_REFERENCE_FILE, TEXTS)
     got = everything(TEXTS, function_to_apply="none", top_k=None)
@@ -141,7 +145,7 @@ def test_a_changed_fp32_graph_is_refused_at_load(cascaded: Path, tmp_path: Path)
     data = bytearray(graph.read_bytes())
     data[-1] ^= 1
     graph.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="model.fp32.onnx"):
+    with pytest.raises(IntegrityError, match=r"model\.fp32\.onnx"):
         LoadedModel.load(copy)
     (copy / FP32_REFERENCE_FILE).unlink()
     with pytest.raises(ModelLoadError, match="missing"):
@@ -157,9 +161,13 @@ def test_the_gate_confirms_the_cascade_on_every_decision() -> None:
     assert (margins(candidate[near]) < 0.2).all()
     alone = gate.confirm(reference, candidate, 0.99, 0.95)
     rescored = gate.confirm(reference, candidate, 0.99, 0.95, rescore_margin=0.2)
-    assert alone.near_ties_flipped > 0 and alone.all_agreement < 1
-    assert rescored.inputs == 1200 and rescored.near_ties == 0  # every decision counted
-    assert rescored.point == 1.0 and rescored.passed and rescored.rescored >= len(near)
+    assert alone.near_ties_flipped > 0
+    assert alone.all_agreement < 1
+    assert rescored.inputs == 1200
+    assert rescored.near_ties == 0
+    assert rescored.point == 1.0
+    assert rescored.passed
+    assert rescored.rescored >= len(near)
     clear = np.flatnonzero(margins(reference) > 0.9)[:20]
     candidate[clear] = reference[clear][:, ::-1] * 2  # confidently wrong: the cascade does not see these
     assert not gate.confirm(reference, candidate, 0.99, 0.95, rescore_margin=0.2).passed
