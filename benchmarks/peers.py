@@ -140,6 +140,7 @@ class Classifier:
 
     predict: Callable[[Sequence[str]], tuple[list[str], np.ndarray]]
     zero_shot: Callable[[Sequence[str], Sequence[str], str], list[str]]
+    rescored: Callable[[], int] = lambda: 0  # the engine: rows re-scored in fp32 so far (near-ties)
 
 
 def _unsupported(*_args: Any) -> Any:
@@ -182,7 +183,8 @@ def load(system: str, path: str, batch_tokens: int, zero_shot: bool = False) -> 
             preds = clf(list(texts))
             return [p[0].label for p in preds], np.array([p[0].score for p in preds])  # type: ignore[index]
 
-        return Classifier(predict_engine, _unsupported)
+        near_ties = clf.model.near_ties
+        return Classifier(predict_engine, _unsupported, lambda: 0 if near_ties is None else near_ties.rescored)
     if system == "openvino-engine-graph":
         import tempfile
 

@@ -170,6 +170,7 @@ def fidelity(art: models.Artifacts, workdir: Path, log: Any, threads: int | None
     log(f"held-out agreement of the default and calibrated int8 exports ({len(specs)} runs, no timing)")
     for spec, res in zip(specs, in_parallel(specs, workdir, 1, log)):
         out[spec["model"]][spec["system"]] = res["held_out_labels"]
+        out[spec["model"]].setdefault("rescored_in_fp32", {})[spec["system"]] = res.get("rescored_in_fp32", 0)
     return out
 
 

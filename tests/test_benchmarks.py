@@ -99,6 +99,7 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
             assert v["held_out_flips"] == round(row["texts"] * (1 - v["held_out_agreement"]))
             assert 0 < v["held_out_lower_bound"] <= v["held_out_agreement"]
             assert 0 < v["gate_confirm_lower_bound"] <= v["gate_confirm"]
+            assert 0 <= v["held_out_rescored"] <= row["texts"]  # near-ties the default cascade answered in fp32
     assert data["models"]["export_seconds"]["quantize_dynamic-minilm"] > 0
     assert data["classify"]["minilm"]["engine-int8"]["rows_independent"]["texts"] == run.QUICK.independence_texts
     assert data["classify"]["minilm"]["openvino"]["openvino"]["inference_precision_hint"]
@@ -107,6 +108,7 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "| engine int8, default export |" in table
     assert "| engine int8, --calibration-file (in-domain) |" in table
     assert "Fidelity on held-out in-domain texts" in table
+    assert "| re-scored in fp32 |" in table
     assert "one intra-op thread for every system" in table
     assert "OpenVINO + NNCF static int8" in table
     assert "Targets" in table

@@ -4,6 +4,7 @@ int8; each row's answer depends on that row alone; the gate confirms the cascade
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Callable
@@ -171,3 +172,17 @@ def test_the_gate_confirms_the_cascade_on_every_decision() -> None:
     clear = np.flatnonzero(margins(reference) > 0.9)[:20]
     candidate[clear] = reference[clear][:, ::-1] * 2  # confidently wrong: the cascade does not see these
     assert not gate.confirm(reference, candidate, 0.99, 0.95, rescore_margin=0.2).passed
+
+
+def test_the_fp32_graph_is_scanned_like_model_onnx_before_onnxruntime_reads_it(cascaded: Path, tmp_path: Path) -> None:
+    """A directory may come from anywhere: a reference whose digest matches its manifest is still refused when it is
+    not a classifier graph the engine would load as model.onnx."""
+    copy = with_margin(cascaded, 1.0, tmp_path)
+    garbage = b"\x0a\xff\xff\xff\x0f not a graph"
+    (copy / FP32_REFERENCE_FILE).write_bytes(garbage)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["extra_files"][FP32_REFERENCE_FILE] = hashlib.sha256(garbage).hexdigest()
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    clf = TextClassifier.load(copy, threads=1)  # hashed at load: it matches
+    with pytest.raises(ModelLoadError, match="not a valid ONNX model"):
+        clf(TEXTS[:2])

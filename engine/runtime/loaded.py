@@ -29,8 +29,10 @@ import numpy as np
 
 from engine.errors import InvalidRequestError
 from engine.model import files as model_files
+from engine.model.fileio import read_regular
 from engine.model.files import ModelFiles
-from engine.model.manifest import ModelInfo
+from engine.model.manifest import ModelInfo, cannot_read
+from engine.model.onnx_scan import check_graph
 from engine.runtime import batching, postprocess
 from engine.runtime.session import OnnxSession, resolve_threads
 from engine.runtime.tokenization import Encoded, TextTokenizer
@@ -50,10 +52,21 @@ class NearTies:
         self.rescored = 0  # rows re-scored so far
 
     def session(self) -> OnnxSession:
+        """The fp32 session, built once. Its graph was hashed at load; here it is scanned as model.onnx was
+        (engine.model.onnx_scan: no external data, a classifier's inputs and outputs), its bytes released, and
+        onnxruntime reads it from its path; a file changed since load is an IntegrityError."""
         with self._lock:
             if self._session is None:
-                assert self.files.reference_path is not None, "ModelFiles without the fp32 reference"
-                session = OnnxSession(self.files.reference_path, self.files.info.num_labels, self.threads)
+                path = self.files.reference_path
+                assert path is not None, "ModelFiles without the fp32 reference"
+                self.files.check_unchanged(reference=True)
+                try:
+                    graph, _ = read_regular(path)
+                except OSError as exc:
+                    raise cannot_read(path, exc) from exc
+                check_graph(graph, self.files.info.num_labels, path)
+                del graph
+                session = OnnxSession(path, self.files.info.num_labels, self.threads)
                 self.files.check_unchanged(reference=True)
                 self._session = session
             return self._session
