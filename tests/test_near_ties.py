@@ -124,6 +124,20 @@ def test_the_fp32_graph_is_loaded_only_when_a_near_tie_comes(cascaded: Path, tmp
     np.testing.assert_allclose(as_array, fp32, atol=1e-5)
 
 
+def test_the_fp32_session_does_not_spin_beside_the_int8_one(cascaded: Path, tmp_path: Path) -> None:
+    """onnxruntime's threads spin after each run by default; the occasional fp32 session's must not take the cores
+    from the int8 session's (OnnxSession's doc, experiments/cascade_spinning.py)."""
+    clf = TextClassifier.load(with_margin(cascaded, 1.0, tmp_path))
+    clf(TEXTS[:2])
+    near_ties = clf.model.near_ties
+    assert near_ties is not None
+    assert near_ties._session is not None
+    options = near_ties._session._session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError, match="allow_spinning"):  # the int8 session keeps onnxruntime's default
+        clf.model.session._session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+
+
 @pytest.mark.parametrize("margin", [0, -0.1, 1.5, "0.2", True])
 def test_a_bad_margin_is_refused_at_load(cascaded: Path, tmp_path: Path, margin: object) -> None:
     with pytest.raises(ModelLoadError, match="rescore_margin"):

@@ -66,7 +66,7 @@ class NearTies:
                     raise cannot_read(path, exc) from exc
                 check_graph(graph, self.files.info.num_labels, path)
                 del graph
-                session = OnnxSession(path, self.files.info.num_labels, self.threads)
+                session = OnnxSession(path, self.files.info.num_labels, self.threads, spinning=False)
                 self.files.check_unchanged(reference=True)
                 self._session = session
             return self._session

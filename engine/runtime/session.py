@@ -35,12 +35,18 @@ def resolve_threads(threads: int | None) -> int:
 
 
 class OnnxSession:
-    """A CPU session over a graph (a file's path, or bytes), with its input names and dtypes read once."""
+    """A CPU session over a graph (a file's path, or bytes), with its input names and dtypes read once.
 
-    def __init__(self, graph: bytes | Path, num_labels: int, threads: int | None = None) -> None:
+    `spinning=False` for a session that runs now and then beside another (the near-tie fp32 graph): onnxruntime's
+    threads spin-wait after each run by default, and a second session's spinning threads take the cores from the
+    first (on 2 cores, a near-tie model's batch-1 p50 doubled: `python -m experiments.cascade_spinning`)."""
+
+    def __init__(self, graph: bytes | Path, num_labels: int, threads: int | None = None, spinning: bool = True) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = resolve_threads(threads)
         opts.inter_op_num_threads = 1
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # memory patterns plan allocations per input shape; with batches of every (rows, length) they only pile
