@@ -25,7 +25,7 @@ from engine import TextClassifier, ZeroShotClassifier
 from engine.errors import ExportError
 from engine.export import adopt as adopt_module
 from engine.export import quantize
-from engine.export.verify import MIN_INT8_AGREEMENT, verification_inputs
+from engine.export.verify import MIN_INT8_AGREEMENT, RESCORE_MARGIN, verification_inputs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXTS = ["I like you. I love you", "This movie was a complete waste of time.", "Meh.", "the quick brown fox " * 30]
@@ -194,6 +194,17 @@ def test_gate_refuses_a_quantized_file_that_changes_decisions(published_layout: 
     assert m["verification"]["int8_min_agreement"] == 0.5
 
 
+def test_requantize_without_the_near_tie_cascade(published_layout: Any, tmp_path: Path) -> None:
+    out = tmp_path / "model"
+    source = published_layout("bert", "transformers.js")
+    assert adopt_module.main([str(source), "-o", str(out), "--requantize", "--rescore-near-ties", "0"]) == 0
+    m = manifest(out)
+    assert "rescore_margin" not in m
+    assert "extra_files" not in m
+    with pytest.raises(SystemExit):
+        adopt_module.main([str(source), "-o", str(tmp_path / "bad"), "--requantize", "--rescore-near-ties", "2"])
+
+
 @pytest.mark.parametrize("name", ["bert", "bart-nli"])
 def test_requantize_reaches_the_gate_and_reports_the_published_file(
     published_layout: Any, name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -216,6 +227,8 @@ def test_requantize_reaches_the_gate_and_reports_the_published_file(
     printed = capsys.readouterr().out
     assert "published onnx/model_quantized.onnx" in printed
     assert "requantized (engine recipe)" in printed
+    # near-ties re-scored in fp32 by default, as `engine export` does; never for zero-shot (a decision spans pairs)
+    assert m.get("rescore_margin") == (None if name == "bart-nli" else RESCORE_MARGIN)
     graph = onnx.load(str(out / "model.onnx")).graph
     assert quantize.int8_matmuls(graph) == m["quantization"]["int8_matmuls"]
     # the export's attention fusion too, for the architectures it knows (the tiny checkpoints have 2 layers)

@@ -40,7 +40,13 @@ from engine.export.sources import (
     read_json,
     sibling,
 )
-from engine.export.verify import MIN_INT8_AGREEMENT, MIN_ZERO_SHOT_AGREEMENT, ZeroShotGrid, verification_inputs
+from engine.export.verify import (
+    MIN_INT8_AGREEMENT,
+    MIN_ZERO_SHOT_AGREEMENT,
+    RESCORE_MARGIN,
+    ZeroShotGrid,
+    verification_inputs,
+)
 from engine.export.writer import tool_versions, write_directory
 from engine.model.fileio import read_regular
 from engine.model.manifest import FP32_REFERENCE_FILE, ModelInfo
@@ -255,7 +261,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"gate on a quantized graph's top-1 agreement with fp32 (default {MIN_INT8_AGREEMENT}); 0 accepts "
         "a graph with no fp32 sibling unverified",
     )
+    parser.add_argument(
+        "--rescore-near-ties",
+        type=float,
+        default=RESCORE_MARGIN,
+        metavar="MARGIN",
+        help="with --requantize, a text classifier: keep the fp32 graph and re-score with it the rows whose int8 "
+        f"margin is below MARGIN, as `engine export` does (default {RESCORE_MARGIN}); 0: int8 answers every row",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.rescore_near_ties <= 1.0:
+        parser.error(f"--rescore-near-ties must be between 0 and 1, got {args.rescore_near_ties!r}")
     try:
         manifest = adopt(
             args.source,
@@ -266,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.calibration_file,
             args.min_agreement,
             log=lambda msg: print(msg, file=sys.stderr),
+            rescore_margin=args.rescore_near_ties or None,
         )
     except ExportError as exc:
         print(f"adopt failed: {exc}", file=sys.stderr)
