@@ -123,7 +123,7 @@ def merge_classify(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One system's rounds as one result: labels from the first, timings the median over rounds (each round's
     own figure the median of its repetitions), peak RSS the highest."""
     merged = dict(results[0])
-    for key in ("sentences_per_s", "latency_ms_p50", "latency_ms_p99"):
+    for key in ("sentences_per_s", "latency_ms_p50", "latency_ms_p99", "in_domain_per_s", "in_domain_p50"):
         merged[key] = statistics.median(r[key] for r in results)
         merged[f"{key}_rounds"] = [r[key] for r in results]
     merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in results)
@@ -247,7 +247,14 @@ def measure(
             "mean_tokens": mean_tokens(Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", texts),
             "source": "pydoc_data.topics (CPython docs)",
         },
-        "held_out": {"texts": len(held_out), "labels": [y for _, y in held_out], "source": data["source"]},
+        "held_out": {
+            "texts": len(held_out),
+            "labels": [y for _, y in held_out],
+            "source": data["source"],
+            "mean_tokens": mean_tokens(
+                Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", [t for t, _ in held_out]
+            ),
+        },
         "models": art.figures,
         "classify": classify,
         "cold": cold,

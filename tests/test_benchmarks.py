@@ -80,7 +80,7 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
         assert set(model["systems"]) == one_thread_systems
         assert all(s["disk_mb"] > 0 for s in model["systems"].values())
         ratios = [v for peer in model["ratios"].values() for v in peer.values()]
-        assert len(ratios) == len(peers.PEERS) * 4
+        assert len(ratios) == len(peers.PEERS) * 6  # throughput, p50, RSS, cold start; in domain: throughput, p50
         assert all(math.isfinite(r) and r > 0 for r in ratios)
         # each system's peak RSS is its own process's, not inherited from the harness
         assert len({round(s["peak_rss_mb"]) for s in model["systems"].values()}) > 1
@@ -109,6 +109,8 @@ def test_quick_run_writes_well_formed_results(tmp_path: Path) -> None:
     assert "| engine int8, --calibration-file (in-domain) |" in table
     assert "Fidelity on held-out in-domain texts" in table
     assert "| re-scored in fp32 |" in table
+    assert "Timed on the model's own held-out texts" in table
+    assert any(t["target"].startswith("in domain: throughput") for t in summary["targets"])
     assert "one intra-op thread for every system" in table
     assert "OpenVINO + NNCF static int8" in table
     assert "Targets" in table
@@ -149,11 +151,20 @@ def test_rounds_alternate_the_order_and_merge_to_medians(monkeypatch: pytest.Mon
     assert [r["round"] for r in out[2]] == [1, 2, 3]
 
     rounds = [
-        {"sentences_per_s": v, "latency_ms_p50": p, "latency_ms_p99": 2 * p, "peak_rss_mb": m, "held_out_labels": [i]}
+        {
+            "sentences_per_s": v,
+            "latency_ms_p50": p,
+            "latency_ms_p99": 2 * p,
+            "in_domain_per_s": 2 * v,
+            "in_domain_p50": p / 2,
+            "peak_rss_mb": m,
+            "held_out_labels": [i],
+        }
         for i, (v, p, m) in enumerate([(100.0, 3.0, 50.0), (300.0, 1.0, 70.0), (200.0, 9.0, 60.0)])
     ]
     merged = run.merge_classify(rounds)
     assert (merged["sentences_per_s"], merged["latency_ms_p50"], merged["latency_ms_p99"]) == (200.0, 3.0, 6.0)
+    assert (merged["in_domain_per_s"], merged["in_domain_p50"]) == (400.0, 1.5)
     assert merged["peak_rss_mb"] == 70.0
     assert merged["held_out_labels"] == [0]
     assert merged["sentences_per_s_rounds"] == [100.0, 300.0, 200.0]
