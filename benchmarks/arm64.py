@@ -58,6 +58,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "offline-textclf-engine"
 DEFAULT_ROOT = Path("/opt/arm64root")
+EXPORTER = "exporter.txt"  # beside a plain fp32 export: which exporter made it (optimum_fp32)
 DEFAULT_WORK = CACHE / "arm64"
 TRAINED = CACHE / "benchmarks" / "full-trained" / "ckpt-minilm"  # benchmarks/models.py's layout
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
@@ -401,22 +402,40 @@ def export(checkpoint: Path, out: Path, precision: str, calibration: Path | None
 
 
 def optimum_fp32(checkpoint: Path, out: Path) -> Path:
-    """optimum's plain fp32 ONNX export (no attention fusion), the graph published repositories quantize."""
+    """A plain fp32 ONNX export (no attention fusion), the graph published repositories quantize: optimum's where
+    it is installed (the export-transformers4 extra), else transformers 5's own exporter through the engine's
+    `export_fp32` (the `export` extra; optimum has no release for transformers 5). Which one is in EXPORTER."""
     if (out / "model.onnx").exists():
         return out
-    from optimum.onnxruntime import ORTModelForSequenceClassification
-
-    print(f"  optimum export {checkpoint.name}", flush=True)
     staging = out.with_name(out.name + "-staging")
     shutil.rmtree(staging, ignore_errors=True)
-    ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True).save_pretrained(staging)
+    try:
+        from optimum.onnxruntime import ORTModelForSequenceClassification
+    except ImportError:
+        import tempfile
+
+        from transformers import AutoModelForSequenceClassification
+
+        from engine.export.checkpoint import export_fp32
+
+        print(f"  transformers export {checkpoint.name}", flush=True)
+        staging.mkdir(parents=True)
+        model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+        with tempfile.TemporaryDirectory(prefix="arm64-onnx-") as tmp:
+            shutil.copy(export_fp32(model, Path(tmp)), staging / "model.onnx")
+        exporter = "transformers' own ONNX exporter (optimum is not installed)"
+    else:
+        print(f"  optimum export {checkpoint.name}", flush=True)
+        ORTModelForSequenceClassification.from_pretrained(checkpoint, export=True).save_pretrained(staging)
+        exporter = "optimum's ONNX export"
     shutil.copyfile(checkpoint / "tokenizer.json", staging / "tokenizer.json")
+    (staging / EXPORTER).write_text(exporter, encoding="utf-8")
     staging.rename(out)
     return out
 
 
 def quantize_dynamic(fp32: Path, out: Path, signed: bool) -> Path:
-    """onnxruntime's quantize_dynamic of optimum's fp32 export, as published repositories run it."""
+    """onnxruntime's quantize_dynamic of the plain fp32 export, as published repositories run it."""
     graph = out / "model.onnx"
     if graph.exists():
         return graph
@@ -544,12 +563,15 @@ def build(work: Path, texts: int, models: list[str], trace: str) -> dict[str, An
         else:
             sources[name] = (tiny_checkpoint(name, work), sample[:texts], None, None)
     forms: list[dict[str, Any]] = []
+    exporters: dict[str, str] = {}
     for name, (ckpt, items, calibration_path, zero_shot) in sources.items():
         fp32 = export(ckpt, model_dir / f"{name}-fp32", "fp32")
         int8 = export(ckpt, model_dir / f"{name}-int8", "int8", calibration_path)
         window = json.loads((fp32 / "manifest.json").read_text())["max_length"]
         (inputs / f"{name}.json").write_text(json.dumps({"items": items, "window": window, "zero_shot": zero_shot}))
         published = optimum_fp32(ckpt, work / "optimum" / name)
+        made_by = published / EXPORTER
+        exporters[name] = made_by.read_text("utf-8") if made_by.exists() else "optimum's ONNX export"
         u8 = quantize_dynamic(published, model_dir / f"{name}-qd-u8", signed=False)
         s8 = quantize_dynamic(published, model_dir / f"{name}-qd-s8", signed=True)
         paths = {"engine int8": int8, "engine fp32": fp32, "quantize_dynamic QUInt8": u8, "quantize_dynamic QInt8": s8}
@@ -573,7 +595,7 @@ def build(work: Path, texts: int, models: list[str], trace: str) -> dict[str, An
             traces.append(f"{trace}-{form}")
     probes(job_dir / "traces" / "probe")
     traces.append("probe")
-    job = {"forms": forms, "traces": traces, "trace_model": trace}
+    job = {"forms": forms, "traces": traces, "trace_model": trace, "exporters": exporters}
     (job_dir / "job.json").write_text(json.dumps(job, indent=1))
     return job
 
@@ -810,6 +832,8 @@ def report(
         for trace in job["traces"]
         if trace != "probe"
     }
+    made = sorted(set(job.get("exporters", {}).values())) or ["optimum's ONNX export"]
+    lines.append(f"- The fp32 graph `quantize_dynamic` quantized: {'; '.join(made)}.")
     lines += ["", "## Summary", "", *summary(compared, traced), ""]
     lines += [
         "",
