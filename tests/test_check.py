@@ -19,7 +19,7 @@ from engine.export import check as check_mod
 from engine.export.check import CheckError
 from engine.export.recalibrate import recalibrate
 from engine.export.writer import write_directory
-from engine.model.manifest import FP32_REFERENCE_FILE, read
+from engine.model.manifest import FP32_REFERENCE_DATA_FILE, FP32_REFERENCE_FILE, read
 
 QUIET: Callable[[str], None] = lambda _msg: None  # noqa: E731
 THINGS = ["printer", "router", "laptop", "screen", "app", "battery", "keyboard", "server"]
@@ -51,7 +51,10 @@ def fp32_directory(model: Path, out: Path) -> Path:
     manifest: dict[str, Any] = json.loads((model / "manifest.json").read_text())
     keep = {k: v for k, v in manifest.items() if k not in ("files", "extra_files")}
     tokenizer = (model / "tokenizer.json").read_text(encoding="utf-8")
-    write_directory(out, (model / FP32_REFERENCE_FILE).read_bytes(), tokenizer, {**keep, "precision": "fp32"})
+    import onnx
+
+    whole = onnx.load(str(model / FP32_REFERENCE_FILE)).SerializeToString()  # with its weights file read in
+    write_directory(out, whole, tokenizer, {**keep, "precision": "fp32"})
     return out
 
 
@@ -87,7 +90,8 @@ def test_recalibrated_directory_keeps_fp32_decisions_records_provenance_and_chec
     assert manifest["precision"] == "int8"
     assert manifest["source"] == source["source"]
     assert "adopted" not in manifest  # not an adopted export: where it came from is below
-    assert manifest["extra_files"] == {FP32_REFERENCE_FILE: source["extra_files"][FP32_REFERENCE_FILE]}
+    assert manifest["extra_files"] == source["extra_files"]  # MODEL's reference, graph and weights, as it was
+    assert set(source["extra_files"]) == {FP32_REFERENCE_FILE, FP32_REFERENCE_DATA_FILE}
     for key in ("id2label", "max_length", "pad_token_id", "problem_type", "task", "model_type"):
         assert manifest[key] == source[key]
     provenance = manifest["recalibrated_from"]

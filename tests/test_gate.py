@@ -12,7 +12,7 @@ import pytest
 from engine.export import check as check_mod
 from engine.export import gate, quantize
 from engine.export.verify import verification_inputs
-from engine.model.manifest import FP32_REFERENCE_FILE
+from engine.model.manifest import FP32_REFERENCE_DATA_FILE, FP32_REFERENCE_FILE
 
 # the built-in corpus itself (conftest points the tests' other exports at a fifth of it)
 BUILT_IN = Path(check_mod.__file__).resolve().parent / "verification_texts.txt"
@@ -124,8 +124,9 @@ def test_manifest_records_both_splits_and_the_bound(checkpoint: Callable[[str], 
     assert last["passed"]
     assert last["lower_bound"] == v["int8_confirm_lower_bound"]
     assert all(not look["passed"] for look in g["looks"][:-1])
-    assert set(manifest["extra_files"]) == {FP32_REFERENCE_FILE}
+    assert set(manifest["extra_files"]) == {FP32_REFERENCE_FILE, FP32_REFERENCE_DATA_FILE}
     assert (model / FP32_REFERENCE_FILE).is_file()
+    assert (model / FP32_REFERENCE_DATA_FILE).is_file()
     assert FP32_REFERENCE_FILE not in manifest["files"]  # the run time loads only model, tokenizer, weights
 
 

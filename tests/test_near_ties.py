@@ -17,7 +17,7 @@ from engine import TextClassifier
 from engine.errors import IntegrityError, ModelLoadError
 from engine.export import gate
 from engine.export.verify import RESCORE_MARGIN
-from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE
+from engine.model.manifest import FP32_REFERENCE_DATA_FILE, FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE
 from engine.runtime import batching
 from engine.runtime.loaded import LoadedModel
 from engine.runtime.postprocess import margins
@@ -64,8 +64,14 @@ def cascaded(exported: Callable[..., Path]) -> Path:
 def test_the_default_export_keeps_fp32_for_near_ties_and_confirms_every_decision(cascaded: Path) -> None:
     manifest = json.loads((cascaded / MANIFEST_FILE).read_text())
     assert manifest["rescore_margin"] == RESCORE_MARGIN
-    assert set(manifest["extra_files"]) == {FP32_REFERENCE_FILE}
+    # the fp32 graph keeps its weights in a file of their own, which onnxruntime maps as it maps model.onnx.data
+    assert set(manifest["extra_files"]) == {FP32_REFERENCE_FILE, FP32_REFERENCE_DATA_FILE}
     assert FP32_REFERENCE_FILE not in manifest["files"]
+    graph, weights = (
+        (cascaded / FP32_REFERENCE_FILE).stat().st_size,
+        (cascaded / FP32_REFERENCE_DATA_FILE).stat().st_size,
+    )
+    assert weights > 10 * graph
     g = manifest["verification"]["int8_gate"]
     assert g["confirm_near_ties"] == 0  # every decision counted: the cascade answers the near-ties
     assert 0 < g["confirm_rescored_in_fp32"] < g["confirm_inputs"]
@@ -165,6 +171,57 @@ def test_a_changed_fp32_graph_is_refused_at_load(cascaded: Path, tmp_path: Path)
     (copy / FP32_REFERENCE_FILE).unlink()
     with pytest.raises(ModelLoadError, match="missing"):
         LoadedModel.load(copy)
+
+
+def test_a_changed_fp32_weights_file_is_refused_at_load(cascaded: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(cascaded, copy)
+    weights = copy / FP32_REFERENCE_DATA_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 1
+    weights.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"model\.fp32\.onnx\.data"):
+        LoadedModel.load(copy)
+    weights.unlink()
+    with pytest.raises(ModelLoadError, match="missing"):
+        LoadedModel.load(copy)
+
+
+def test_an_fp32_graph_reading_weights_elsewhere_is_refused(cascaded: Path, tmp_path: Path) -> None:
+    """Digests that match do not make external data safe: a reference whose tensors point outside its own weights
+    file is refused before onnxruntime reads it, as model.onnx's are."""
+    import onnx
+
+    copy = with_margin(cascaded, 1.0, tmp_path)
+    graph = onnx.load(str(copy / FP32_REFERENCE_FILE), load_external_data=False)
+    tensor = next(t for t in graph.graph.initializer if t.external_data)
+    next(e for e in tensor.external_data if e.key == "location").value = "../model.onnx.data"
+    raw = graph.SerializeToString()
+    (copy / FP32_REFERENCE_FILE).write_bytes(raw)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["extra_files"][FP32_REFERENCE_FILE] = hashlib.sha256(raw).hexdigest()
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    clf = TextClassifier.load(copy, threads=1)
+    with pytest.raises(ModelLoadError, match=r"external data.*model\.fp32\.onnx\.data"):
+        clf(TEXTS[:2])
+
+
+def test_an_fp32_graph_in_one_file_still_loads(cascaded: Path, tmp_path: Path) -> None:
+    """Exports made before the reference kept a weights file hold it as one self-contained graph."""
+    import onnx
+
+    copy = with_margin(cascaded, 1.0, tmp_path)
+    whole = onnx.load(str(copy / FP32_REFERENCE_FILE)).SerializeToString()  # its weights read back in
+    (copy / FP32_REFERENCE_DATA_FILE).unlink()
+    (copy / FP32_REFERENCE_FILE).write_bytes(whole)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    del manifest["extra_files"][FP32_REFERENCE_DATA_FILE]
+    manifest["extra_files"][FP32_REFERENCE_FILE] = hashlib.sha256(whole).hexdigest()
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    fp32 = graph_logits(cascaded, cascaded / FP32_REFERENCE_FILE, TEXTS)
+    got = LoadedModel.load(copy, threads=1)
+    encoded = got.tokenizer.encode(TEXTS, Truncation(strategy=Strategy.LONGEST_FIRST))
+    np.testing.assert_allclose(got.logits(encoded), fp32, atol=1e-5)  # margin 1.0: every row from fp32
 
 
 def test_the_gate_confirms_the_cascade_on_every_decision() -> None:

@@ -32,8 +32,15 @@ import numpy as np
 
 from engine.errors import EXIT_REFUSED, EngineError
 from engine.export.gate import cascade
-from engine.model.fileio import read_regular, sha256_hex
-from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, read
+from engine.model.fileio import hash_regular, read_regular
+from engine.model.manifest import (
+    FP32_REFERENCE_DATA_FILE,
+    FP32_REFERENCE_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    read,
+)
 from engine.runtime import batching
 from engine.runtime.postprocess import activate, default_activation
 from engine.runtime.session import OnnxSession
@@ -93,7 +100,7 @@ def wilson_lower(agreed: int, n: int, confidence: float) -> float:
 
 
 def reference_path(model_dir: Path) -> Path:
-    """The fp32 graph kept beside the int8 one, its digest checked against the manifest."""
+    """The fp32 graph kept beside the int8 one, its digest (and its weights file's) checked against the manifest."""
     manifest = json.loads(read_regular(model_dir / MANIFEST_FILE)[0])
     extras = manifest.get("extra_files") or {}
     if manifest.get("precision") != "int8":
@@ -103,14 +110,17 @@ def reference_path(model_dir: Path) -> Path:
             f"{model_dir} has no fp32 reference beside its int8 graph, and `engine check` runs without torch: "
             f"re-export it with `engine export SOURCE --output {model_dir} --keep-fp32`"
         )
-    path = model_dir / FP32_REFERENCE_FILE
-    try:
-        digest = sha256_hex(read_regular(path)[0])
-    except OSError as exc:
-        raise CheckError(f"cannot read the fp32 reference {path}: {exc}; re-export with --keep-fp32") from exc
-    if digest != extras[FP32_REFERENCE_FILE]:
-        raise CheckError(f"{path} does not match the manifest's sha256; re-export with --keep-fp32")
-    return path
+    for rel in (FP32_REFERENCE_FILE, FP32_REFERENCE_DATA_FILE):
+        if rel not in extras:  # the weights file: exports that keep one
+            continue
+        path = model_dir / rel
+        try:
+            digest = hash_regular(path)[0]
+        except OSError as exc:
+            raise CheckError(f"cannot read the fp32 reference {path}: {exc}; re-export with --keep-fp32") from exc
+        if digest != extras[rel]:
+            raise CheckError(f"{path} does not match the manifest's sha256; re-export with --keep-fp32")
+    return model_dir / FP32_REFERENCE_FILE
 
 
 def read_texts(path: Path) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,8 +36,16 @@ from engine.export.adopt import adopt
 from engine.export.check import CheckError, read_texts, reference_path
 from engine.export.describe import PADDING_OFFSET_MODELS
 from engine.export.verify import MIN_INT8_AGREEMENT, verification_inputs
-from engine.model.fileio import fsync_dir, read_regular, sha256_hex, write_atomic
-from engine.model.manifest import FP32_REFERENCE_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo, read
+from engine.model.fileio import fsync_dir, hash_regular, read_regular, sha256_hex, write_atomic
+from engine.model.manifest import (
+    FP32_REFERENCE_DATA_FILE,
+    FP32_REFERENCE_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    ModelInfo,
+    read,
+)
 
 # what adopt's description must give back unchanged: the run time's contract with the graph
 DESCRIPTION_KEYS = (
@@ -114,8 +123,11 @@ def recalibrate(
     CheckError, before any work, when MODEL has no reference, is not a text classifier or OUT is taken, and when
     adopt refuses (too few texts, no int8 recipe passes the gate). Nothing is written then."""
     model_dir = Path(model_dir)
-    reference = read_regular(reference_path(model_dir))[0]  # its digest checked: CheckError says --keep-fp32
+    reference = read_regular(reference_path(model_dir))[0]  # its digests checked: CheckError says --keep-fp32
     source = read(model_dir)
+    kept = {
+        rel: sha for rel, sha in source.extra_files.items() if rel in (FP32_REFERENCE_FILE, FP32_REFERENCE_DATA_FILE)
+    }
     info = source.info
     if info.task != "text-classification":
         raise CheckError(
@@ -134,6 +146,8 @@ def recalibrate(
         src = Path(tmp) / "source"
         src.mkdir()
         (src / MODEL_FILE).write_bytes(reference)
+        if FP32_REFERENCE_DATA_FILE in kept:  # the reference's weights, where its graph reads them (adopt inlines)
+            shutil.copyfile(model_dir / FP32_REFERENCE_DATA_FILE, src / Path(FP32_REFERENCE_DATA_FILE).name)
         (src / TOKENIZER_FILE).write_text(tokenizer_json, encoding="utf-8")
         for name, content in adopt_files(info, tokenizer_json).items():
             (src / name).write_text(json.dumps(content, indent=2), encoding="utf-8")
@@ -161,7 +175,7 @@ def recalibrate(
         manifest.update(
             source=manifest_raw.get("source", ""),
             **({"source_revision": manifest_raw["source_revision"]} if "source_revision" in manifest_raw else {}),
-            extra_files={FP32_REFERENCE_FILE: sha256_hex(reference)},
+            extra_files=kept,
             recalibrated_from={
                 "model": str(model_dir.resolve()),
                 "manifest_sha256": source.sha256,
@@ -170,8 +184,17 @@ def recalibrate(
                 "texts": {"file": str(texts_file.resolve()), "sha256": texts_sha256, "count": count},
             },
         )
-        (staged / FP32_REFERENCE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        # MODEL's reference as it is (adopt wrote the fused graph it verified): the one `engine check` measured
+        shutil.rmtree((staged / FP32_REFERENCE_FILE).parent, ignore_errors=True)
+        (staged / FP32_REFERENCE_FILE).parent.mkdir(parents=True)
         write_atomic(staged / FP32_REFERENCE_FILE, reference)
+        if FP32_REFERENCE_DATA_FILE in kept:
+            copied = staged / FP32_REFERENCE_DATA_FILE
+            shutil.copyfile(src / Path(FP32_REFERENCE_DATA_FILE).name, copied)
+            if hash_regular(copied)[0] != kept[FP32_REFERENCE_DATA_FILE]:
+                raise CheckError(
+                    f"{model_dir / FP32_REFERENCE_DATA_FILE} changed while it was copied; nothing was written"
+                )
         write_atomic(staged / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
         os.replace(staged, out)  # onto nothing or an empty directory: a rename, so OUT is whole or absent
         fsync_dir(out.parent)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.model.fileio import fsync_dir, sha256_hex, write_atomic
-from engine.model.manifest import DATA_FILE, MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
+from engine.model.manifest import (
+    DATA_FILE,
+    FP32_REFERENCE_DATA_FILE,
+    FP32_REFERENCE_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+)
 
 
 def tool_versions() -> dict[str, str]:
@@ -34,10 +41,11 @@ WEIGHTS_MIN_BYTES = 64 * 1024  # initializers this large go to the weights file
 PAGE = 4096  # each large tensor starts on a page of its own, as onnxruntime aligns its own external data
 
 
-def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
-    """(graph, weights): the graph with its large initializers moved to DATA_FILE, each at a page-aligned offset.
-    onnxruntime memory-maps that file: the weights it pre-packs are not also kept as read, and embedding rows no
-    text uses are never paged in (`python -m benchmarks.profile_memory` shows the difference)."""
+def split_weights(onnx_bytes: bytes, location: str = DATA_FILE) -> tuple[bytes, bytes]:
+    """(graph, weights): the graph with its large initializers moved to `location` (a file beside the graph), each
+    at a page-aligned offset. onnxruntime memory-maps that file: the weights it pre-packs are not also kept as
+    read, and embedding rows no text uses are never paged in (`python -m benchmarks.profile_memory` shows the
+    difference)."""
     if importlib.util.find_spec("onnx") is None:  # the bare wheel adopting a self-contained graph: kept as it is
         return onnx_bytes, b""
     import onnx
@@ -49,7 +57,7 @@ def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
         if len(raw) < WEIGHTS_MIN_BYTES:
             continue
         data += bytes(-len(data) % PAGE)
-        entries = (("location", DATA_FILE), ("offset", str(len(data))), ("length", str(len(raw))))
+        entries = (("location", location), ("offset", str(len(data))), ("length", str(len(raw))))
         data += raw
         tensor.ClearField("raw_data")
         tensor.data_location = onnx.TensorProto.EXTERNAL
@@ -57,6 +65,17 @@ def split_weights(onnx_bytes: bytes) -> tuple[bytes, bytes]:
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
     return model.SerializeToString(), bytes(data)
+
+
+def reference_parts(extra_files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """`extra_files` with the fp32 reference (a whole graph) split into its graph and weights files."""
+    out = dict(extra_files)
+    if FP32_REFERENCE_FILE in out:
+        graph, weights = split_weights(out[FP32_REFERENCE_FILE], Path(FP32_REFERENCE_DATA_FILE).name)
+        out[FP32_REFERENCE_FILE] = graph
+        if weights:
+            out[FP32_REFERENCE_DATA_FILE] = weights
+    return out
 
 
 def current_umask() -> int:
@@ -74,7 +93,8 @@ def write_directory(
 ) -> dict[str, Any]:
     """Write into a sibling temp dir, then swap it in: DIR is never left half-written. The graph's large tensors
     go to the weights file (split_weights). `extra_files` (relative path -> bytes; the fp32 reference) are
-    written too, their sha256 under the manifest's `extra_files` (`files` lists only what the run time loads)."""
+    written too, their sha256 under the manifest's `extra_files` (`files` lists only what the run time loads);
+    the fp32 reference's large tensors go to FP32_REFERENCE_DATA_FILE, as the graph's go to DATA_FILE."""
     output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
@@ -89,7 +109,7 @@ def write_directory(
             write_atomic(staging / DATA_FILE, weights)
             files[DATA_FILE] = sha256_hex(weights)
         extras = {}
-        for rel, content in (extra_files or {}).items():
+        for rel, content in reference_parts(extra_files or {}).items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             write_atomic(staging / rel, content)
             extras[rel] = sha256_hex(content)

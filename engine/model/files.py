@@ -23,7 +23,14 @@ from pathlib import Path
 from engine.errors import IntegrityError, ModelLoadError
 from engine.model import manifest, verify_cache
 from engine.model.fileio import FileIdentity, NotRegularFileError, hash_regular, identity, read_regular, sha256_hex
-from engine.model.manifest import DATA_FILE, FP32_REFERENCE_FILE, MODEL_FILE, TOKENIZER_FILE, ModelInfo
+from engine.model.manifest import (
+    DATA_FILE,
+    FP32_REFERENCE_DATA_FILE,
+    FP32_REFERENCE_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    ModelInfo,
+)
 from engine.model.onnx_scan import check_graph
 
 
@@ -41,6 +48,8 @@ class ModelFiles:
     data_identity: FileIdentity | None = None
     reference_path: Path | None = None  # the fp32 graph that re-scores near-ties, when the manifest sets a margin
     reference_identity: FileIdentity | None = None
+    reference_data_path: Path | None = None  # its weights file, in exports that keep one
+    reference_data_identity: FileIdentity | None = None
 
     def check_unchanged(self, reference: bool = False) -> None:
         """Raise IntegrityError if model.onnx or its weights file (`reference`: the fp32 reference) was replaced or
@@ -51,6 +60,8 @@ class ModelFiles:
         if reference:
             assert self.reference_path is not None, "no fp32 reference to check"
             checked = [(self.reference_path, self.reference_identity)]
+            if self.reference_data_path is not None:
+                checked.append((self.reference_data_path, self.reference_data_identity))
         for path, was in checked:
             try:
                 now: FileIdentity | None = identity(os.stat(path))
@@ -90,10 +101,14 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
     onnx_identity = verify_cache.lookup(graph_path, found.files[MODEL_FILE], found.sha256) if verify else None
     if onnx_identity is None:
         onnx_identity = _check_graph_file(graph_path, found, verify, data_identity)
-    reference_path = reference_identity = None
+    reference_path = reference_identity = reference_data_path = reference_data_identity = None
     if info.rescore_margin is not None:  # hashed now, loaded by the first near-tie (engine.runtime.loaded)
         reference_path = info.path / FP32_REFERENCE_FILE
         reference_identity = _check_hashed(reference_path, found.extra_files[FP32_REFERENCE_FILE], found, verify)
+        if FP32_REFERENCE_DATA_FILE in found.extra_files:
+            reference_data_path = info.path / FP32_REFERENCE_DATA_FILE
+            sha = found.extra_files[FP32_REFERENCE_DATA_FILE]
+            reference_data_identity = _check_hashed(reference_data_path, sha, found, verify)
     return ModelFiles(
         info,
         graph_path,
@@ -104,6 +119,8 @@ def load(path: str | Path, verify: bool = True) -> ModelFiles:
         data_identity,
         reference_path,
         reference_identity,
+        reference_data_path,
+        reference_data_identity,
     )
 
 

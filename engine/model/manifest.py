@@ -23,6 +23,9 @@ TOKENIZER_FILE = "tokenizer.json"
 # the verified fp32 graph beside an int8 one (under `extra_files`): it re-scores the int8 graph's near-ties
 # (`rescore_margin`) and is the reference `engine check` measures against
 FP32_REFERENCE_FILE = "reference/model.fp32.onnx"
+# its large tensors, beside it (exports since this file was introduced; older ones keep the graph in one file):
+# onnxruntime maps them as it maps DATA_FILE, so a loaded reference is not held twice in memory
+FP32_REFERENCE_DATA_FILE = "reference/model.fp32.onnx.data"
 FORMAT = "engine-model/1"
 TASKS = ("text-classification", "zero-shot-classification")
 

@@ -52,9 +52,10 @@ class NearTies:
         self.rescored = 0  # rows re-scored so far
 
     def session(self) -> OnnxSession:
-        """The fp32 session, built once. Its graph was hashed at load; here it is scanned as model.onnx was
-        (engine.model.onnx_scan: no external data, a classifier's inputs and outputs), its bytes released, and
-        onnxruntime reads it from its path; a file changed since load is an IntegrityError."""
+        """The fp32 session, built once. Its graph (and weights file) were hashed at load; here the graph is
+        scanned as model.onnx was (engine.model.onnx_scan: external data only in ranges of its own weights file, a
+        classifier's inputs and outputs), its bytes released, and onnxruntime reads it from its path and maps the
+        weights; a file changed since load is an IntegrityError."""
         with self._lock:
             if self._session is None:
                 path = self.files.reference_path
@@ -64,7 +65,9 @@ class NearTies:
                     graph, _ = read_regular(path)
                 except OSError as exc:
                     raise cannot_read(path, exc) from exc
-                check_graph(graph, self.files.info.num_labels, path)
+                data = self.files.reference_data_path, self.files.reference_data_identity
+                data_file = None if data[0] is None else data[0].name  # beside the graph, mapped by onnxruntime
+                check_graph(graph, self.files.info.num_labels, path, data_file, 0 if data[1] is None else data[1][2])
                 del graph
                 session = OnnxSession(path, self.files.info.num_labels, self.threads, spinning=False)
                 self.files.check_unchanged(reference=True)
