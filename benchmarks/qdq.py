@@ -86,10 +86,14 @@ def qdq_form(model: Any) -> Any:
             continue
         # per token: x from the token's ReduceMax; out = x (wq ws) + bias, the bias being the offset's second row
         x = producer[xq.removesuffix("q") + "hi"].input[0]
-        add = next(n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input)
+        add = next((n for n in graph.node if n.op_type == "Add" and node.output[0] in n.input), None)
+        weights = array(w).astype(np.float32) * array(w_scale)
+        if add is None:  # no zero-point offset or bias after it: the product is the output
+            extra.append(numpy_helper.from_array(weights, p + "w"))
+            nodes.append(helper.make_node("MatMul", [x, p + "w"], [node.output[0]]))
+            continue
         offset = next(i for i in add.input if i != node.output[0])
         bias = array(producer[offset].input[1])[1]
-        weights = array(w).astype(np.float32) * array(w_scale)
         extra += [numpy_helper.from_array(weights, p + "w"), numpy_helper.from_array(bias.astype(np.float32), p + "b")]
         nodes += [
             helper.make_node("MatMul", [x, p + "w"], [p + "mm"]),
