@@ -240,20 +240,19 @@ def measure(
             zip(systems, map(merge_zero_shot, in_rounds(zs_specs, plan.rounds, workdir, plan.jobs, log, phase)))
         )
     disk = {m: {s: peers.disk_mb(s, art.systems[m][s]) for s in systems} for m in art.systems}
+    tokenizer_json = Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json"  # the engine's, for counts
     return {
         "plan": asdict(plan),
         "corpus": {
             "sentences": len(texts),
-            "mean_tokens": mean_tokens(Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", texts),
+            "mean_tokens": mean_tokens(tokenizer_json, texts),
             "source": "pydoc_data.topics (CPython docs)",
         },
         "held_out": {
             "texts": len(held_out),
             "labels": [y for _, y in held_out],
             "source": data["source"],
-            "mean_tokens": mean_tokens(
-                Path(art.systems[classifiers[0]]["engine-int8"]) / "tokenizer.json", [t for t, _ in held_out]
-            ),
+            "mean_tokens": mean_tokens(tokenizer_json, [t for t, _ in held_out]),
         },
         "models": art.figures,
         "classify": classify,

@@ -65,9 +65,11 @@ class NearTies:
                     graph, _ = read_regular(path)
                 except OSError as exc:
                     raise cannot_read(path, exc) from exc
-                data = self.files.reference_data_path, self.files.reference_data_identity
-                data_file = None if data[0] is None else data[0].name  # beside the graph, mapped by onnxruntime
-                check_graph(graph, self.files.info.num_labels, path, data_file, 0 if data[1] is None else data[1][2])
+                weights, weights_identity = self.files.reference_data_path, self.files.reference_data_identity
+                if weights is None or weights_identity is None:  # a reference kept in one file (older exports)
+                    check_graph(graph, self.files.info.num_labels, path)
+                else:  # its weights file beside it, mapped by onnxruntime
+                    check_graph(graph, self.files.info.num_labels, path, weights.name, weights_identity[2])
                 del graph
                 session = OnnxSession(path, self.files.info.num_labels, self.threads, spinning=False)
                 self.files.check_unchanged(reference=True)
