@@ -26,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +110,7 @@ def measure(variant: str) -> dict[str, float]:
     """In this (fresh) process: sentences/s of `variant` on each set, median of 3 repetitions."""
     from benchmarks import corpus, peers
     from engine import TextClassifier
+    from experiments.cascade_overhead import rates
 
     path, margin = VARIANTS[variant]
     data = json.loads((CACHE / "data.json").read_text("utf-8"))
@@ -123,16 +123,7 @@ def measure(variant: str) -> dict[str, float]:
         assert clf.model.near_ties is not None
         clf.model.near_ties.margin = margin
         run = clf
-    out = {}
-    for name, texts in sets.items():
-        run(texts[:32])
-        rates = []
-        for _ in range(3):
-            start = time.perf_counter()
-            run(texts)
-            rates.append(len(texts) / (time.perf_counter() - start))
-        out[name] = statistics.median(rates)
-    return out
+    return rates(run, sets)
 
 
 def speed(rounds: int) -> list[str]:
