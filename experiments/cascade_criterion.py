@@ -36,19 +36,22 @@ PROBABILITY = (0.05, 0.1, 0.2)
 LOGIT = (0.25, 0.5, 0.75, 1.0, 1.5)
 
 
-def logits(export: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(fp32, int8) logits of `texts`, each graph alone (no cascade)."""
+def graph_logits(export: Path, graph: Path, texts: list[str]) -> np.ndarray:
+    """The logits of `texts` by one graph of `export` alone (no cascade), batched as the engine batches."""
     info = read(export).info
     tokenizer = TextTokenizer((export / "tokenizer.json").read_text("utf-8"), info.max_length, info.pad_id)
     encoded = tokenizer.encode(texts, Truncation(strategy=Strategy.LONGEST_FIRST))
-    out = []
-    for graph in (export / FP32_REFERENCE_FILE, export / MODEL_FILE):
-        session = OnnxSession(graph, info.num_labels)
-        x = np.empty((len(texts), info.num_labels), dtype=np.float32)
-        for batch in batching.batches(encoded, info.pad_id, pooled_id=info.pooled_token_id):
-            x[batch.index] = session.run(batch)
-        out.append(x)
-    return out[0], out[1]
+    session = OnnxSession(graph, info.num_labels)
+    x = np.empty((len(texts), info.num_labels), dtype=np.float32)
+    for batch in batching.batches(encoded, info.pad_id, pooled_id=info.pooled_token_id):
+        x[batch.index] = session.run(batch)
+    return x
+
+
+def logits(export: Path, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(fp32, int8) logits of `texts`, each graph alone (no cascade)."""
+    fp32, int8 = (graph_logits(export, export / g, texts) for g in (FP32_REFERENCE_FILE, MODEL_FILE))
+    return fp32, int8
 
 
 def logit_margins(x: np.ndarray) -> np.ndarray:

@@ -60,36 +60,42 @@ def gate_verdict(fp32: np.ndarray, int8: np.ndarray, margin: float) -> tuple[int
     return check.inputs - check.agreed, check.rescored, check.lower, check.passed
 
 
-def fidelity() -> list[str]:
-    from benchmarks import corpus
+def sets(model: str = "minilm") -> dict[str, list[str]]:
+    """The gate's confirm split of the built-in texts (generic), the docs sentences (out of domain) and the
+    model's held-out texts (its own domain)."""
+    from benchmarks import corpus, models
     from engine.export import gate
     from engine.export.verify import verification_inputs
-    from engine.runtime.postprocess import margins
-    from experiments.cascade_criterion import logits
 
     data = json.loads((CACHE / "data.json").read_text("utf-8"))
     items = verification_inputs(None, pairs=False, nli=False)
     _, confirm_idx = gate.split(items)
-    sets = {
+    return {
         "built-in confirm split (generic)": [str(items[i]) for i in confirm_idx],
         "docs (out of domain)": corpus.sample(512),
-        "held-out (own domain)": [t for t, _ in data["classifier"]["test"]],
+        "held-out (own domain)": [t for t, _ in models.held_out(data, model)],
     }
+
+
+def fidelity() -> list[str]:
+    from engine.export import gate
+    from experiments.cascade_criterion import logits
+
+    texts = sets()
     exports = {"look 1 (35 static, 1 per-token)": LOOK1, "look 2, the default (7 static, 29 per-token)": None}
     lines = [
-        "| graph | margin | " + " | ".join(sets) + " |",
-        "|---|---:|" + "---|" * len(sets),
+        "| graph | margin | " + " | ".join(texts) + " |",
+        "|---|---:|" + "---|" * len(texts),
     ]
     for name, path in exports.items():
         path = path or CACHE / "engine-int8-minilm"
-        got = {s: logits(path, texts) for s, texts in sets.items()}
+        got = {s: logits(path, these) for s, these in texts.items()}
         for margin in MARGINS:
             cells = []
             for s, (fp32, int8) in got.items():
-                near = margins(int8) < margin
-                answered = np.where(near[:, None], fp32, int8)
+                answered, rescored = gate.cascade(int8, fp32, margin)
                 flips = int((answered.argmax(1) != fp32.argmax(1)).sum())
-                cell = f"{flips}/{len(fp32)} flipped, {near.mean():.1%} re-scored"
+                cell = f"{flips}/{len(fp32)} flipped, {rescored / len(fp32):.1%} re-scored"
                 if s.startswith("built-in"):
                     _, _, lower, passed = gate_verdict(fp32, int8, margin)
                     cell += f", bound {lower:.2%} {'passes' if passed else 'fails'}"

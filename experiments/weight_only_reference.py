@@ -66,41 +66,11 @@ def weight_only(export: Path) -> Path:
     return out
 
 
-def sets(model: str) -> dict[str, list[str]]:
-    from benchmarks import corpus
-    from engine.export import gate
-    from engine.export.verify import verification_inputs
-
-    data = json.loads((CACHE / "data.json").read_text("utf-8"))
-    items = verification_inputs(None, pairs=False, nli=False)
-    _, confirm = gate.split(items)
-    held = data["classifier" if model in ("minilm", "distilbert") else model]["test"]
-    return {
-        "built-in confirm split (generic)": [str(items[i]) for i in confirm],
-        "docs (out of domain)": corpus.sample(512),
-        "held-out (own domain)": [t for t, _ in held],
-    }
-
-
-def logits(export: Path, graph: Path, texts: list[str]) -> np.ndarray:
-    from engine.model.manifest import read
-    from engine.runtime import batching
-    from engine.runtime.session import OnnxSession
-    from engine.runtime.tokenization import Strategy, TextTokenizer, Truncation
-
-    info = read(export).info
-    tokenizer = TextTokenizer((export / "tokenizer.json").read_text("utf-8"), info.max_length, info.pad_id)
-    encoded = tokenizer.encode(texts, Truncation(strategy=Strategy.LONGEST_FIRST))
-    session = OnnxSession(graph, info.num_labels)
-    x = np.empty((len(texts), info.num_labels), dtype=np.float32)
-    for batch in batching.batches(encoded, info.pad_id, pooled_id=info.pooled_token_id):
-        x[batch.index] = session.run(batch)
-    return x
-
-
 def decisions(export: Path, w8: Path, model: str) -> list[str]:
+    from engine.export import gate
     from engine.model.manifest import FP32_REFERENCE_FILE, MODEL_FILE, read
-    from engine.runtime.postprocess import margins
+    from experiments.cascade_criterion import graph_logits
+    from experiments.margin_or_per_token import sets
 
     margin = read(export).info.rescore_margin or 0.2
     lines = [
@@ -109,14 +79,14 @@ def decisions(export: Path, w8: Path, model: str) -> list[str]:
         "|---|---|---|---|---:|",
     ]
     for name, texts in sets(model).items():
-        fp32, int8, w = (logits(export, g, texts) for g in (export / FP32_REFERENCE_FILE, export / MODEL_FILE, w8))
-        near = margins(int8) < margin
+        graphs = (export / FP32_REFERENCE_FILE, export / MODEL_FILE, w8)
+        fp32, int8, w = (graph_logits(export, g, texts) for g in graphs)
+        (by_fp32, rescored), (by_w8, _) = gate.cascade(int8, fp32, margin), gate.cascade(int8, w, margin)
         truth = fp32.argmax(1)
-        flips = [int((x.argmax(1) != truth).sum()) for x in (w, np.where(near[:, None], fp32, int8))]
-        flips.append(int((np.where(near[:, None], w, int8).argmax(1) != truth).sum()))
+        flips = [int((x.argmax(1) != truth).sum()) for x in (w, by_fp32, by_w8)]
         lines.append(
             f"| {name} ({len(texts)}) | {flips[0]}, {np.abs(w - fp32).max():.1e} | {flips[1]} | {flips[2]} "
-            f"| {near.mean():.1%} |"
+            f"| {rescored / len(texts):.1%} |"
         )
     return lines
 
