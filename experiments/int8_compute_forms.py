@@ -236,12 +236,15 @@ def main() -> None:
 
     variants = [BASELINES[0], *NBITS, *SCAFFOLDS]
     threads = " ".join(map(str, args.threads))
+    cpu = cpu_flags()
     for variant in variants:
         graph(variant)
     lines = [
         "# Finer activation scales in one kernel, and cheaper per-token scaffolding",
         "",
-        f"`python -m experiments.int8_compute_forms --rounds {args.rounds} --threads {threads}`; CPU: {cpu_flags()}.",
+        f"`python -m experiments.int8_compute_forms --rounds {args.rounds} --threads {threads}`; CPU: {cpu['model']}, "
+        + ", ".join(f for f, on in cpu["flags"].items() if on)
+        + ".",
         "",
         "## Decisions (top-1 against the export's fp32 reference)",
         "",
