@@ -17,11 +17,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 CACHE = Path.home() / ".cache" / "offline-textclf-engine" / "benchmarks" / "full-trained"
 VARIANTS = ("engine, cascade", "engine, cascade off", "onnxruntime dynamic int8")
+KEYS = ("own texts", "docs")  # the figures each child reports
 
 
 def measure(variant: str) -> dict[str, float]:
@@ -56,6 +57,38 @@ def rates(run: Callable[[list[str]], object], sets: dict[str, list[str]]) -> dic
     return out
 
 
+def alternating(
+    module: str, variants: Sequence[str], rounds: int, extra: Sequence[str] = ()
+) -> dict[str, list[dict[str, float]]]:
+    """Each variant measured `rounds` times, each time in a fresh process (`python -m module --variant V *extra`,
+    whose last line of output is its figures as JSON), the order reversed every other round so that a shared
+    machine's slower and faster phases fall on every variant."""
+    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for r in range(rounds):
+        for variant in variants[:: -1 if r % 2 else 1]:
+            cmd = [sys.executable, "-m", module, "--variant", variant, *extra]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return runs
+
+
+def speed_table(runs: dict[str, list[dict[str, float]]]) -> list[str]:
+    """`alternating`'s sentences/s ("own texts", "docs") as a table: medians over rounds, and each round's figure
+    over the same round's first variant (a round's variants run back to back, so a phase falls on both sides)."""
+    first = next(iter(runs))
+    lines = [
+        f"| variant | own texts, sent/s | docs, sent/s | ratio to `{first}` (own / docs) | rounds (own / docs) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for variant, got in runs.items():
+        own, docs = (statistics.median(r[k] for r in got) for k in KEYS)
+        ratio = [statistics.median(r[k] / b[k] for r, b in zip(got, runs[first], strict=True)) for k in KEYS]
+        each = ", ".join(f"{r[KEYS[0]]:.0f} / {r[KEYS[1]]:.0f}" for r in got)
+        lines.append(f"| {variant} | {own:.0f} | {docs:.0f} | {ratio[0]:.2f} / {ratio[1]:.2f} | {each} |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
@@ -64,18 +97,7 @@ def main() -> None:
     if args.variant:
         print(json.dumps(measure(args.variant)))
         return
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    for r in range(args.rounds):
-        for variant in VARIANTS[:: -1 if r % 2 else 1]:
-            cmd = [sys.executable, "-m", "experiments.cascade_overhead", "--variant", variant]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-            results[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print("| variant | own texts, sent/s | docs, sent/s | rounds (own / docs) |\n|---|---:|---:|---|")
-    for variant, rounds in results.items():
-        own, docs = (statistics.median(r[k] for r in rounds) for k in ("own texts", "docs"))
-        each = ", ".join(f"{r['own texts']:.0f} / {r['docs']:.0f}" for r in rounds)
-        print(f"| {variant} | {own:.0f} | {docs:.0f} | {each} |")
+    print("\n".join(speed_table(alternating("experiments.cascade_overhead", VARIANTS, args.rounds))))
 
 
 if __name__ == "__main__":

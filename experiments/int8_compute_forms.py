@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -186,7 +184,8 @@ def child(variant: str, threads: int | None) -> dict[str, float]:
     session = OnnxSession(graph(variant), info.num_labels, threads)
     data = json.loads((CACHE / "data.json").read_text("utf-8"))
     out = {}
-    for name, texts in (("own", [t for t, _ in models.held_out(data, "minilm")][:600]), ("docs", corpus.sample(512))):
+    own = [t for t, _ in models.held_out(data, "minilm")][:600]
+    for name, texts in (("own texts", own), ("docs", corpus.sample(512))):
         encoded = tokenizer.encode(texts, Truncation(strategy=Strategy.LONGEST_FIRST))
         batches = list(batching.batches(encoded, info.pad_id, 256, info.pooled_token_id))
         for batch in batches[:3]:
@@ -202,24 +201,10 @@ def child(variant: str, threads: int | None) -> dict[str, float]:
 
 
 def speed(variants: list[str], rounds: int, threads: int | None) -> list[str]:
-    runs: dict[str, list[dict[str, float]]] = {v: [] for v in variants}
-    for k in range(rounds):
-        for variant in variants[:: -1 if k % 2 else 1]:
-            cmd = [sys.executable, "-m", "experiments.int8_compute_forms", "--child", variant]
-            cmd += ["--threads", str(threads)] if threads else []
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = runs[variants[0]]
-    lines = [
-        f"| graph | own texts, sent/s | docs, sent/s | ratio to the {variants[0]} (own / docs) | rounds (own / docs) |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for variant, each in runs.items():
-        own, docs = (statistics.median(r[k] for r in each) for k in ("own", "docs"))
-        ratio = [statistics.median(r[k] / b[k] for r, b in zip(each, base, strict=True)) for k in ("own", "docs")]
-        rounds_text = ", ".join(f"{r['own']:.0f} / {r['docs']:.0f}" for r in each)
-        lines.append(f"| {variant} | {own:.0f} | {docs:.0f} | {ratio[0]:.2f} / {ratio[1]:.2f} | {rounds_text} |")
-    return lines
+    from experiments.cascade_overhead import alternating, speed_table
+
+    extra = ["--threads", str(threads)] if threads else []
+    return speed_table(alternating("experiments.int8_compute_forms", variants, rounds, extra))
 
 
 def main() -> None:
@@ -227,10 +212,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "int8_compute_forms.md")
     parser.add_argument("--threads", type=int, nargs="+", default=[0, 1], help="intra-op threads (0: one per core)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # the child's own run
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.child, args.threads[0] or None)))
+    if args.variant:
+        print(json.dumps(child(args.variant, args.threads[0] or None)))
         return
     from benchmarks.models import cpu_flags
 

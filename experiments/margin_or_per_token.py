@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,28 +129,9 @@ def measure(variant: str) -> dict[str, float]:
 
 
 def speed(rounds: int) -> list[str]:
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    order = list(VARIANTS)
-    for r in range(rounds):
-        for variant in order[:: -1 if r % 2 else 1]:
-            cmd = [sys.executable, "-m", "experiments.margin_or_per_token", "--variant", variant]
-            done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-            results[variant].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = results[order[0]]
-    lines = [
-        f"Ratios: each round's figure over the same round's `{order[0]}`, median over rounds (a round's variants run",
-        "back to back, so the machine's slower and faster phases fall on both sides of each ratio).",
-        "",
-        "| variant | own texts, sent/s | docs, sent/s | ratio own / docs | rounds (own / docs) |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for variant, got in results.items():
-        own, docs = (statistics.median(r[k] for r in got) for k in ("own texts", "docs"))
-        ratio = [statistics.median(r[k] / b[k] for r, b in zip(got, base)) for k in ("own texts", "docs")]
-        each = ", ".join(f"{r['own texts']:.0f} / {r['docs']:.0f}" for r in got)
-        lines.append(f"| {variant} | {own:.0f} | {docs:.0f} | {ratio[0]:.2f} / {ratio[1]:.2f} | {each} |")
-    return lines
+    from experiments.cascade_overhead import alternating, speed_table
+
+    return speed_table(alternating("experiments.margin_or_per_token", list(VARIANTS), rounds))
 
 
 def main() -> None:
