@@ -143,6 +143,12 @@ def cpu_flags() -> dict[str, Any]:
     return {"model": name, "flags": {f: f in flags for f in wanted}}
 
 
+def cpu_line() -> str:
+    """The CPU's model and the int8/bf16 flags it has, for a results file's header."""
+    cpu = cpu_flags()
+    return f"{cpu['model']}, " + ", ".join(f for f, on in cpu["flags"].items() if on)
+
+
 def int8_preset() -> str:
     """optimum's dynamic int8 preset for this CPU."""
     return "avx512_vnni" if cpu_flags()["flags"]["avx512_vnni"] else "avx2"

@@ -27,11 +27,9 @@ DEFAULT_MODELS = "distilbert,bert,roberta,bert-single,bart-nli,deberta-nli,minil
 
 
 def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    wanted = ("avx2", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile")
-    return f"{name}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in wanted)
+    from benchmarks.models import cpu_line
+
+    return cpu_line()
 
 
 def measure(name: str, checkpoint: Path, work: Path) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import corpus, models
-from benchmarks.models import cpu_flags
+from benchmarks.models import cpu_line
 from engine.export.verify import verification_inputs
 from engine.model.manifest import FP32_REFERENCE_FILE, MODEL_FILE, read
 from engine.runtime import batching
@@ -80,11 +80,8 @@ def main() -> None:
     }
     computed = {name: logits(args.export, list(texts)) for name, texts in sets.items()}
     flips = {name: int((i.argmax(1) != f.argmax(1)).sum()) for name, (f, i) in computed.items()}
-    cpu = cpu_flags()
     lines = [
-        f"`python -m experiments.cascade_criterion {args.export.name} --model {args.model}`; CPU: {cpu['model']}, "
-        + ", ".join(f for f, on in cpu["flags"].items() if on)
-        + ".",
+        f"`python -m experiments.cascade_criterion {args.export.name} --model {args.model}`; CPU: {cpu_line()}" + ".",
         "",
         "Decisions flipped after the cascade / texts (share of rows re-scored in fp32). int8 alone flips: "
         + "; ".join(f"{name} {n}/{len(computed[name][0])}" for name, n in flips.items())

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from benchmarks import corpus
-from benchmarks.models import cpu_flags
+from benchmarks.models import cpu_line
 from engine import TextClassifier
 from engine.runtime.session import OnnxSession
 
@@ -65,9 +65,8 @@ def main() -> int:
     for _ in range(args.rounds):
         for name, clf in models.items():
             figures[name].append(measure(clf, texts))
-    cpu = cpu_flags()
     lines = [
-        f"CPU: {cpu['model']}; flags: {', '.join(f for f, on in cpu['flags'].items() if on)}",
+        f"CPU: {cpu_line()}",
         "",
         f"`python -m experiments.cascade_spinning {args.export.name}`: {args.rounds} rounds, variants alternating in "
         "one process, medians. The int8 session spins as onnxruntime's default in both.",

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.models import cpu_flags
+from benchmarks.models import cpu_line
 from engine.export import gate, pipeline, quantize
 from engine.export.checkpoint import export_fp32, load_checkpoint
 from engine.export.describe import window
@@ -192,10 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                 measure(f"per-token {kind}, smoothed static elsewhere", rw((), static, True))
         if args.per_token:
             measure("per-token", rw(()))
-    cpu = cpu_flags()
     bins = " ".join(f"{a}-{min(b, 1)}" for a, b in BINS)
     lines = [
-        f"{cpu['model']}, flags: {' '.join(f for f, on in cpu['flags'].items() if on)}; {args.checkpoint}",
+        f"{cpu_line()}; {args.checkpoint}",
         "",
         "Flips: clear decisions int8 changed / clear decisions (every decision in brackets); margins: the flipped "
         f"clear decisions by fp32 margin ({bins})",

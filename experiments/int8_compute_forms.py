@@ -217,19 +217,16 @@ def main() -> None:
     if args.variant:
         print(json.dumps(child(args.variant, args.threads[0] or None)))
         return
-    from benchmarks.models import cpu_flags
+    from benchmarks.models import cpu_line
 
     variants = [BASELINES[0], *NBITS, *SCAFFOLDS]
     threads = " ".join(map(str, args.threads))
-    cpu = cpu_flags()
     for variant in variants:
         graph(variant)
     lines = [
         "# Finer activation scales in one kernel, and cheaper per-token scaffolding",
         "",
-        f"`python -m experiments.int8_compute_forms --rounds {args.rounds} --threads {threads}`; CPU: {cpu['model']}, "
-        + ", ".join(f for f, on in cpu["flags"].items() if on)
-        + ".",
+        f"`python -m experiments.int8_compute_forms --rounds {args.rounds} --threads {threads}`; CPU: {cpu_line()}.",
         "",
         "## Decisions (top-1 against the export's fp32 reference)",
         "",

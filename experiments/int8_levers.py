@@ -46,11 +46,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 
 def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8"]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(f for f in wanted if f in flags)}"
+    from benchmarks.models import cpu_line
+
+    return f"{cpu_line()}; {os.cpu_count()} cores"
 
 
 def texts(path: Path | None) -> tuple[list[str], list[str]]:

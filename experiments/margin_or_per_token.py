@@ -143,18 +143,15 @@ def main() -> None:
     if args.variant:
         print(json.dumps(measure(args.variant)))
         return
-    from benchmarks.models import cpu_flags
+    from benchmarks.models import cpu_line
 
-    cpu = cpu_flags()
     if not (LOOK1 / "manifest.json").exists():
         build_look1()
     recipe = json.loads((LOOK1 / "manifest.json").read_text("utf-8"))["quantization"]
     lines = [
         "# A wider near-tie margin or more per-token scales",
         "",
-        f"`python -m experiments.margin_or_per_token --rounds {args.rounds}`; CPU: {cpu['model']}, "
-        + ", ".join(f for f, on in cpu["flags"].items() if on)
-        + ".",
+        f"`python -m experiments.margin_or_per_token --rounds {args.rounds}`; CPU: {cpu_line()}.",
         "",
         f"Look 1's graph: {len(recipe['static_matmuls'])} static, {len(recipe['dynamic_matmuls'])} per-token "
         f"MatMuls ({recipe['name']}).",

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import corpus
-from benchmarks.models import cpu_flags
+from benchmarks.models import cpu_line
 from engine.model.manifest import MODEL_FILE, read
 from engine.runtime import batching
 from engine.runtime.session import OnnxSession, resolve_threads
@@ -81,8 +81,7 @@ def main() -> None:
                 reps.append(len(texts) / (time.perf_counter() - start))
             assert np.array_equal(out.argmax(1), reference.argmax(1)), name
             rates[name].append(statistics.median(reps))
-    cpu = cpu_flags()
-    print(f"CPU: {cpu['model']}, " + ", ".join(f for f, on in cpu["flags"].items() if on) + f"; {cores} cores")
+    print(f"CPU: {cpu_line()}; {cores} cores")
     print("| variant | sentences/s (median of rounds) | rounds |\n|---|---:|---|")
     for name, values in rates.items():
         print(f"| {name} | {statistics.median(values):.0f} | {' / '.join(f'{v:.0f}' for v in values)} |")

@@ -132,9 +132,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.export, args.child)))
         return
-    from benchmarks.models import cpu_flags
+    from benchmarks.models import cpu_line
 
-    cpu = cpu_flags()
     w8 = weight_only(args.export)
     sizes = {
         RESCORERS[0]: sum(p.stat().st_size for p in (args.export / "reference").iterdir()),
@@ -150,7 +149,7 @@ def main() -> None:
         f"# A weight-only int8 re-scorer: {args.export.name}",
         "",
         f"`python -m experiments.weight_only_reference {args.export.name} --model {args.model} --rounds "
-        f"{args.rounds}`; CPU: {cpu['model']}, " + ", ".join(f for f, on in cpu["flags"].items() if on) + ".",
+        f"{args.rounds}`; CPU: {cpu_line()}.",
         "",
         "## Decisions against the fp32 reference",
         "",
