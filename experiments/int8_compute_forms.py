@@ -231,7 +231,6 @@ def main() -> None:
         "## Decisions (top-1 against the export's fp32 reference)",
         "",
         *decisions(variants),
-        "",
     ]
     for n in args.threads:
         lines += [
