@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -127,24 +125,20 @@ def main() -> None:
     parser.add_argument("--model", default="minilm")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "weight_only_reference.md")
-    parser.add_argument("--child", choices=RESCORERS, help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=RESCORERS, help=argparse.SUPPRESS)  # the child's own run
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(args.export, args.child)))
+    if args.variant:
+        print(json.dumps(child(args.export, args.variant)))
         return
     from benchmarks.models import cpu_line
+    from experiments.cascade_overhead import alternating
 
     w8 = weight_only(args.export)
     sizes = {
         RESCORERS[0]: sum(p.stat().st_size for p in (args.export / "reference").iterdir()),
         RESCORERS[1]: sum(p.stat().st_size for p in w8.parent.iterdir()),
     }
-    runs: dict[str, list[dict[str, float]]] = {r: [] for r in RESCORERS}
-    for k in range(args.rounds):
-        for rescorer in RESCORERS[:: -1 if k % 2 else 1]:
-            cmd = [sys.executable, "-m", "experiments.weight_only_reference", str(args.export), "--child", rescorer]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            runs[rescorer].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    runs = alternating("experiments.weight_only_reference", RESCORERS, args.rounds, [str(args.export)])
     lines = [
         f"# A weight-only int8 re-scorer: {args.export.name}",
         "",
