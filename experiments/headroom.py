@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,45 @@ from engine.export.verify import verification_inputs
 HEADROOMS = (1.0, 1.25, 1.5, 2.0)
 BINS = ((0.2, 0.3), (0.3, 0.5), (0.5, 0.8), (0.8, 1.01))
 KINDS = ("Q/K/V input", "attention output", "FFN input", "FFN output")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A checkpoint's fused fp32 graph (`graph`, and its bytes `fp32`), the engine's run time for it, and the
+    built-in verification texts as the gate splits them."""
+
+    runtime: quantize.Runtime
+    graph: Any
+    fp32: bytes
+    search: list[Any]
+    confirm: list[Any]
+
+
+def prepare(checkpoint: str, work: Path) -> Prepared:
+    """Export `checkpoint` to fp32 ONNX in `work` and fuse it as `engine export` does."""
+    import onnx
+
+    config, tokenizer, model = load_checkpoint(checkpoint)
+    items = verification_inputs(None, False, False)
+    search_idx, confirm_idx = gate.split(items)
+    max_length = window(
+        config.model_type, config.max_position_embeddings, config.pad_token_id, tokenizer.model_max_length
+    )
+    tokenizer.save_pretrained(work / "tok")
+    runtime = quantize.Runtime(
+        (work / "tok" / "tokenizer.json").read_text(), max_length, tokenizer.pad_token_id, config.num_labels
+    )
+    raw = export_fp32(model, work)
+    fp32_path, _, _ = pipeline.fused_graph(
+        raw,
+        config,
+        lambda p: runtime.logits(p.read_bytes(), items),
+        runtime.logits(raw.read_bytes(), items),
+        1e-3,
+        print,
+    )
+    search, confirm = [items[i] for i in search_idx], [items[i] for i in confirm_idx]
+    return Prepared(runtime, onnx.load(str(fp32_path)), fp32_path.read_bytes(), search, confirm)
 
 
 def widened(ranges: dict[str, quantize.Range], h: float) -> dict[str, quantize.Range]:
@@ -109,39 +149,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bias-correction", action="store_true", help="every form with its biases corrected")
     ap.add_argument("--no-per-token", dest="per_token", action="store_false")
     args = ap.parse_args(argv)
-    config, tokenizer, model = load_checkpoint(args.checkpoint)
     held_out = [t for t, _ in json.loads(Path(args.texts).read_text())[args.task]["test"]]
-    items = verification_inputs(None, False, False)
-    search_idx, confirm_idx = gate.split(items)
-    search_items = [items[i] for i in search_idx]
-    confirm_items = [items[i] for i in confirm_idx]
-    max_length = window(
-        config.model_type, config.max_position_embeddings, config.pad_token_id, tokenizer.model_max_length
-    )
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        tokenizer.save_pretrained(work / "tok")
-        runtime = quantize.Runtime(
-            (work / "tok" / "tokenizer.json").read_text(), max_length, tokenizer.pad_token_id, config.num_labels
+        prepared = prepare(args.checkpoint, Path(tmp))
+        runtime, fp32, search_items, confirm_items = (
+            prepared.runtime,
+            prepared.fp32,
+            prepared.search,
+            prepared.confirm,
         )
-        raw = export_fp32(model, work)
-        fp32_path, _, _ = pipeline.fused_graph(
-            raw,
-            config,
-            lambda p: runtime.logits(p.read_bytes(), items),
-            runtime.logits(raw.read_bytes(), items),
-            1e-3,
-            print,
-        )
-        fp32 = fp32_path.read_bytes()
         refs = {
             name: runtime.logits(fp32, texts)
             for name, texts in (("search", search_items), ("confirm", confirm_items), ("held-out", held_out))
         }
-        import onnx
-
-        graph = onnx.load(str(fp32_path))
+        graph = prepared.graph
         ranges = runtime.ranges(graph, sorted({t.input for t in quantize.targets(graph)}), search_items)
 
         means = channel_means(runtime, graph, ranges, search_items) if args.bias_correction else None
