@@ -29,7 +29,7 @@ from benchmarks.models import cpu_line
 from engine.export import quantize
 from engine.export.verify import RESCORE_MARGIN
 from engine.runtime.postprocess import softmax
-from experiments.headroom import prepare
+from experiments.headroom import emit, prepare
 
 DATA = Path.home() / ".cache/offline-textclf-engine/benchmarks/full-trained/data.json"
 POOL = 800  # texts per pool (the search split has 801)
@@ -110,10 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
         *rows,
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(lines, args.out)
     return 0
 
 

@@ -81,6 +81,14 @@ def prepare(checkpoint: str, work: Path) -> Prepared:
     return Prepared(runtime, onnx.load(str(fp32_path)), fp32_path.read_bytes(), search, confirm)
 
 
+def emit(lines: list[str], out: str | None) -> None:
+    """Print an experiment's markdown, and write it to `out` when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n")
+
+
 def widened(ranges: dict[str, quantize.Range], h: float) -> dict[str, quantize.Range]:
     return {k: quantize.Range(r.lo * h, r.hi * h) for k, r in ranges.items()}
 
@@ -240,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "|---|" + "---|" * len(cells),
             *(f"| {r['form']} | " + " | ".join(r[c] for c in cells) + " |" for r in rows),
         ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    emit(lines, args.out)
     return 0
 
 
