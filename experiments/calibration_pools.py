@@ -4,7 +4,7 @@
 
 Every MatMul int8 on static scales (plain and smoothed, engine/export/quantize), the ranges taken from one pool of
 texts at a time: the gate's built-in search split (what `engine export` uses with no `--calibration-file`); CPython
-docs sentences (benchmarks/corpus.py); the docs sentences the fp32 model calls with probability >= 0.9 (texts
+docs sentences (benchmarks/corpus.py); those of them the fp32 model calls with probability >= 0.9 (texts
 that look like its domain to it, chosen without labels); the harness's in-domain calibration texts (the best a
 user's `--calibration-file` can give); and unions. Measured against the fused fp32 graph: the gate's confirm split
 (clear decisions, and every one), the model's held-out texts (every decision: what issue 29 counts), and the same
@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.corpus import all_sentences
 from benchmarks.models import cpu_line
-from engine.export import quantize
+from engine.export import gate, quantize
 from engine.export.verify import RESCORE_MARGIN
 from engine.runtime.postprocess import softmax
 from experiments.headroom import emit, prepare
@@ -43,11 +43,10 @@ def flips(ref: np.ndarray, got: np.ndarray) -> tuple[int, int]:
 
 
 def cascade(ref: np.ndarray, got: np.ndarray) -> tuple[int, float]:
-    """Decisions flipped after re-scoring in fp32 the rows whose int8 margin is below RESCORE_MARGIN, and the
-    share of rows re-scored."""
-    again = quantize.margins(got) < RESCORE_MARGIN
-    final = np.where(again, quantize.decisions(ref), quantize.decisions(got))
-    return int((final != quantize.decisions(ref)).sum()), float(again.mean())
+    """Decisions flipped after the run time's near-tie cascade at RESCORE_MARGIN (engine.export.gate.cascade), and
+    the share of rows it re-scored."""
+    final, rescored = gate.cascade(got, ref, RESCORE_MARGIN)
+    return flips(ref, final)[1], rescored / len(ref)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,9 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         rt, graph = p.runtime, p.graph
         names = sorted({t.input for t in quantize.targets(graph)})
         ref = {k: rt.logits(p.fp32, v) for k, v in (("confirm", p.confirm), ("held", held_out), ("unseen", unseen))}
-        probs = softmax(rt.logits(p.fp32, docs[: 3 * POOL]))
-        confident = [t for t, q in zip(docs[: 3 * POOL], probs.max(axis=1), strict=True) if q >= CONFIDENT]
-        confident = [t for t in confident if t not in set(unseen)][:POOL]
+        probs = softmax(rt.logits(p.fp32, pool))
+        confident = [t for t, q in zip(pool, probs.max(axis=1), strict=True) if q >= CONFIDENT]
 
         def union(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             return {k: quantize.Range(np.minimum(a[k].lo, b[k].lo), np.maximum(a[k].hi, b[k].hi)) for k in a}
